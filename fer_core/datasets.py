@@ -1,0 +1,147 @@
+"""Labelled face data: the Kaggle folder layout and the original ``fer2013.csv``.
+
+Folders are mapped to labels by name through :mod:`fer_core.labels`, never by listing order.
+Decoded 48x48 arrays can be cached on disk so an epoch never re-decodes 28k JPEGs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .labels import EMOTIONS, UnknownClassError, label_index
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "train": ("train", "training"),
+    "validation": ("validation", "val", "valid", "publictest", "test"),
+}
+CSV_USAGE = {"train": "Training", "validation": "PublicTest", "test": "PrivateTest"}
+
+
+@dataclass
+class LabelledFiles:
+    """Image paths with integer labels (FER2013 order)."""
+
+    paths: list[Path]
+    labels: np.ndarray  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass
+class FaceArrays:
+    """Decoded grayscale faces: images (N, S, S) uint8, labels (N,) int64."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def list_labelled_folder(root: str | Path) -> LabelledFiles:
+    """Images of ``<root>/<class>/*`` (any common format). Any subset of the 7 classes is fine.
+
+    Raises FileNotFoundError for a missing folder and UnknownClassError for a class folder
+    that is not an expression (the error names the folder).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Not a folder: {root}")
+    paths: list[Path] = []
+    labels: list[int] = []
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise ValueError(f"{root} has no class folders; expected <folder>/<class>/<image> with classes {EMOTIONS}.")
+    for d in class_dirs:
+        try:
+            label = label_index(d.name)
+        except UnknownClassError as e:
+            raise UnknownClassError(f"Folder {d} is not an expression class: {e}") from None
+        files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        paths += files
+        labels += [label] * len(files)
+    if not paths:
+        raise ValueError(f"No images found under {root}.")
+    return LabelledFiles(paths, np.asarray(labels, dtype=np.int64))
+
+
+def resolve_split_dir(root: str | Path, split: str) -> Path:
+    """``<root>/<split>`` accepting the usual names (validation: validation/val/test)."""
+    root = Path(root)
+    for name in SPLIT_ALIASES.get(split, (split,)):
+        for candidate in (root / name, root / name.capitalize()):
+            if candidate.is_dir():
+                return candidate
+    raise FileNotFoundError(f"No {split!r} folder under {root} (tried {', '.join(SPLIT_ALIASES.get(split, (split,)))}).")
+
+
+def decode_gray(path: str | Path, size: int | None = None) -> np.ndarray:
+    """Read an image file as (H, W) uint8 gray, optionally resized to size x size. Raises ValueError if unreadable."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+    if img is None:
+        raise ValueError(f"Cannot decode image {path}")
+    if size is not None and img.shape != (size, size):
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def _cache_key(files: LabelledFiles, size: int) -> str:
+    h = hashlib.sha1(str(size).encode())
+    for p, y in zip(files.paths, files.labels):
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{int(st.st_mtime)}|{y}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def load_face_arrays(files: LabelledFiles, size: int = 48, cache_dir: str | Path | None = None) -> FaceArrays:
+    """Decode every file once to (N, size, size) uint8; with cache_dir, reuse an .npz keyed on the file list."""
+    cache_path = None
+    if cache_dir is not None:
+        cache_path = Path(cache_dir) / f"faces_{_cache_key(files, size)}.npz"
+        if cache_path.exists():
+            with np.load(cache_path) as z:
+                return FaceArrays(z["images"], z["labels"])
+    images = np.stack([decode_gray(p, size) for p in files.paths])
+    arrays = FaceArrays(images, files.labels.copy())
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(".tmp.npz")
+        np.savez(tmp, images=arrays.images, labels=arrays.labels)
+        os.replace(tmp, cache_path)
+    return arrays
+
+
+def read_fer2013_csv(path: str | Path, split: str) -> FaceArrays:
+    """Rows of the original ``fer2013.csv`` (emotion,pixels,Usage) for split train/validation/test."""
+    import pandas as pd
+
+    usage = CSV_USAGE.get(split, split)
+    df = pd.read_csv(path)
+    missing = {"emotion", "pixels", "Usage"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path} lacks column(s) {sorted(missing)}; expected emotion,pixels,Usage.")
+    df = df[df["Usage"] == usage]
+    if df.empty:
+        raise ValueError(f"{path} has no rows with Usage == {usage!r}.")
+    images = np.stack([np.asarray(s.split(), dtype=np.uint8).reshape(48, 48) for s in df["pixels"]])
+    labels = df["emotion"].to_numpy(dtype=np.int64)
+    if labels.min() < 0 or labels.max() >= len(EMOTIONS):
+        raise ValueError(f"{path}: emotion labels must be 0..{len(EMOTIONS) - 1}.")
+    return FaceArrays(images, labels)
+
+
+def load_split(data: str | Path, split: str, size: int = 48, cache_dir: str | Path | None = None) -> FaceArrays:
+    """A split from either a Kaggle-layout root folder or a fer2013.csv file."""
+    data = Path(data)
+    if data.suffix.lower() == ".csv":
+        return read_fer2013_csv(data, split)
+    return load_face_arrays(list_labelled_folder(resolve_split_dir(data, split)), size, cache_dir)

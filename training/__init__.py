@@ -1,0 +1,1 @@
+"""Training, evaluation and benchmark scripts (they import fer_core; fer_core never imports them)."""

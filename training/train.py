@@ -1,0 +1,257 @@
+"""Train the Xception expression model from scratch.
+
+    python -m training.train                      # default recipe -> artifacts/
+    python -m training.train --resume             # continue a killed run from its last epoch
+    python -m training.train --data fer2013.csv   # the original CSV instead of the Kaggle folders
+
+Writes to --out: model.pt (best epoch on validation), model_card.json, history.csv.
+Per-epoch resume state goes to --work-dir (not shipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from contextlib import nullcontext
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from fer_core.checkpoint import save_checkpoint
+from fer_core.datasets import FaceArrays, load_split
+from fer_core.inference import predict_probabilities
+from fer_core.labels import EMOTIONS
+from fer_core.metrics import classification_summary
+from fer_core.model import VARIANTS, build_model, count_macs, count_parameters
+from fer_core.preprocessing import PreprocessConfig, faces_to_tensor
+
+from .augment import AugmentConfig, augment_batch
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "fer2013" / "images"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--data", default=str(DEFAULT_DATA),
+      help="Kaggle-layout root with train/ and validation/ (or val/, test/), or a fer2013.csv file (default: %(default)s)")
+    a("--out", default=str(PROJECT_ROOT / "artifacts"), help="where model.pt, model_card.json, history.csv go (default: %(default)s)")
+    a("--work-dir", default=str(PROJECT_ROOT / "runs" / "train"), help="resume state, one file per run (default: %(default)s)")
+    a("--cache-dir", default=str(Path.home() / ".cache" / "fer_core"), help="decoded-image cache; '' disables (default: %(default)s)")
+    a("--variant", default="small", choices=sorted(VARIANTS), help="model width/depth preset (default: %(default)s)")
+    a("--epochs", type=int, default=60, help="training epochs (default: %(default)s)")
+    a("--batch-size", type=int, default=128, help="images per step (default: %(default)s)")
+    a("--lr", type=float, default=3e-3, help="peak AdamW learning rate of the one-cycle schedule (default: %(default)s)")
+    a("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default: %(default)s)")
+    a("--warmup-epochs", type=float, default=3.0, help="linear warm-up length in epochs (default: %(default)s)")
+    a("--label-smoothing", type=float, default=0.1, help="cross-entropy label smoothing (default: %(default)s)")
+    a("--class-weight-power", type=float, default=0.5,
+      help="loss weight of a class ~ count**-power; 0 = unweighted, 1 = fully balanced (default: %(default)s)")
+    a("--ema-decay", type=float, default=0.998, help="per-step decay of the weight EMA that is evaluated and shipped; 0 disables (default: %(default)s)")
+    a("--limit-per-class", type=int, default=0, help="use at most N training images per class, for quick checks (default: all)")
+    a("--limit-val", type=int, default=0, help="use a random N validation images, for quick checks (default: all)")
+    a("--threads", type=int, default=0, help="torch CPU threads; 0 = all cores (default: %(default)s)")
+    a("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
+    a("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    a("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    a("--resume", action="store_true", help="continue from --work-dir/last.pt if it exists")
+    return p
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def limit_per_class(data: FaceArrays, n: int, seed: int) -> FaceArrays:
+    if n <= 0:
+        return data
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate([rng.permutation(np.flatnonzero(data.labels == c))[:n] for c in np.unique(data.labels)])
+    keep.sort()
+    return FaceArrays(data.images[keep], data.labels[keep])
+
+
+def class_weights(labels: np.ndarray, power: float) -> torch.Tensor:
+    """Loss weights ~ count**-power, scaled so that the average weight per training image is 1."""
+    counts = np.bincount(labels, minlength=len(EMOTIONS)).astype(np.float64)
+    w = np.where(counts > 0, np.maximum(counts, 1) ** -power, 0.0)
+    w = w * counts.sum() / (w * counts).sum()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
+
+
+def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor, labels: torch.Tensor, args,
+                    weights: torch.Tensor, preprocess: PreprocessConfig, aug: AugmentConfig, gen: torch.Generator,
+                    device: torch.device, epoch: int) -> dict:
+    """One pass over the shuffled training set. ``images`` is the (N, 1, S, S) preprocessed tensor."""
+    model.train()
+    order = torch.randperm(len(labels), generator=gen)
+    steps = len(order) // args.batch_size  # drop the ragged last batch: BatchNorm dislikes tiny batches
+    total_loss, correct, seen = 0.0, 0, 0
+    bar = tqdm(range(steps), desc=f"epoch {epoch}/{args.epochs}", leave=False, file=sys.stderr,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    for step in bar:
+        idx = order[step * args.batch_size:(step + 1) * args.batch_size]
+        x = augment_batch(images[idx], preprocess.std, aug, gen).to(device, memory_format=torch.channels_last)
+        y = labels[idx].to(device)
+        with autocast(device, not args.no_bf16):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=args.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        total_loss += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return {"train_loss": total_loss / seen, "train_acc": correct / seen}
+
+
+def evaluate(model, images: torch.Tensor, labels: np.ndarray, device: torch.device, bf16: bool, tta: bool) -> dict:
+    """Validation metrics of a model on preprocessed faces (selection uses validation data only)."""
+    with autocast(device, bf16):
+        probs = predict_probabilities(model, images.to(device, memory_format=torch.channels_last), tta=tta)
+    nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1)).mean())
+    summary = classification_summary(labels, probs.argmax(1), EMOTIONS)
+    return {"val_loss": nll, "val_acc": summary["accuracy"], "val_macro_f1": summary["macro_f1"], "summary": summary}
+
+
+def library_versions() -> dict:
+    import cv2
+    import sklearn
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "opencv": cv2.__version__, "scikit-learn": sklearn.__version__, "platform": platform.platform()}
+
+
+def main(args: argparse.Namespace) -> dict:
+    started = time.time()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gen = seed_everything(args.seed)
+    out, work = Path(args.out), Path(args.work_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    preprocess = PreprocessConfig()
+    aug = AugmentConfig()
+    cache = args.cache_dir or None
+
+    print(f"Loading data from {args.data} ...", flush=True)
+    train = limit_per_class(load_split(args.data, "train", preprocess.image_size, cache), args.limit_per_class, args.seed)
+    val = load_split(args.data, "validation", preprocess.image_size, cache)
+    if args.limit_val:
+        keep = np.sort(np.random.default_rng(args.seed).permutation(len(val))[: args.limit_val])
+        val = FaceArrays(val.images[keep], val.labels[keep])
+    counts = {name: int((train.labels == i).sum()) for i, name in enumerate(EMOTIONS)}
+    print(f"train: {len(train)} images {counts}; validation: {len(val)} images", flush=True)
+
+    train_x = faces_to_tensor(train.images, preprocess)  # (N, 1, 48, 48) once; augmentation wraps it per batch
+    train_y = torch.from_numpy(train.labels)
+    val_x = faces_to_tensor(val.images, preprocess)
+
+    model = build_model(args.variant).to(device, memory_format=torch.channels_last)
+    n_params, macs = count_parameters(model), count_macs(build_model(args.variant), preprocess.image_size)
+    print(f"Xception '{args.variant}': {n_params:,} parameters, {macs / 1e6:.1f} M MACs per face", flush=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    steps_per_epoch = len(train_y) // args.batch_size
+    if steps_per_epoch == 0:
+        raise SystemExit(f"--batch-size {args.batch_size} is larger than the training set ({len(train_y)} images).")
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
+        pct_start=min(0.5, args.warmup_epochs / args.epochs), anneal_strategy="cos", div_factor=25, final_div_factor=1e3)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True) if args.ema_decay > 0 else None
+    weights = class_weights(train.labels, args.class_weight_power).to(device)
+
+    history: list[dict] = []
+    best = {"val_acc": -1.0}
+    start_epoch, prior_seconds = 1, 0.0
+    state_path = work / "last.pt"
+    if args.resume and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        gen.set_state(state["generator"])
+        history, best = state["history"], state["best"]
+        start_epoch, prior_seconds = state["epoch"] + 1, state["train_seconds"]
+        print(f"Resumed from {state_path} after epoch {state['epoch']} (best val acc {best['val_acc']:.4f})", flush=True)
+
+    shipped = ema.module if ema is not None else model
+    for epoch in range(start_epoch, args.epochs + 1):
+        t0 = time.time()
+        row = {"epoch": epoch, "lr": scheduler.get_last_lr()[0]}
+        row.update(train_one_epoch(model, ema, optimizer, scheduler, train_x, train_y, args, weights, preprocess,
+                                   aug, gen, device, epoch))
+        metrics = evaluate(shipped, val_x, val.labels, device, not args.no_bf16, tta=False)
+        summary = metrics.pop("summary")
+        row.update(metrics)
+        row["seconds"] = time.time() - t0
+        history.append(row)
+        print(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
+              f"val acc {row['val_acc']:.4f}  val macro-F1 {row['val_macro_f1']:.4f}  lr {row['lr']:.2e}  "
+              f"{row['seconds']:.0f}s", flush=True)
+        pd.DataFrame(history).to_csv(out / "history.csv", index=False)
+        if row["val_acc"] > best["val_acc"]:
+            best = {"epoch": epoch, "val_acc": row["val_acc"], "val_macro_f1": row["val_macro_f1"],
+                    "per_class_recall": {k: v["recall"] for k, v in summary["per_class"].items()}}
+            save_checkpoint(out / "model.pt", shipped, preprocess,
+                            meta={"epoch": epoch, "variant": args.variant, "seed": args.seed,
+                                  "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        train_seconds = prior_seconds + (time.time() - (t0 if epoch > start_epoch else started))
+        prior_seconds = train_seconds
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None, "generator": gen.get_state(),
+                    "history": history, "best": best, "epoch": epoch, "train_seconds": train_seconds},
+                   work / "last.pt.tmp")
+        os.replace(work / "last.pt.tmp", state_path)
+
+    card = {
+        "name": f"FER Xception-{args.variant}",
+        "task": "facial expression recognition, 7 classes, 48x48 grayscale faces",
+        "classes": list(EMOTIONS),
+        "architecture": {"family": "Xception (entry flow, 8-block middle flow, exit flow + dense head)",
+                         "variant": args.variant, "config": shipped.config.to_dict(),
+                         "parameters": n_params, "macs_per_face": macs},
+        "preprocessing": preprocess.to_dict(),
+        "augmentation": aug.to_dict(),
+        "training": {"command": "python -m training.train " + " ".join(sys.argv[1:]),
+                     "arguments": vars(args), "device": str(device), "wall_time_seconds": round(prior_seconds, 1),
+                     "epochs_run": len(history), "selected_epoch": best.get("epoch"),
+                     "selection": "highest validation accuracy (no TTA) of the EMA weights"},
+        "data": {"source": str(args.data), "train_images": len(train), "train_class_counts": counts,
+                 "validation_images": len(val)},
+        "validation": {"split": "FER2013 PublicTest (validation folder)", "tta": False, **best},
+        "library_versions": library_versions(),
+        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (out / "model_card.json").write_text(json.dumps(card, indent=2))
+    print(f"Done in {prior_seconds / 60:.1f} min. Best epoch {best.get('epoch')}: val acc {best['val_acc']:.4f}, "
+          f"macro-F1 {best.get('val_macro_f1', 0):.4f}. Wrote {out}/model.pt, model_card.json, history.csv", flush=True)
+    return card
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
