@@ -6,9 +6,18 @@ evaluation, ``training.evaluate``, the CLI and the app pages all go through it.
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
 import numpy as np
+import torch
 from torch import nn
+
+from .checkpoint import DEFAULT_WEIGHTS, load_checkpoint
+from .face_detection import Box, FaceDetector, HaarFaceDetector
+from .images import load_image
+from .preprocessing import PreprocessConfig, crop_face, faces_to_tensor, to_gray
 
 
 @torch.no_grad()
@@ -30,3 +39,70 @@ def predict_probabilities(model: nn.Module, batch: torch.Tensor, tta: bool = Tru
     if not out:
         return np.zeros((0, getattr(getattr(model, "config", None), "num_classes", 7)), np.float32)
     return torch.cat(out).cpu().numpy().astype(np.float32)
+
+
+@dataclass
+class FacePrediction:
+    """One face: its box in the input image, all class probabilities and the top label."""
+
+    box: tuple[int, int, int, int]  # x, y, w, h
+    probabilities: dict[str, float]
+    label: str
+    confidence: float
+    whole_image: bool = False  # True when no face was detected and the whole image was classified
+
+    def to_dict(self) -> dict:
+        return {"box": list(self.box), "label": self.label, "confidence": self.confidence,
+                "probabilities": dict(self.probabilities), "whole_image": self.whole_image}
+
+
+class Predictor:
+    """The shared, read-only model plus its preprocessing. Thread-safe for inference.
+
+    Face detectors hold OpenCV state, so they are passed in per call (one per session / thread).
+    """
+
+    def __init__(self, model: nn.Module, preprocess: PreprocessConfig, class_names: tuple[str, ...], meta: dict | None = None):
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.class_names = tuple(class_names)
+        self.meta = meta or {}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path = DEFAULT_WEIGHTS) -> "Predictor":
+        model, preprocess, names, meta = load_checkpoint(path)
+        return cls(model, preprocess, names, meta)
+
+    def classify_crops(self, faces: Sequence[np.ndarray], tta: bool = True) -> np.ndarray:
+        """Gray face crops (any size) -> (N, C) probabilities, all in one batch."""
+        if len(faces) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        return predict_probabilities(self.model, faces_to_tensor(faces, self.preprocess), tta=tta)
+
+    def classify_boxes(self, gray: np.ndarray, boxes: Sequence[Box], tta: bool = True,
+                       whole_image: bool = False) -> list[FacePrediction]:
+        """Classify given boxes of a (H, W) uint8 gray image, in one batch."""
+        crops = [crop_face(gray, b, self.preprocess.face_margin) for b in boxes]
+        probs = self.classify_crops(crops, tta=tta)
+        return [self._prediction(b, p, whole_image) for b, p in zip(boxes, probs)]
+
+    def predict(self, image, detector: FaceDetector | None = None, tta: bool = True,
+                whole_image_if_no_face: bool = False, channel_order: str = "RGB") -> list[FacePrediction]:
+        """An image (path, bytes, PIL, or numpy RGB/BGR/gray) -> one prediction per detected face, largest first.
+
+        With no face found, returns [] unless ``whole_image_if_no_face`` (then the whole image is one face,
+        as for a pre-cropped FER2013 image).
+        """
+        rgb = load_image(image, channel_order=channel_order)
+        gray = to_gray(rgb)
+        detector = detector or HaarFaceDetector()
+        boxes = detector.detect(gray)
+        if not boxes and whole_image_if_no_face:
+            return self.classify_boxes(gray, [(0, 0, gray.shape[1], gray.shape[0])], tta=tta, whole_image=True)
+        return self.classify_boxes(gray, boxes, tta=tta)
+
+    def _prediction(self, box: Box, probs: np.ndarray, whole_image: bool = False) -> FacePrediction:
+        top = int(np.argmax(probs))
+        return FacePrediction(box=tuple(int(v) for v in box),
+                              probabilities={n: float(p) for n, p in zip(self.class_names, probs)},
+                              label=self.class_names[top], confidence=float(probs[top]), whole_image=whole_image)

@@ -1,0 +1,93 @@
+"""Evaluate a Predictor on a labelled folder ``<root>/<class>/<image>`` (any subset of the 7 classes).
+
+Shared by ``python -m training.evaluate`` and the app's evaluation page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .datasets import LabelledFiles, list_labelled_folder
+from .face_detection import HaarFaceDetector
+from .images import ImageLoadError, load_image
+from .inference import Predictor
+from .metrics import classification_summary, report_text
+from .preprocessing import crop_face, to_gray
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass
+class EvaluationResult:
+    summary: dict  # accuracy, macro_f1, labels, confusion_matrix, per_class, n_images, n_faces_found, ...
+    records: list[dict] = field(default_factory=list)  # one per image: path, true, predicted, probabilities
+    report: str = ""  # sklearn's text report
+
+    def to_json(self) -> dict:
+        return {**self.summary, "images": self.records}
+
+
+def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: bool = False, tta: bool = True,
+                   min_face_size: int = 20, chunk: int = 256, progress: Progress | None = None,
+                   split: str = "") -> EvaluationResult:
+    """Classify every file and score it against its folder label.
+
+    Without ``detect_faces`` each image is a pre-cropped face. With it, the largest detected face is
+    classified; images with no face (or that cannot be read) count as wrong and are counted.
+    """
+    names = predictor.class_names
+    detector = HaarFaceDetector(min_face_size=min_face_size) if detect_faces else None
+    y_pred = np.full(len(files), -1, dtype=np.int64)
+    records: list[dict] = []
+    unreadable = 0
+    for start in range(0, len(files), chunk):
+        crops, slots = [], []
+        for i in range(start, min(start + chunk, len(files))):
+            path = files.paths[i]
+            rec = {"path": str(path), "true": names[files.labels[i]], "predicted": None, "face_found": False,
+                   "probabilities": None, "error": None}
+            records.append(rec)
+            try:
+                gray = to_gray(load_image(path))
+            except ImageLoadError as e:
+                rec["error"] = str(e)
+                unreadable += 1
+                continue
+            if detector is not None:
+                boxes = detector.detect(gray)
+                if not boxes:
+                    continue
+                x, y, w, h = boxes[0]
+                rec["box"] = [x, y, w, h]
+                gray = crop_face(gray, boxes[0], predictor.preprocess.face_margin)
+            rec["face_found"] = True
+            crops.append(gray)
+            slots.append(i)
+        probs = predictor.classify_crops(crops, tta=tta)
+        for i, p in zip(slots, probs):
+            y_pred[i] = int(np.argmax(p))
+            records[i]["predicted"] = names[y_pred[i]]
+            records[i]["probabilities"] = {n: float(v) for n, v in zip(names, p)}
+        if progress is not None:
+            progress(min(start + chunk, len(files)), len(files))
+    summary = classification_summary(files.labels, y_pred, names)
+    found = y_pred >= 0
+    summary.update({
+        "n_images": len(files),
+        "n_faces_found": int(found.sum()),
+        "n_unreadable": unreadable,
+        "no_face_per_class": {n: int(((files.labels == i) & ~found).sum()) for i, n in enumerate(names)},
+        "tta": tta,
+        "detect_faces": detect_faces,
+        "split": split,
+    })
+    return EvaluationResult(summary, records, report_text(files.labels, y_pred, names))
+
+
+def evaluate_folder(predictor: Predictor, root: str | Path, **kwargs) -> EvaluationResult:
+    """:func:`evaluate_files` on ``<root>/<class>/*``; raises for missing folders or unknown class names."""
+    return evaluate_files(predictor, list_labelled_folder(root), **kwargs)

@@ -1,0 +1,91 @@
+"""Reading user images robustly: paths, bytes, PIL images or numpy arrays -> (H, W, 3) uint8 RGB.
+
+EXIF orientation is honoured; grayscale, RGBA, palette and 16-bit images are converted.
+Every failure is an ImageLoadError with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .preprocessing import to_gray
+
+MAX_PIXELS = 50_000_000  # larger images are refused rather than exhausting memory
+MAX_BYTES = 50 * 1024 * 1024
+
+
+class ImageLoadError(ValueError):
+    """An input that cannot be read as an image (not an image, truncated, too large, ...)."""
+
+
+def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        peak = 65535.0 if img.mode.startswith("I;16") or hi > 255 else 255.0
+        arr = np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8) if hi > lo or hi > 0 else arr.astype(np.uint8)
+        return np.stack([arr] * 3, axis=-1)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return np.asarray(img.convert("RGB"))
+
+
+def load_image(source, channel_order: str = "RGB") -> np.ndarray:
+    """Path / bytes / file-like / PIL image / numpy array -> (H, W, 3) uint8 RGB.
+
+    ``channel_order`` tells how a 3- or 4-channel numpy array is ordered ("RGB" or "BGR", as OpenCV gives).
+    """
+    if isinstance(source, np.ndarray):
+        gray_or_color = source
+        if gray_or_color.ndim == 2 or (gray_or_color.ndim == 3 and gray_or_color.shape[2] == 1):
+            g = to_gray(gray_or_color)
+            return np.stack([g] * 3, axis=-1)
+        if gray_or_color.ndim == 3 and gray_or_color.shape[2] in (3, 4):
+            arr = gray_or_color[:, :, :3]
+            if arr.dtype == np.uint16:
+                arr = (arr / 257.0).round().astype(np.uint8)
+            arr = np.ascontiguousarray(arr.astype(np.uint8, copy=False))
+            return arr[:, :, ::-1].copy() if channel_order.upper().startswith("BGR") else arr
+        raise ImageLoadError(f"Unsupported array shape {source.shape}; expected (H, W), (H, W, 3) or (H, W, 4).")
+    if isinstance(source, Image.Image):
+        return _pil_to_rgb(source)
+    name = "image"
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        name = path.name
+        if not path.is_file():
+            raise ImageLoadError(f"{path}: file not found.")
+        if path.stat().st_size > MAX_BYTES:
+            raise ImageLoadError(f"{name}: file is larger than {MAX_BYTES // 2**20} MB.")
+        data = path.read_bytes()
+    elif isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+    elif hasattr(source, "read"):
+        name = getattr(source, "name", name)
+        data = source.read()
+    else:
+        raise ImageLoadError(f"Cannot read an image from a {type(source).__name__}.")
+    if len(data) > MAX_BYTES:
+        raise ImageLoadError(f"{name}: file is larger than {MAX_BYTES // 2**20} MB.")
+    if not data:
+        raise ImageLoadError(f"{name}: the file is empty.")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageLoadError(f"{name}: {img.width}x{img.height} pixels is too large "
+                                     f"(limit {MAX_PIXELS // 1_000_000} megapixels).")
+            img.load()
+            return _pil_to_rgb(img)
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{name}: not an image file (or a format that cannot be read).") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageLoadError(f"{name}: the image is damaged or truncated ({e}).") from None

@@ -1,0 +1,73 @@
+"""Evaluate a trained model on a labelled folder ``<dir>/<class>/*`` (any subset of the 7 classes).
+
+    python -m training.evaluate ../shared/data/fer2013/images/validation --json artifacts/eval_validation.json
+    python -m training.evaluate ../shared/data/photos --detect-faces
+
+Prints sklearn's classification report; ``--json`` writes accuracy, macro_f1, n_images,
+n_faces_found, labels, confusion_matrix (rows = true, columns = predicted) and per_class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fer_core.checkpoint import DEFAULT_WEIGHTS, CheckpointError
+from fer_core.evaluation import evaluate_folder
+from fer_core.inference import Predictor
+from fer_core.labels import UnknownClassError
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", help="labelled folder: <folder>/<class>/<image>")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint to evaluate (default: %(default)s)")
+    p.add_argument("--no-tta", action="store_true", help="disable horizontal-flip test-time augmentation")
+    p.add_argument("--detect-faces", action="store_true",
+                   help="images are whole photos: detect faces and classify the largest; no face counts as wrong")
+    p.add_argument("--min-face-size", type=int, default=20, help="with --detect-faces: smallest face in pixels (default: %(default)s)")
+    p.add_argument("--split", default="", help="name of the data split, recorded in the JSON (e.g. 'FER2013 PublicTest')")
+    p.add_argument("--json", dest="json_out", help="write the results as JSON to this file")
+    p.add_argument("--with-images", action="store_true", help="include per-image predictions in the JSON")
+    return p
+
+
+def main(args: argparse.Namespace) -> dict:
+    try:
+        predictor = Predictor.from_checkpoint(args.weights)
+    except CheckpointError as e:
+        sys.exit(f"error: {e}")
+    bar = tqdm(total=0, unit="img", desc="evaluating", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        result = evaluate_folder(predictor, args.folder, detect_faces=args.detect_faces, tta=not args.no_tta,
+                                 min_face_size=args.min_face_size, progress=progress,
+                                 split=args.split or Path(args.folder).name)
+    except (FileNotFoundError, UnknownClassError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    finally:
+        bar.close()
+    s = result.summary
+    s["weights"] = str(args.weights)
+    print(result.report)
+    print(f"accuracy {s['accuracy']:.4f}  macro-F1 {s['macro_f1']:.4f}  images {s['n_images']}  "
+          f"faces found {s['n_faces_found']}  TTA {'on' if s['tta'] else 'off'}")
+    if args.json_out:
+        out = Path(args.json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        payload = result.to_json() if args.with_images else s
+        out.write_text(json.dumps(payload, indent=2))
+        print(f"wrote {out}")
+    return s
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
