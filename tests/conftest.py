@@ -1,0 +1,109 @@
+"""Shared fixtures: data locations, the shipped predictor, a live `streamlit run app.py`, and Chromium.
+
+Tests that need ../shared/data skip with a clear reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+FER_IMAGES = SHARED_DATA / "fer2013" / "images"
+PHOTOS = SHARED_DATA / "photos"
+SHIPPED_WEIGHTS = ROOT / "artifacts" / "model.pt"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic"]
+
+
+@pytest.fixture(scope="session")
+def photos_dir() -> Path:
+    if not PHOTOS.is_dir():
+        pytest.skip(f"real photographs not available at {PHOTOS} (../shared/data is absent on this machine)")
+    return PHOTOS
+
+
+@pytest.fixture(scope="session")
+def fer_images_dir() -> Path:
+    if not (FER_IMAGES / "validation").is_dir():
+        pytest.skip(f"FER2013 images not available at {FER_IMAGES} (../shared/data is absent on this machine)")
+    return FER_IMAGES
+
+
+@pytest.fixture(scope="session")
+def predictor():
+    """The shipped model, loaded once for the whole test session."""
+    from fer_core.inference import Predictor
+
+    if not SHIPPED_WEIGHTS.is_file():
+        pytest.fail(f"shipped weights missing at {SHIPPED_WEIGHTS}: the app cannot run without them")
+    return Predictor.from_checkpoint(SHIPPED_WEIGHTS)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """Base URL of `streamlit run app.py` served on localhost for the whole test session."""
+    port = _free_port()
+    env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited early:\n{proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not become healthy within 90 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def launch_chromium():
+    """Factory: launch_chromium(extra_args=[...]) -> a Playwright Browser on Debian's Chromium. Closed at the end."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} missing in CI: .ci/run must apt-get install chromium")
+        pytest.skip(f"Debian chromium not installed at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    browsers = []
+
+    def launch(extra_args: list[str] | None = None):
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + list(extra_args or []))
+        browsers.append(browser)
+        return browser
+
+    yield launch
+    for b in browsers:
+        b.close()
+    pw.stop()
