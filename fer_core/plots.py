@@ -1,0 +1,98 @@
+"""Plotly figures of the app: per-face probabilities, confusion matrix, per-class F1, training curves.
+
+Every builder takes plain data (dicts, lists, a DataFrame) and returns a ``plotly.graph_objects.Figure``;
+nothing here talks to Streamlit. Expression colours come from :data:`fer_core.drawing.EMOTION_COLORS`
+so charts and annotated images agree.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .drawing import color_hex
+from .labels import EMOTIONS
+from .report import normalize_rows
+
+_MARGIN = dict(l=10, r=10, t=40, b=10)
+
+
+def _ordered(names) -> list[str]:
+    """EMOTIONS order for the 7 expressions, the given order otherwise."""
+    return [n for n in EMOTIONS if n in names] + [n for n in names if n not in EMOTIONS]
+
+
+def probability_bars(probabilities: dict[str, float], title: str | None = None, height: int = 230) -> go.Figure:
+    """Horizontal bars, one per expression (probabilities in [0, 1]), the top one first-read at the top."""
+    names = _ordered(list(probabilities))
+    values = [float(probabilities[n]) for n in names]
+    fig = go.Figure(go.Bar(
+        x=values, y=names, orientation="h", marker_color=[color_hex(n) for n in names],
+        text=[f"{v:.0%}" for v in values], textposition="outside", cliponaxis=False,
+        hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    fig.update_layout(title=title, height=height, margin=_MARGIN, showlegend=False,
+                      xaxis=dict(range=[0, 1.15], tickformat=".0%", showgrid=False),
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def confusion_matrix_figure(matrix: Sequence[Sequence[int]], labels: Sequence[str], normalize: bool = False,
+                            title: str | None = None) -> go.Figure:
+    """Heatmap of a confusion matrix (rows = true class, columns = predicted class).
+
+    With ``normalize`` each row is divided by its sum, so the diagonal reads as per-class recall; the
+    counts stay visible in the hover text either way.
+    """
+    labels = list(labels)
+    counts = [[int(v) for v in row] for row in matrix]
+    z = normalize_rows(counts) if normalize else counts
+    text = [[f"{v:.0%}" if normalize else f"{v:d}" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=labels, y=labels, text=text, texttemplate="%{text}", customdata=counts,
+        colorscale="Blues", zmin=0, zmax=1 if normalize else None,
+        colorbar=dict(title="share of row" if normalize else "images", tickformat=".0%" if normalize else None),
+        hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata} images" +
+                      ("<br>%{z:.1%} of the true class" if normalize else "") + "<extra></extra>"))
+    fig.update_layout(title=title, height=480, margin=_MARGIN,
+                      xaxis=dict(title="predicted", side="bottom", type="category"),
+                      yaxis=dict(title="true", autorange="reversed", type="category"))
+    return fig
+
+
+def per_class_f1_figure(per_class: dict[str, dict], title: str | None = "F1 per class") -> go.Figure:
+    """Bar per class of its F1 score, coloured by expression, with the support in the hover text."""
+    names = _ordered(list(per_class))
+    f1 = [float(per_class[n]["f1"]) for n in names]
+    support = [int(per_class[n]["support"]) for n in names]
+    fig = go.Figure(go.Bar(
+        x=names, y=f1, marker_color=[color_hex(n) for n in names], customdata=support,
+        text=[f"{v:.2f}" for v in f1], textposition="outside", cliponaxis=False,
+        hovertemplate="%{x}: F1 %{y:.3f}<br>%{customdata} images<extra></extra>"))
+    fig.update_layout(title=title, height=340, margin=_MARGIN, showlegend=False,
+                      yaxis=dict(range=[0, 1.08], title="F1"))
+    return fig
+
+
+def training_curves_figure(history: pd.DataFrame) -> go.Figure:
+    """Two panels over epochs: train/validation loss, and train/validation accuracy with validation macro-F1."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy and macro-F1"))
+    e = history["epoch"]
+    traces = [
+        (1, "train loss", "train_loss", "#1f77b4", "dash"),
+        (1, "validation loss", "val_loss", "#1f77b4", "solid"),
+        (2, "train accuracy", "train_acc", "#2ca02c", "dash"),
+        (2, "validation accuracy", "val_acc", "#2ca02c", "solid"),
+        (2, "validation macro-F1", "val_macro_f1", "#d62728", "solid"),
+    ]
+    for col, name, column, color, dash in traces:
+        if column in history:
+            fig.add_trace(go.Scatter(x=e, y=history[column], name=name, mode="lines+markers",
+                                     line=dict(color=color, dash=dash), marker=dict(size=4)), row=1, col=col)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(tickformat=".0%", row=1, col=2)
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", yanchor="top", y=-0.2))
+    return fig

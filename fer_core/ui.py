@@ -1,0 +1,63 @@
+"""Streamlit glue shared by the app's pages: the one cached model and per-session face detectors.
+
+Only the Streamlit pages import this module (it imports streamlit); the rest of fer_core never does.
+
+* The :class:`~fer_core.inference.Predictor` is read-only, so one instance per process is shared by all
+  sessions through ``st.cache_resource``; its inference runs under ``torch.no_grad`` on an eval-mode
+  model and mutates nothing, so concurrent sessions can call it safely. It is keyed on the weights
+  file's path and modification time, so replacing ``artifacts/model.pt`` loads the new model.
+* :class:`~fer_core.face_detection.HaarFaceDetector` wraps an OpenCV cascade, which is stateful:
+  each session gets its own, kept in ``st.session_state``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from .artifacts import ARTIFACTS_ENV, WEIGHTS_NAME, artifact_path
+from .checkpoint import CheckpointError
+from .face_detection import HaarFaceDetector
+from .inference import Predictor
+
+
+def weights_path() -> Path:
+    """The weights the app serves: model.pt in $FER_ARTIFACTS if set, else artifacts/model.pt."""
+    return artifact_path(WEIGHTS_NAME)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the expression model...")
+def _cached_predictor(path: str, mtime_ns: int) -> Predictor:
+    return Predictor.from_checkpoint(path)
+
+
+def get_predictor() -> Predictor:
+    """The process-wide Predictor; raises CheckpointError when the weights are missing or unreadable."""
+    path = weights_path()
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        raise CheckpointError(f"Model weights not found at {path}. Train one with `python -m training.train` "
+                              f"or restore artifacts/model.pt from the repository.") from None
+    return _cached_predictor(str(path), mtime)
+
+
+def require_predictor() -> Predictor:
+    """get_predictor(), or a clear error box and the end of this page run when the model cannot be loaded."""
+    try:
+        return get_predictor()
+    except CheckpointError as e:
+        st.error(f"**The expression model could not be loaded.** {e}", icon=":material/error:")
+        st.markdown("To fix it: put a trained checkpoint at `artifacts/model.pt` (train one with "
+                    "`python -m training.train`), or point the app at another artifacts folder with the "
+                    f"`{ARTIFACTS_ENV}` environment variable, then reload this page.")
+        st.stop()
+
+
+def session_detector(min_face_size: int) -> HaarFaceDetector:
+    """This session's Haar face detector for ``min_face_size`` pixels (created once per session and size)."""
+    detectors = st.session_state.setdefault("_fer_detectors", {})
+    if min_face_size not in detectors:
+        detectors[min_face_size] = HaarFaceDetector(min_face_size=min_face_size)
+    return detectors[min_face_size]

@@ -1,0 +1,81 @@
+"""Upload images: every face boxed, labelled and scored; all faces as a table, CSV and JSON.
+
+Nothing is written to disk: uploads are read from memory.
+"""
+
+import pandas as pd
+import streamlit as st
+
+from fer_core.plots import probability_bars
+from fer_core.results import analyse_image, face_rows, results_csv, results_json
+from fer_core.ui import require_predictor, session_detector
+
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
+
+st.set_page_config(page_title="Upload images - expressions", page_icon=":material/image:", layout="wide")
+st.title("Expressions in your images")
+st.caption("Upload one or more photos. Every face found is boxed, numbered and labelled with its most likely "
+           "expression; the bars show the probability of all seven.")
+
+predictor = require_predictor()
+
+with st.sidebar:
+    st.subheader("Options")
+    tta = st.toggle("Test-time augmentation", value=True,
+                    help="Average the prediction of each face with that of its mirror image (slightly more accurate).")
+    min_face = st.slider("Minimum face size (pixels)", min_value=20, max_value=300, value=40, step=10,
+                         help="Smaller faces are ignored. Raise it to skip faces in the background.")
+
+uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, TIFF)", type=IMAGE_TYPES, accept_multiple_files=True,
+                           key="uploads")
+if not uploads:
+    st.info("Upload one or more images to see the expression of every face in them.")
+    st.stop()
+
+detector = session_detector(min_face)
+results = []
+for up in uploads:
+    whole_key = f"whole_{up.file_id}"
+    results.append(analyse_image(predictor, detector, up.getvalue(), up.name, tta=tta,
+                                 whole_image_if_no_face=st.session_state.get(whole_key, False)))
+
+n_faces = sum(len(r.faces) for r in results)
+n_bad = sum(r.error is not None for r in results)
+st.markdown(f"**{len(results)} file(s), {n_faces} face(s)**" + (f", {n_bad} file(s) could not be read" if n_bad else ""))
+
+for up, r in zip(uploads, results):
+    with st.container(border=True):
+        st.subheader(r.name)
+        if r.error:
+            st.error(f"Could not read this file. {r.error}", icon=":material/broken_image:")
+            continue
+        whole_key = f"whole_{up.file_id}"
+        if not r.faces or r.faces[0].whole_image:
+            if not r.faces:
+                st.warning(f"No face found in {r.name} (minimum face size {min_face} px). If the image is a "
+                           "close-up of one face, classify the whole image as that face; otherwise try a smaller "
+                           "minimum face size.")
+            st.checkbox("Classify the whole image as one face", key=whole_key)
+        left, right = st.columns([3, 2])
+        left.image(r.annotated, caption=f"{r.size[0]}x{r.size[1]} px", width="content")
+        with right:
+            for i, face in enumerate(r.faces, start=1):
+                where = "whole image" if face.whole_image else f"box x={face.box[0]} y={face.box[1]} w={face.box[2]} h={face.box[3]}"
+                st.markdown(f"**Face #{i}: {face.label}** ({face.confidence:.0%}) · {where}")
+                st.plotly_chart(probability_bars(face.probabilities), key=f"bars_{up.file_id}_{i}",
+                                config={"displayModeBar": False})
+
+st.header("All faces")
+rows = face_rows(results, predictor.class_names)
+if rows:
+    table = pd.DataFrame(rows)
+    st.dataframe(table, hide_index=True, column_config={
+        n: st.column_config.ProgressColumn(n, format="percent", min_value=0.0, max_value=1.0)
+        for n in ["confidence", *predictor.class_names]})
+else:
+    st.info("No faces in the uploaded images yet.")
+c1, c2 = st.columns(2)
+c1.download_button("Download results (CSV)", results_csv(results, predictor.class_names),
+                   file_name="expressions.csv", mime="text/csv", icon=":material/download:")
+c2.download_button("Download results (JSON)", results_json(results), file_name="expressions.json",
+                   mime="application/json", icon=":material/download:")

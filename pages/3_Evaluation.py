@@ -1,0 +1,189 @@
+"""Evaluation: the shipped validation results, training curves, and evaluation on your own labelled data."""
+
+import pandas as pd
+import streamlit as st
+
+from fer_core.archive import ArchiveError, evaluate_zip, record_image
+from fer_core.artifacts import (EVAL_COMMAND, LOCAL_VALIDATION_DIR, TRAIN_COMMAND, ArtifactError, read_eval_summary,
+                                read_history)
+from fer_core.checkpoint import CheckpointError
+from fer_core.evaluation import evaluate_folder
+from fer_core.images import ImageLoadError
+from fer_core.labels import UnknownClassError
+from fer_core.plots import confusion_matrix_figure, per_class_f1_figure, training_curves_figure
+from fer_core.report import NO_FACE, cell_records, classification_table, most_confused
+from fer_core.ui import get_predictor
+
+GALLERY_SIZE = 24
+
+st.set_page_config(page_title="Evaluation - expressions", page_icon=":material/analytics:", layout="wide")
+
+
+def run_with_progress(evaluate, label: str):
+    """Call evaluate(progress=...) under a progress bar; the error text when the data or model is unusable."""
+    bar = st.progress(0.0, text=label)
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"{label} {done}/{total} images")
+
+    try:
+        return evaluate(progress=progress), None
+    except (CheckpointError, FileNotFoundError, NotADirectoryError, UnknownClassError, ArchiveError, ValueError) as e:
+        return None, str(e)
+    finally:
+        bar.empty()
+
+
+def show_gallery(records: list[dict], labels: list[str], key: str, zip_data: bytes | None = None) -> None:
+    """Pick a confusion-matrix cell (true, predicted) and see its images with their probabilities."""
+    matrix = [[sum(1 for r in records if r["true"] == t and r.get("predicted") == p) for p in labels] for t in labels]
+    default_true, default_pred = most_confused(matrix, labels)
+    options = labels + ([NO_FACE] if any(r.get("predicted") is None for r in records) else [])
+    c1, c2 = st.columns(2)
+    true = c1.selectbox("True class", labels, index=labels.index(default_true), key=f"{key}_true")
+    pred = c2.selectbox("Predicted class", options, index=options.index(default_pred), key=f"{key}_pred")
+    chosen = cell_records(records, true, pred)
+    st.caption(f"{len(chosen)} image(s) of true class **{true}** predicted as **{pred}**"
+               + (f"; showing the {GALLERY_SIZE} most confident" if len(chosen) > GALLERY_SIZE else ""))
+    cols = st.columns(6)
+    for i, rec in enumerate(chosen[:GALLERY_SIZE]):
+        probs = rec.get("probabilities") or {}
+        caption = (f"{rec['predicted']} {probs[rec['predicted']]:.0%} · {true} {probs.get(true, 0):.0%}"
+                   if probs else (rec.get("error") or "no face found"))
+        try:
+            cols[i % 6].image(record_image(rec, zip_data), caption=caption, width=110)
+        except (ImageLoadError, ArchiveError) as e:
+            cols[i % 6].warning(str(e))
+    if chosen:
+        with st.expander("Probabilities of these images"):
+            st.dataframe(pd.DataFrame([{"image": r["path"], **(r.get("probabilities") or {})}
+                                       for r in chosen[:GALLERY_SIZE]]), hide_index=True)
+
+
+def show_results(summary: dict, key: str, records: list[dict] | None = None, zip_data: bytes | None = None) -> None:
+    """Headline numbers, confusion matrix, classification report, per-class F1 and (with records) the drill-down."""
+    labels = list(summary["labels"])
+    cols = st.columns(4)
+    cols[0].metric("Accuracy", f"{summary['accuracy']:.1%}")
+    cols[1].metric("Macro-F1", f"{summary['macro_f1']:.3f}")
+    cols[2].metric("Images", f"{summary.get('n_images', sum(map(sum, summary['confusion_matrix']))):,}")
+    if summary.get("detect_faces"):
+        cols[3].metric("Faces found", f"{summary.get('n_faces_found', 0):,}")
+    tta = summary.get("tta")
+    st.caption(f"Split: **{summary.get('split') or 'unnamed'}** · test-time augmentation "
+               f"**{'on' if tta else 'off' if tta is not None else 'unknown'}** · "
+               + ("whole photos, largest detected face classified (no face counts as wrong)"
+                  if summary.get("detect_faces") else "images are pre-cropped faces"))
+    if summary.get("n_unreadable"):
+        st.warning(f"{summary['n_unreadable']} image(s) could not be read; they count as wrong.")
+
+    mode = st.radio("Confusion matrix", ["Counts", "Row-normalised"], horizontal=True, key=f"{key}_cm_mode",
+                    help="Row-normalised: each row (true class) sums to 100%, so the diagonal is the recall.")
+    st.plotly_chart(confusion_matrix_figure(summary["confusion_matrix"], labels, normalize=mode == "Row-normalised",
+                                            title="Confusion matrix (rows: true class, columns: predicted)"),
+                    key=f"{key}_cm")
+    left, right = st.columns([3, 2])
+    with left:
+        st.markdown("**Classification report**")
+        table = pd.DataFrame(classification_table(summary["per_class"], labels))
+        st.dataframe(table, hide_index=True, column_config={
+            c: st.column_config.NumberColumn(c, format="%.3f") for c in ("precision", "recall", "f1")})
+    with right:
+        st.plotly_chart(per_class_f1_figure(summary["per_class"]), key=f"{key}_f1", config={"displayModeBar": False})
+
+    if records:
+        st.subheader("Browse the mistakes")
+        show_gallery(records, labels, key, zip_data)
+
+
+st.title("Evaluation")
+
+# ---- shipped results ------------------------------------------------------------------------------
+st.header("The shipped model on the validation split")
+try:
+    shipped = read_eval_summary()
+except ArtifactError as e:
+    shipped = None
+    st.error(str(e))
+else:
+    if shipped is None:
+        st.info(f"No shipped evaluation yet (`artifacts/eval_validation.json`). Create it with:\n\n`{EVAL_COMMAND}`")
+if shipped is not None:
+    rerun = st.session_state.get("shipped_rerun")
+    show_results(shipped, "shipped")
+    st.subheader("Browse the mistakes")
+    if rerun is not None:
+        st.caption(f"Images below come from a fresh evaluation of the loaded model on `{LOCAL_VALIDATION_DIR}` "
+                   f"(accuracy {rerun['summary']['accuracy']:.1%}); they can differ from the shipped numbers "
+                   "if the model changed since.")
+        show_gallery(rerun["records"], list(rerun["summary"]["labels"]), "shipped_rerun")
+    elif LOCAL_VALIDATION_DIR.is_dir():
+        if st.button(f"Evaluate the validation images again to browse them ({LOCAL_VALIDATION_DIR})",
+                     icon=":material/photo_library:"):
+            result, error = run_with_progress(
+                lambda progress: evaluate_folder(get_predictor(), LOCAL_VALIDATION_DIR, progress=progress,
+                                                 tta=bool(shipped.get("tta", True)),
+                                                 detect_faces=bool(shipped.get("detect_faces", False)),
+                                                 split=shipped.get("split", "")), "Evaluating")
+            if error:
+                st.error(error)
+            else:
+                st.session_state["shipped_rerun"] = {"summary": result.summary, "records": result.records}
+                st.rerun()
+    else:
+        st.caption(f"To browse the validation images, put the FER2013 images at `{LOCAL_VALIDATION_DIR}`.")
+
+st.header("Training curves")
+try:
+    history = read_history()
+except ArtifactError as e:
+    history = None
+    st.error(str(e))
+else:
+    if history is None:
+        st.info(f"No training history yet (`artifacts/history.csv`); `{TRAIN_COMMAND}` writes it every epoch.")
+if history is not None and len(history):
+    best = history.loc[history["val_acc"].idxmax()]
+    st.caption(f"{len(history)} epoch(s); best validation accuracy {best['val_acc']:.1%} at epoch {int(best['epoch'])} "
+               "(validation numbers without test-time augmentation).")
+    st.plotly_chart(training_curves_figure(history), key="curves")
+
+# ---- own data -------------------------------------------------------------------------------------
+st.header("Evaluate on your own data")
+st.markdown("A labelled set is a folder (or a zip of one) with one sub-folder per expression, named after it "
+            "(`angry`, `disgust`, `fear`, `happy`, `sad`, `surprise`, `neutral`; `anger`, `happiness`, ... work too), "
+            "holding the images: `<class>/<image>`.")
+c1, c2, c3 = st.columns(3)
+detect = c1.checkbox("Images are whole photos: detect faces", value=False, key="own_detect",
+                     help="Off: every image is already a face crop (as in FER2013).")
+own_tta = c2.toggle("Test-time augmentation", value=True, key="own_tta")
+own_min_face = c3.slider("Minimum face size (pixels)", 20, 300, 20, step=10, key="own_min_face", disabled=not detect)
+options = dict(detect_faces=detect, tta=own_tta, min_face_size=own_min_face)
+
+folder_tab, zip_tab = st.tabs(["Folder on the server", "Upload a zip"])
+with folder_tab:
+    folder = st.text_input("Folder path", placeholder=str(LOCAL_VALIDATION_DIR), key="own_folder")
+    if st.button("Evaluate folder", key="own_folder_go", disabled=not folder.strip()):
+        result, error = run_with_progress(
+            lambda progress: evaluate_folder(get_predictor(), folder.strip(), progress=progress,
+                                             split=folder.strip(), **options), "Evaluating")
+        if error:
+            st.error(error)
+        else:
+            st.session_state["own_eval"] = {"summary": result.summary, "records": result.records, "zip": None}
+with zip_tab:
+    archive = st.file_uploader("Zip of <class>/<image> folders", type=["zip"], key="own_zip")
+    if st.button("Evaluate zip", key="own_zip_go", disabled=archive is None):
+        data = archive.getvalue()
+        result, error = run_with_progress(
+            lambda progress: evaluate_zip(get_predictor(), data, progress=progress, split=archive.name, **options),
+            "Evaluating")
+        if error:
+            st.error(error)
+        else:
+            st.session_state["own_eval"] = {"summary": result.summary, "records": result.records, "zip": data}
+
+own = st.session_state.get("own_eval")
+if own is not None:
+    st.subheader(f"Results: {own['summary'].get('split') or 'your data'}")
+    show_results(own["summary"], "own", own["records"], own["zip"])
