@@ -1,0 +1,355 @@
+"""Live video: the per-frame processor behind the webcam page, its session log, and a latency benchmark.
+
+One :class:`LiveProcessor` serves one video stream. It owns the stateful parts (an OpenCV detector,
+the face tracker, the smoothing state); the :class:`~fer_core.inference.Predictor` is shared read-only.
+``process()`` runs in the stream's worker thread; ``latest()`` and ``update_settings()`` may be called from
+any other thread (the page's UI loop): results cross threads under a lock, never through Streamlit.
+
+Speed on a small CPU (see :func:`measure_frame_latency`): the model runs once per frame on all faces
+in one batch, without test-time augmentation by default (TTA doubles the model cost for a small gain).
+Face detection runs on the frame downscaled to ``detect_max_side`` pixels and only on every
+``detect_every``-th frame while at least one face is followed; in between, the followed boxes are
+classified again. With no face in view, every frame is searched so a new face appears at once.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from .drawing import draw_face
+from .face_detection import Box, HaarFaceDetector
+from .inference import Predictor
+from .labels import EMOTIONS
+from .preprocessing import to_gray
+from .tracking import ExponentialSmoother, FaceTracker
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """What the user controls on the live page, plus the speed trade-offs (defaults suit a 2-core CPU)."""
+
+    min_face_size: int = 60  # pixels of the (640x480) frame; smaller faces are ignored
+    smoothing: float = 0.6  # EMA strength in [0, 1); 0 = off
+    show_probabilities: bool = True  # draw the 7 bars beside each face
+    mirror: bool = True  # flip horizontally (selfie view) before anything else
+    tta: bool = False  # test-time augmentation (mirror averaging): ~2x model cost
+    detect_max_side: int = 320  # detect on the frame downscaled to this longer side
+    detect_every: int = 2  # run the detector every k-th frame while faces are followed
+    hold_missed: int = 2  # keep showing a face for this many detections that miss it
+    forget_missed: int = 10  # drop a face's ID after this many detections that miss it
+    torch_threads: int = 1  # intra-op threads of the model in the stream's thread (see LiveProcessor)
+
+    def __post_init__(self) -> None:
+        if self.min_face_size < 1:
+            raise ValueError(f"min_face_size must be >= 1 pixel, got {self.min_face_size}")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1) (0 = off), got {self.smoothing}")
+        if self.detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
+        if self.detect_max_side < 64:
+            raise ValueError(f"detect_max_side must be >= 64 pixels, got {self.detect_max_side}")
+        if not 0 <= self.hold_missed <= self.forget_missed:
+            raise ValueError("need 0 <= hold_missed <= forget_missed")
+        if self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LiveFace:
+    """One followed face in one frame; probabilities are the smoothed ones."""
+
+    face_id: int
+    box: Box  # x, y, w, h in the (possibly mirrored) frame
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+    @property
+    def caption(self) -> str:
+        return f"Face {self.face_id}: {self.label} {self.confidence:.0%}"
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    """What one processed frame produced. ``faces`` are ordered by ID (the lowest ID is the main face)."""
+
+    time_s: float  # seconds since the processor started
+    wall_time: float  # time.time() of the frame
+    frame_size: tuple[int, int]  # width, height
+    faces: tuple[LiveFace, ...]
+    latency_ms: float  # time spent in process() for this frame
+    fps: float  # frames processed per second (moving average)
+    detect_ms: float | None  # None when the detector was skipped on this frame
+    classify_ms: float
+    error: str | None = None  # set when this frame could not be analysed (the frame is passed through)
+
+    @property
+    def main_face(self) -> LiveFace | None:
+        return self.faces[0] if self.faces else None
+
+
+class SessionLog:
+    """Thread-safe record of every face seen in a stream: one row per face per frame, exportable as CSV.
+
+    Bounded to ``max_rows`` (the oldest rows go first) so that a stream left running cannot exhaust memory.
+    """
+
+    def __init__(self, max_rows: int = 100_000, class_names: Sequence[str] = EMOTIONS):
+        self.class_names = tuple(class_names)
+        self.columns = ("timestamp", "time_s", "face_id", "x", "y", "w", "h", "label", "confidence",
+                        *self.class_names)
+        self._rows: deque[tuple] = deque(maxlen=max_rows)
+        self._lock = threading.Lock()
+        self.dropped = 0  # rows pushed out by max_rows
+
+    def append(self, result: LiveResult) -> None:
+        stamp = datetime.fromtimestamp(result.wall_time, tz=timezone.utc).isoformat(timespec="milliseconds")
+        rows = [(stamp, round(result.time_s, 3), f.face_id, *f.box, f.label, round(f.confidence, 4),
+                 *(round(float(f.probabilities.get(n, 0.0)), 4) for n in self.class_names)) for f in result.faces]
+        with self._lock:
+            self.dropped += max(0, len(self._rows) + len(rows) - self._rows.maxlen)
+            self._rows.extend(rows)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+            self.dropped = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._rows)
+
+    def to_dataframe(self):
+        import pandas as pd
+
+        with self._lock:
+            rows = list(self._rows)
+        return pd.DataFrame(rows, columns=list(self.columns))
+
+    def to_csv_bytes(self) -> bytes:
+        """The whole log as UTF-8 CSV with a header row (only the header when nothing was seen)."""
+        buf = io.StringIO()
+        self.to_dataframe().to_csv(buf, index=False)
+        return buf.getvalue().encode("utf-8")
+
+    def recent(self, seconds: float = 30.0, face_id: int | None = None):
+        """Rows of the last ``seconds`` (relative to the newest row), optionally of one face, oldest first."""
+        import pandas as pd
+
+        out = []
+        with self._lock:
+            if self._rows:
+                newest = self._rows[-1][1]
+                for row in reversed(self._rows):
+                    if row[1] < newest - seconds:
+                        break
+                    if face_id is None or row[2] == face_id:
+                        out.append(row)
+        return pd.DataFrame(out[::-1], columns=list(self.columns))
+
+
+def _clip_box(box: Sequence[int], width: int, height: int) -> Box | None:
+    x, y, w, h = (int(v) for v in box)
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
+    return (x0, y0, x1 - x0, y1 - y0) if x1 - x0 >= 2 and y1 - y0 >= 2 else None
+
+
+class LiveProcessor:
+    """Frame in, annotated frame out; the latest :class:`LiveResult` kept for the UI and rows for the log.
+
+    ``process(frame)`` expects (H, W, 3) uint8 BGR (what ``av.VideoFrame.to_ndarray(format="bgr24")`` gives)
+    and returns a new annotated BGR frame of the same size. Call it from one thread at a time.
+
+    The model runs with ``settings.torch_threads`` intra-op threads, set for the calling thread only
+    (``torch.set_num_threads`` acts on the OpenMP settings of the thread that calls it). One thread is the
+    default because on a 2-core CPU that also decodes and encodes video, two OpenMP threads spin-wait for
+    each other: measured 15-20 ms for a 2-face batch with 1 thread versus 0.6-3 s with 2 while the
+    cores were busy.
+    """
+
+    def __init__(self, predictor: Predictor, settings: LiveSettings = LiveSettings(), log: SessionLog | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.predictor = predictor
+        self.log = log
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._settings = settings
+        self._applied: LiveSettings | None = None
+        self._detector: HaarFaceDetector | None = None
+        self._tracker = FaceTracker(max_missed=settings.forget_missed)
+        self._smoother = ExponentialSmoother(settings.smoothing)
+        self._latest: LiveResult | None = None
+        self._frame_index = 0
+        self._geometry: tuple | None = None  # (frame shape, mirrored) the tracked boxes refer to
+        self._start = clock()
+        self._last_frame_time: float | None = None
+        self._fps = 0.0
+        self._threads_set: tuple[int, int] | None = None  # (thread id, torch threads) applied
+
+    @property
+    def settings(self) -> LiveSettings:
+        with self._lock:
+            return self._settings
+
+    def update_settings(self, settings: LiveSettings) -> None:
+        """Takes effect from the next frame. Safe to call from any thread."""
+        with self._lock:
+            self._settings = settings
+
+    def latest(self) -> LiveResult | None:
+        """The result of the most recent frame (None before the first). Safe to call from any thread."""
+        with self._lock:
+            return self._latest
+
+    def _apply(self, s: LiveSettings) -> None:
+        old = self._applied
+        if old is None or (old.min_face_size, old.detect_max_side) != (s.min_face_size, s.detect_max_side):
+            self._detector = HaarFaceDetector(min_face_size=s.min_face_size, max_side=s.detect_max_side)
+        self._tracker.max_missed = s.forget_missed
+        self._smoother.strength = s.smoothing
+        self._applied = s
+        if self._threads_set != (threading.get_ident(), s.torch_threads):
+            torch.set_num_threads(s.torch_threads)
+            self._threads_set = (threading.get_ident(), s.torch_threads)
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        t0 = self._clock()
+        s = self.settings
+        self._apply(s)
+        image = np.ascontiguousarray(frame[:, ::-1] if s.mirror else frame).copy()
+        height, width = image.shape[:2]
+        if self._geometry != (image.shape, s.mirror):
+            self._tracker.reset()  # boxes of another frame size or orientation mean nothing here
+            self._smoother.reset()
+            self._geometry = (image.shape, s.mirror)
+
+        faces: list[LiveFace] = []
+        detect_ms, classify_ms, error = None, 0.0, None
+        try:
+            gray = to_gray(image, channel_order="BGR")
+            following = any(t.missed == 0 for t in self._tracker.tracks)
+            if self._frame_index % s.detect_every == 0 or not following:
+                td = self._clock()
+                self._tracker.update(self._detector.detect(gray))
+                detect_ms = (self._clock() - td) * 1000
+            shown = [(t.track_id, _clip_box(t.box, width, height)) for t in self._tracker.tracks
+                     if t.missed <= s.hold_missed]
+            shown = [(i, b) for i, b in shown if b is not None]
+            tc = self._clock()
+            predictions = self.predictor.classify_boxes(gray, [b for _, b in shown], tta=s.tta)
+            classify_ms = (self._clock() - tc) * 1000
+            names = self.predictor.class_names
+            for (face_id, box), pred in zip(shown, predictions):
+                probs = self._smoother.update(face_id, np.array([pred.probabilities[n] for n in names]))
+                top = int(np.argmax(probs))
+                faces.append(LiveFace(face_id, box, names[top], float(probs[top]),
+                                      {n: float(p) for n, p in zip(names, probs)}))
+            self._smoother.keep_only(t.track_id for t in self._tracker.tracks)
+            for face in faces:
+                draw_face(image, face.box, face.caption, face.label,
+                          face.probabilities if s.show_probabilities else None, bgr=True)
+        except Exception as e:  # one bad frame must not kill the stream; the UI shows the message
+            LOGGER.exception("live frame processing failed")
+            error = f"{type(e).__name__}: {e}"
+            faces = []
+
+        now = self._clock()
+        if self._last_frame_time is not None:
+            dt = max(now - self._last_frame_time, 1e-6)
+            self._fps = 1.0 / dt if self._fps == 0.0 else 0.9 * self._fps + 0.1 / dt
+        self._last_frame_time = now
+        latency_ms = (now - t0) * 1000
+        _draw_speed(image, self._fps, latency_ms)
+        result = LiveResult(time_s=now - self._start, wall_time=time.time(), frame_size=(width, height),
+                            faces=tuple(faces), latency_ms=latency_ms, fps=self._fps, detect_ms=detect_ms,
+                            classify_ms=classify_ms, error=error)
+        with self._lock:
+            self._latest = result
+        if self.log is not None:
+            self.log.append(result)
+        self._frame_index += 1
+        return image
+
+
+def _draw_speed(image: np.ndarray, fps: float, latency_ms: float) -> None:
+    """Small FPS / latency readout in the top-left corner (in place)."""
+    text = f"{fps:4.1f} FPS  {latency_ms:3.0f} ms"
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+    cv2.rectangle(image, (0, 0), (tw + 8, th + base + 8), (30, 30, 30), -1)
+    cv2.putText(image, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (235, 235, 235), 1, cv2.LINE_AA)
+
+
+def canvas_from_photos(images: Sequence[np.ndarray], width: int = 640, height: int = 480,
+                       background: int = 90) -> np.ndarray:
+    """Place RGB photos side by side, each scaled to fit its slot, on a (height, width, 3) uint8 canvas.
+
+    Builds a webcam-sized test frame from real photos (tests, the benchmark, a fake camera file).
+    """
+    canvas = np.full((height, width, 3), background, np.uint8)
+    if not images:
+        return canvas
+    slot_w = width // len(images)
+    for i, img in enumerate(images):
+        h, w = img.shape[:2]
+        scale = min(slot_w / w, height / h)
+        nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
+        small = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        x0 = i * slot_w + (slot_w - nw) // 2
+        y0 = (height - nh) // 2
+        canvas[y0:y0 + nh, x0:x0 + nw] = small[:, :, :3]
+    return canvas
+
+
+def measure_frame_latency(predictor: Predictor, frame: np.ndarray, n: int = 50,
+                          settings: LiveSettings = LiveSettings(), warmup: int = 5) -> dict:
+    """Time :meth:`LiveProcessor.process` on ``frame`` ((H, W, 3) uint8 BGR) ``n`` times, after ``warmup`` frames.
+
+    Returns plain JSON-able numbers: per-frame milliseconds (mean, median, 90th percentile), the frame
+    rate they allow, the detector and model time, the faces found, the frame size and the settings used.
+    With ``detect_every`` > 1 the mean includes the frames on which detection is skipped, as in the app.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    processor = LiveProcessor(predictor, settings)
+    for _ in range(warmup):
+        processor.process(frame)
+    totals, detects, classifies = [], [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        processor.process(frame)
+        totals.append((time.perf_counter() - t0) * 1000)
+        r = processor.latest()
+        if r.detect_ms is not None:
+            detects.append(r.detect_ms)
+        classifies.append(r.classify_ms)
+    ms = np.array(totals)
+    last = processor.latest()
+    return {
+        "frame_size": list(last.frame_size),
+        "frames": n,
+        "faces": len(last.faces),
+        "ms_per_frame_mean": round(float(ms.mean()), 2),
+        "ms_per_frame_p50": round(float(np.median(ms)), 2),
+        "ms_per_frame_p90": round(float(np.percentile(ms, 90)), 2),
+        "fps": round(1000.0 / float(ms.mean()), 2),
+        "detect_ms_mean": round(float(np.mean(detects)), 2) if detects else None,
+        "detect_frames": len(detects),
+        "classify_ms_mean": round(float(np.mean(classifies)), 2),
+        "settings": settings.to_dict(),
+    }
