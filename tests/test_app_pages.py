@@ -1,0 +1,223 @@
+"""Smoke tests of every dashboard page with Streamlit's AppTest: the pages' own code paths, real model and photos.
+
+The app reads its artifacts from $FER_ARTIFACTS here: a temporary folder with the shipped weights, a model
+card, a training history and an evaluation JSON written by ``training.evaluate`` on a small generated folder.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from fer_core.artifacts import ARTIFACTS_ENV
+from fer_core.labels import EMOTIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+HOME, UPLOAD, EVALUATION = "app.py", "pages/1_Upload_images.py", "pages/3_Evaluation.py"
+TIMEOUT = 120  # seconds per script run; the test machine can be slow
+
+
+def face_png(label: int, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 60, (48, 48), dtype=np.uint8)
+    cv2.circle(img, (24, 24), 6 + 2 * label, 200, -1)
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
+@pytest.fixture(scope="module")
+def labelled_dir(tmp_path_factory) -> Path:
+    """<dir>/<class>/<image>: 3 generated pre-cropped faces per class."""
+    root = tmp_path_factory.mktemp("labelled")
+    for label, name in enumerate(EMOTIONS):
+        (root / name).mkdir()
+        for i in range(3):
+            (root / name / f"{i}.png").write_bytes(face_png(label, seed=i))
+    return root
+
+
+@pytest.fixture(scope="module")
+def artifacts_dir(tmp_path_factory, labelled_dir, predictor) -> Path:
+    """A complete artifacts folder; eval_validation.json comes from the real `python -m training.evaluate` code."""
+    from training.evaluate import get_args_parser, main
+
+    art = tmp_path_factory.mktemp("artifacts")
+    (art / "model.pt").symlink_to(ROOT / "artifacts" / "model.pt")
+    main(get_args_parser().parse_args([str(labelled_dir), "--split", "generated test set", "--no-tta",
+                                       "--json", str(art / "eval_validation.json")]))
+    (art / "model_card.json").write_text(json.dumps({
+        "name": "FER Xception-test", "classes": list(EMOTIONS), "trained_at": "2026-11-25T21:45:00+00:00",
+        "architecture": {"parameters": 1, "macs_per_face": 123_000_000},
+        "validation": {"split": "FER2013 PublicTest (validation folder)", "val_acc": 0.6789, "val_macro_f1": 0.6123,
+                       "epoch": 42}}))
+    (art / "history.csv").write_text("epoch,lr,train_loss,train_acc,val_loss,val_acc,val_macro_f1,seconds\n"
+                                     "1,0.001,1.9,0.3,1.8,0.35,0.2,90\n2,0.002,1.5,0.45,1.4,0.5,0.4,91\n")
+    return art
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    if page != HOME:
+        at.switch_page(page)
+    return at.run()
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, texts(at.exception)
+
+
+# ---- home -----------------------------------------------------------------------------------------
+
+def test_home_shows_the_model_card_and_links(monkeypatch, artifacts_dir):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    at = open_page(HOME)
+    no_exception(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Validation accuracy"] == "67.9%" and metrics["Validation macro-F1"] == "0.612"
+    assert metrics["Trained"] == "2026-11-25 21:45 UTC"
+    assert metrics["Parameters"].endswith(" M")  # counted from the loaded weights, not copied from the card
+    assert all(f"`{c}`" in texts(at.markdown) for c in EMOTIONS)
+    links = [link.proto.page for link in at.page_link]
+    assert any("Upload_images" in p for p in links) and any("Evaluation" in p for p in links)
+
+
+def test_home_without_weights_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(tmp_path))
+    at = open_page(HOME)
+    no_exception(at)
+    assert "could not be loaded" in texts(at.error) and "model.pt" in texts(at.error)
+    assert "python -m training.train" in texts(at.markdown)
+    assert len(at.page_link) >= 2  # the pages are still reachable
+
+
+def test_upload_page_without_weights_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(tmp_path))
+    at = open_page(UPLOAD)
+    no_exception(at)
+    assert "could not be loaded" in texts(at.error)
+    assert not at.file_uploader  # the page stops before offering an upload it cannot serve
+
+
+# ---- upload ---------------------------------------------------------------------------------------
+
+def test_upload_real_photo_and_a_bad_file(monkeypatch, artifacts_dir, photos_dir):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    photo = sorted((photos_dir / "happy").glob("*.jpg"))[0]
+    at = open_page(UPLOAD)
+    no_exception(at)
+    at.file_uploader(key="uploads").set_value([(photo.name, photo.read_bytes(), "image/jpeg"),
+                                               ("holiday.jpg", b"\xff\xd8\xff\xe0 truncated", "image/jpeg")]).run()
+    no_exception(at)
+    assert "holiday.jpg" in texts(at.error)  # the bad file has its own error ...
+    assert "Face #1:" in texts(at.markdown)  # ... and the photo was still processed
+    assert len(at.image) == 1 and len(at.get("plotly_chart")) >= 1
+    table = at.dataframe[0].value
+    assert list(table["file"].unique()) == [photo.name] and set(EMOTIONS) <= set(table.columns)
+    assert len(at.download_button) == 2
+
+    at.toggle[0].set_value(False).run()  # test-time augmentation off still works
+    no_exception(at)
+    assert "Face #1:" in texts(at.markdown)
+
+
+def test_upload_without_face_offers_the_whole_image(monkeypatch, artifacts_dir):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    at = open_page(UPLOAD)
+    at.file_uploader(key="uploads").set_value(("face_crop.png", face_png(3), "image/png")).run()
+    no_exception(at)
+    assert "No face found" in texts(at.warning)
+    at.checkbox[0].check().run()
+    no_exception(at)
+    assert "whole image" in texts(at.markdown) and "Face #1:" in texts(at.markdown)
+
+
+# ---- evaluation -----------------------------------------------------------------------------------
+
+def test_evaluation_page_shows_shipped_results(monkeypatch, artifacts_dir):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    at = open_page(EVALUATION)
+    no_exception(at)
+    shipped = json.loads((artifacts_dir / "eval_validation.json").read_text())
+    assert f"{shipped['accuracy']:.1%}" in [m.value for m in at.metric]
+    assert "generated test set" in texts(at.caption)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3  # confusion matrix, per-class F1, training curves
+    report = at.dataframe[0].value
+    assert list(report["class"]) == [*EMOTIONS, "macro avg", "weighted avg"]
+    at.radio(key="shipped_cm_mode").set_value("Row-normalised").run()
+    no_exception(at)
+
+
+def test_evaluation_page_without_artifacts_says_how_to_create_them(monkeypatch, tmp_path):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(tmp_path))
+    at = open_page(EVALUATION)
+    no_exception(at)
+    info = texts(at.info)
+    assert "python -m training.evaluate" in info and "python -m training.train" in info
+
+
+def make_zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_evaluate_own_zip_then_drill_into_a_cell(monkeypatch, artifacts_dir):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    at = open_page(EVALUATION)
+    data = make_zip({f"my_faces/{name}/{i}.png": face_png(label, seed=i)
+                     for label, name in enumerate(EMOTIONS) for i in range(2)})
+    at.file_uploader(key="own_zip").set_value(("my_faces.zip", data, "application/zip")).run()
+    at.button(key="own_zip_go").click().run()
+    no_exception(at)
+    assert not at.error, texts(at.error)
+    assert "my_faces.zip" in texts(at.subheader)
+    assert len(at.get("plotly_chart")) == 5  # own run adds its confusion matrix and F1 chart
+    records = at.session_state["own_eval"]["records"]
+    assert len(records) == 14 and all(r["path"].startswith("my_faces/") for r in records)
+    true, pred = records[0]["true"], records[0]["predicted"]
+    at.selectbox(key="own_true").set_value(true).run()
+    at.selectbox(key="own_pred").set_value(pred).run()
+    no_exception(at)
+    in_cell = [r for r in records if (r["true"], r["predicted"]) == (true, pred)]
+    assert len(at.image) == len(in_cell)  # one picture per image of the chosen cell, read back from the zip
+    assert f"{len(in_cell)} image(s) of true class" in texts(at.caption)
+
+
+@pytest.mark.parametrize("members, message", [
+    ({"../happy/evil.png": b"x", "happy/a.png": b"x"}, "outside"),
+    ({"bored/a.png": b"x"}, "bored"),
+    ({"a.png": b"x"}, "layout"),
+])
+def test_bad_zip_gets_a_clear_error(monkeypatch, artifacts_dir, members, message):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    at = open_page(EVALUATION)
+    at.file_uploader(key="own_zip").set_value(("bad.zip", make_zip(members), "application/zip")).run()
+    at.button(key="own_zip_go").click().run()
+    no_exception(at)
+    assert message in texts(at.error)
+
+
+def test_evaluate_folder_on_the_server(monkeypatch, artifacts_dir, labelled_dir, tmp_path):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    at = open_page(EVALUATION)
+    at.text_input(key="own_folder").input(str(tmp_path / "missing")).run()
+    at.button(key="own_folder_go").click().run()
+    no_exception(at)
+    assert "Not a folder" in texts(at.error)
+    at.text_input(key="own_folder").input(str(labelled_dir)).run()
+    at.button(key="own_folder_go").click().run()
+    no_exception(at)
+    assert not at.error and f"{len(EMOTIONS) * 3:,}" in [m.value for m in at.metric]

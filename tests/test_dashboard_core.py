@@ -1,0 +1,204 @@
+"""The fer_core modules behind the dashboard: zip safety, report tables, figures, per-file results, artifacts."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import cv2
+import numpy as np
+import pytest
+from sklearn.metrics import classification_report
+
+from fer_core.archive import ArchiveError, evaluate_zip, extracted_labelled_zip, list_labelled_zip, record_image
+from fer_core.artifacts import ArtifactError, model_overview, read_eval_summary, read_history, read_model_card
+from fer_core.face_detection import HaarFaceDetector
+from fer_core.labels import EMOTIONS, UnknownClassError
+from fer_core.metrics import classification_summary
+from fer_core.plots import confusion_matrix_figure, per_class_f1_figure, probability_bars, training_curves_figure
+from fer_core.report import NO_FACE, cell_records, classification_table, most_confused, normalize_rows
+from fer_core.results import analyse_image, face_rows, results_csv, results_json
+
+
+def face_png(label: int, seed: int = 0) -> bytes:
+    """A small generated 48x48 gray "face" (a label-dependent disc on noise), PNG-encoded."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 60, (48, 48), dtype=np.uint8)
+    cv2.circle(img, (24, 24), 6 + 2 * label, 200, -1)
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
+def make_zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def labelled_members(prefix: str = "", classes=("happy", "sad", "Surprise"), per_class: int = 2) -> dict[str, bytes]:
+    return {f"{prefix}{c}/img_{i}.png": face_png(EMOTIONS.index(c.lower()), seed=i)
+            for c in classes for i in range(per_class)}
+
+
+# ---- zip archives ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad_name", ["../happy/evil.png", "happy/../../evil.png", "/etc/happy/evil.png",
+                                      "C:/happy/evil.png", "happy\\..\\evil.png"])
+def test_zip_with_path_tricks_is_refused(bad_name):
+    data = make_zip({**labelled_members(), bad_name: face_png(3)})
+    with pytest.raises(ArchiveError):
+        with extracted_labelled_zip(data):
+            pass
+
+
+def test_zip_with_unknown_class_is_refused_naming_the_folder():
+    data = make_zip({**labelled_members(), "bored/img.png": face_png(0)})
+    with pytest.raises(UnknownClassError, match="bored"):
+        with extracted_labelled_zip(data):
+            pass
+
+
+def test_zip_with_unexpected_layout_or_no_images_is_refused():
+    with pytest.raises(ArchiveError, match="layout"):
+        list_labelled_zip(zipfile.ZipFile(io.BytesIO(make_zip({"happy/a.png": face_png(3), "loose.png": face_png(3)}))))
+    with pytest.raises(ArchiveError, match="no images"):
+        with extracted_labelled_zip(make_zip({"happy/readme.txt": b"hello"})):
+            pass
+    with pytest.raises(ArchiveError, match="zip"):
+        with extracted_labelled_zip(b"this is not a zip"):
+            pass
+
+
+def test_zip_is_extracted_to_a_temporary_folder_that_is_removed():
+    data = make_zip({**labelled_members(prefix="my_set/"), "__MACOSX/my_set/happy/._img_0.png": b"junk",
+                     "my_set/.DS_Store": b"junk"})
+    with extracted_labelled_zip(data) as (files, members):
+        paths = list(files.paths)
+        assert all(p.is_file() for p in paths)
+        assert len(members) == len(files) == 6
+        assert sorted({EMOTIONS[i] for i in files.labels}) == ["happy", "sad", "surprise"]  # "Surprise" mapped by name
+    assert not any(p.exists() for p in paths)
+    assert not paths[0].parent.exists()
+
+
+def test_good_zip_evaluates_and_records_name_the_members(predictor):
+    data = make_zip({**labelled_members(), "sad/broken.png": b"not an image"})
+    result = evaluate_zip(predictor, data, tta=False, split="my zip")
+    s = result.summary
+    assert s["n_images"] == 7 and s["n_unreadable"] == 1 and s["split"] == "my zip"
+    assert sum(map(sum, s["confusion_matrix"])) == 6  # the unreadable image counts as wrong, not in the matrix
+    names = {r["path"] for r in result.records}
+    assert "sad/broken.png" in names and "happy/img_0.png" in names
+    broken = next(r for r in result.records if r["path"] == "sad/broken.png")
+    assert broken["predicted"] is None and broken["error"].startswith("sad/broken.png")
+    good = next(r for r in result.records if r["path"] == "happy/img_0.png")
+    assert record_image(good, data).shape == (48, 48, 3)  # read back from the zip in memory
+
+
+# ---- report tables --------------------------------------------------------------------------------
+
+def test_classification_table_matches_sklearn_averages():
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 6, 300)  # class 6 (neutral) absent, as in a partial user data set
+    y_pred = np.where(rng.random(300) < 0.6, y_true, rng.integers(0, 7, 300))
+    summary = classification_summary(y_true, y_pred, EMOTIONS)
+    rows = {r["class"]: r for r in classification_table(summary["per_class"], EMOTIONS)}
+    present = sorted(set(y_true.tolist()))
+    ref = classification_report(y_true, y_pred, labels=present, target_names=[EMOTIONS[i] for i in present],
+                                output_dict=True, zero_division=0)
+    for avg in ("macro avg", "weighted avg"):
+        for k, rk in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score")):
+            assert rows[avg][k] == pytest.approx(ref[avg][rk])
+        assert rows[avg]["support"] == 300
+    assert rows["macro avg"]["f1"] == pytest.approx(summary["macro_f1"])
+    assert list(rows)[:7] == list(EMOTIONS)
+
+
+def test_row_normalisation_cells_and_most_confused():
+    assert normalize_rows([[3, 1], [0, 0]]) == [[0.75, 0.25], [0.0, 0.0]]
+    assert most_confused([[5, 1, 0], [4, 5, 0], [0, 2, 5]], ["a", "b", "c"]) == ("b", "a")
+    records = [{"true": "sad", "predicted": "fear", "probabilities": {"fear": 0.4, "sad": 0.3}},
+               {"true": "sad", "predicted": "fear", "probabilities": {"fear": 0.9, "sad": 0.1}},
+               {"true": "sad", "predicted": None, "probabilities": None},
+               {"true": "happy", "predicted": "fear", "probabilities": {"fear": 0.5}}]
+    chosen = cell_records(records, "sad", "fear")
+    assert [r["probabilities"]["fear"] for r in chosen] == [0.9, 0.4]  # most confident first
+    assert len(cell_records(records, "sad", NO_FACE)) == 1
+
+
+# ---- figures --------------------------------------------------------------------------------------
+
+def test_figures_show_the_numbers_in_label_order():
+    probs = dict(zip(reversed(EMOTIONS), np.linspace(0.01, 0.3, 7)))
+    bars = probability_bars(probs)
+    assert list(bars.data[0].y) == list(EMOTIONS)
+    cm = [[8, 2], [1, 3]]
+    counts = confusion_matrix_figure(cm, ["happy", "sad"])
+    assert counts.data[0].z[0] == (8, 2) or list(counts.data[0].z[0]) == [8, 2]
+    norm = confusion_matrix_figure(cm, ["happy", "sad"], normalize=True)
+    assert [list(r) for r in norm.data[0].z] == [[0.8, 0.2], [0.25, 0.75]]
+    assert list(norm.data[0].text[0]) == ["80%", "20%"]
+    f1 = per_class_f1_figure({"sad": {"f1": 0.5, "support": 3}, "happy": {"f1": 0.8, "support": 4}})
+    assert list(f1.data[0].x) == ["happy", "sad"]
+    import pandas as pd
+
+    history = pd.DataFrame({"epoch": [1, 2], "lr": [0.1, 0.1], "train_loss": [2.0, 1.5], "train_acc": [0.3, 0.5],
+                            "val_loss": [1.9, 1.6], "val_acc": [0.35, 0.45], "val_macro_f1": [0.2, 0.3],
+                            "seconds": [10, 10]})
+    assert len(training_curves_figure(history).data) == 5
+
+
+# ---- per-file results of the upload page ----------------------------------------------------------
+
+def test_analyse_real_photo_and_bad_file_then_export(predictor, photos_dir):
+    photo = next(p for p in sorted((photos_dir / "happy").iterdir()) if p.suffix.lower() == ".jpg")
+    detector = HaarFaceDetector()
+    good = analyse_image(predictor, detector, photo.read_bytes(), photo.name, tta=False)
+    bad = analyse_image(predictor, detector, b"GIF89a truncated", "broken.gif")
+    assert good.error is None and len(good.faces) >= 1 and good.annotated.shape[2] == 3
+    assert not np.array_equal(good.annotated, cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB))  # boxes drawn
+    assert bad.error is not None and "broken.gif" in bad.error and not bad.faces
+
+    rows = face_rows([good, bad], predictor.class_names)
+    assert {r["file"] for r in rows} == {photo.name} and rows[0]["face"] == 1
+    csv_lines = results_csv([good, bad], predictor.class_names).decode().splitlines()
+    assert csv_lines[0].split(",") == ["file", "face", "x", "y", "w", "h", "label", "confidence", "whole_image",
+                                       *EMOTIONS]
+    assert len(csv_lines) == 1 + len(good.faces)
+    doc = json.loads(results_json([good, bad]))
+    assert doc[0]["faces"][0]["label"] in EMOTIONS and len(doc[0]["faces"][0]["probabilities"]) == 7
+    assert doc[1] == {"file": "broken.gif", "width": None, "height": None, "error": bad.error, "faces": []}
+
+
+def test_blank_image_has_no_face_unless_whole_image_requested(predictor):
+    blank = cv2.imencode(".png", np.full((120, 120), 128, np.uint8))[1].tobytes()
+    detector = HaarFaceDetector()
+    assert analyse_image(predictor, detector, blank, "blank.png").faces == []
+    whole = analyse_image(predictor, detector, blank, "blank.png", whole_image_if_no_face=True).faces
+    assert len(whole) == 1 and whole[0].whole_image and whole[0].box == (0, 0, 120, 120)
+
+
+# ---- artifacts ------------------------------------------------------------------------------------
+
+def test_artifact_readers_missing_broken_and_overview(tmp_path, predictor):
+    assert read_model_card(tmp_path / "model_card.json") is None
+    assert read_eval_summary(tmp_path / "eval.json") is None
+    assert read_history(tmp_path / "history.csv") is None
+    (tmp_path / "eval.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="JSON"):
+        read_eval_summary(tmp_path / "eval.json")
+    (tmp_path / "eval.json").write_text(json.dumps({"accuracy": 0.5}))
+    with pytest.raises(ArtifactError, match="macro_f1"):
+        read_eval_summary(tmp_path / "eval.json")
+    (tmp_path / "history.csv").write_text("epoch,loss\n1,2\n")
+    with pytest.raises(ArtifactError, match="val_acc"):
+        read_history(tmp_path / "history.csv")
+
+    info = model_overview(predictor, {"classes": list(EMOTIONS), "trained_at": "2026-01-02T03:04:05+00:00",
+                                      "validation": {"val_acc": 0.7, "val_macro_f1": 0.65, "epoch": 30}})
+    assert info["classes"] == list(EMOTIONS) and info["parameters"] > 100_000
+    assert (info["val_acc"], info["val_macro_f1"], info["selected_epoch"]) == (0.7, 0.65, 30) and info["card_matches"]
+    assert model_overview(predictor, None)["val_acc"] is None
+    assert not model_overview(predictor, {"classes": ["a", "b"]})["card_matches"]
