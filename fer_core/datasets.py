@@ -11,10 +11,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from .images import load_image
 from .labels import EMOTIONS, UnknownClassError, label_index
+from .preprocessing import resize_face, to_gray
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
@@ -84,14 +85,14 @@ def resolve_split_dir(root: str | Path, split: str) -> Path:
 
 
 def decode_gray(path: str | Path, size: int | None = None) -> np.ndarray:
-    """Read an image file as (H, W) uint8 gray, optionally resized to size x size. Raises ValueError if unreadable."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
-    if img is None:
-        raise ValueError(f"Cannot decode image {path}")
-    if size is not None and img.shape != (size, size):
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-    return img
+    """Read an image file as (H, W) uint8 gray, optionally resized to size x size.
+
+    Uses exactly the decoding of the app and the CLI (fer_core.images.load_image -> to_gray ->
+    resize_face), so training data and user images go through one preprocessing path.
+    Raises fer_core.images.ImageLoadError if unreadable.
+    """
+    gray = to_gray(load_image(path))
+    return resize_face(gray, size) if size is not None else gray
 
 
 def _cache_key(files: LabelledFiles, size: int) -> str:

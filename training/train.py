@@ -65,7 +65,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
     a("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     a("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    a("--resume", action="store_true", help="continue from --work-dir/last.pt if it exists")
+    a("--resume", action="store_true", help="continue from --work-dir/last.pt if it exists (same --epochs as the first run)")
+    a("--stop-after", type=int, default=0,
+      help="stop after this many epochs of this invocation; continue later with --resume (default: run to the end)")
     return p
 
 
@@ -123,7 +125,7 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor, labe
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
     return {"train_loss": total_loss / seen, "train_acc": correct / seen}
 
 
@@ -179,7 +181,7 @@ def main(args: argparse.Namespace) -> dict:
         raise SystemExit(f"--batch-size {args.batch_size} is larger than the training set ({len(train_y)} images).")
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
-        pct_start=min(0.5, args.warmup_epochs / args.epochs), anneal_strategy="cos", div_factor=25, final_div_factor=1e3)
+        pct_start=min(0.5, max(args.warmup_epochs / args.epochs, 1.5 / (args.epochs * steps_per_epoch))), anneal_strategy="cos", div_factor=25, final_div_factor=1e3)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True) if args.ema_decay > 0 else None
     weights = class_weights(train.labels, args.class_weight_power).to(device)
 
@@ -200,7 +202,8 @@ def main(args: argparse.Namespace) -> dict:
         print(f"Resumed from {state_path} after epoch {state['epoch']} (best val acc {best['val_acc']:.4f})", flush=True)
 
     shipped = ema.module if ema is not None else model
-    for epoch in range(start_epoch, args.epochs + 1):
+    last_epoch = args.epochs if not args.stop_after else min(args.epochs, start_epoch + args.stop_after - 1)
+    for epoch in range(start_epoch, last_epoch + 1):
         t0 = time.time()
         row = {"epoch": epoch, "lr": scheduler.get_last_lr()[0]}
         row.update(train_one_epoch(model, ema, optimizer, scheduler, train_x, train_y, args, weights, preprocess,
@@ -228,6 +231,9 @@ def main(args: argparse.Namespace) -> dict:
                    work / "last.pt.tmp")
         os.replace(work / "last.pt.tmp", state_path)
 
+    if last_epoch < args.epochs:
+        print(f"Stopped after epoch {last_epoch} of {args.epochs}; continue with --resume.", flush=True)
+        return {}
     card = {
         "name": f"FER Xception-{args.variant}",
         "task": "facial expression recognition, 7 classes, 48x48 grayscale faces",

@@ -1,0 +1,160 @@
+"""Preprocessing and inference: the shipped model on real photographs and awkward image formats."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fer_core.datasets import list_labelled_folder, load_face_arrays
+from fer_core.face_detection import HaarFaceDetector
+from fer_core.images import ImageLoadError, load_image
+from fer_core.labels import EMOTIONS
+from fer_core.preprocessing import PreprocessConfig, crop_face, faces_to_tensor, to_gray
+
+
+def _photo(photos_dir, name="happy"):
+    return sorted((photos_dir / name).glob("*.jpg"))[0]
+
+
+def _first_detectable(photos_dir, predictor, folder="happy"):
+    for path in sorted((photos_dir / folder).glob("*.jpg")):
+        if HaarFaceDetector().detect(to_gray(load_image(path))):
+            return path
+    pytest.fail(f"no face detected in any photo of {photos_dir / folder}")
+
+
+def test_training_eval_path_and_app_path_give_identical_tensors(fer_images_dir):
+    """A FER2013 validation image: dataset reader (training-time evaluation) vs the app's upload path."""
+    files = list_labelled_folder(fer_images_dir / "validation")
+    picks = [files.paths[i] for i in range(0, len(files), 400)]
+    sub = type(files)(picks, files.labels[: len(picks)])
+    train_path = faces_to_tensor(load_face_arrays(sub, 48).images, PreprocessConfig())
+    with open(picks[0], "rb") as f:
+        uploaded = f.read()
+    app_path = faces_to_tensor([to_gray(load_image(uploaded))] + [to_gray(load_image(p)) for p in picks[1:]])
+    assert train_path.shape == (len(picks), 1, 48, 48)
+    assert torch.equal(train_path, app_path)
+
+
+def test_faces_to_tensor_normalises_and_resizes():
+    cfg = PreprocessConfig(mean=0.5, std=0.25)
+    x = faces_to_tensor([np.full((100, 80), 255, np.uint8), np.zeros((48, 48, 3), np.uint8)], cfg)
+    assert x.shape == (2, 1, 48, 48) and x.dtype == torch.float32
+    assert torch.allclose(x[0], torch.full((1, 48, 48), 2.0)) and torch.allclose(x[1], torch.full((1, 48, 48), -2.0))
+
+
+def test_crop_face_clips_to_image():
+    gray = np.arange(100 * 100, dtype=np.uint32).reshape(100, 100).astype(np.uint8)
+    assert crop_face(gray, (90, 90, 20, 20)).shape == (10, 10)
+    with pytest.raises(ValueError):
+        crop_face(gray, (200, 200, 10, 10))
+
+
+def test_real_photos_give_a_face_with_7_probabilities(photos_dir, predictor):
+    detector = HaarFaceDetector()
+    found = 0
+    paths = [p for d in sorted(photos_dir.iterdir()) for p in sorted(d.glob("*.jpg"))[:2]]
+    for path in paths:
+        faces = predictor.predict(path, detector)
+        for face in faces:
+            assert set(face.probabilities) == set(EMOTIONS)
+            assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+            assert face.label == max(face.probabilities, key=face.probabilities.get)
+            x, y, w, h = face.box
+            assert w >= 40 and h >= 40
+        found += bool(faces)
+    assert found >= len(paths) * 0.7, f"faces found in only {found} of {len(paths)} real photos"
+
+
+def test_happy_photos_are_mostly_recognised_as_happy(photos_dir, predictor):
+    """Labels of the photos are noisy, but a working model gets clear smiles right more often than not."""
+    faces = [predictor.predict(p, whole_image_if_no_face=True)[0] for p in sorted((photos_dir / "happy").glob("*.jpg"))]
+    share = np.mean([f.label == "happy" for f in faces])
+    assert share >= 0.5, f"only {share:.0%} of happy photos predicted happy"
+
+
+def test_several_faces_in_one_image_are_all_classified(photos_dir, predictor):
+    a = load_image(_first_detectable(photos_dir, predictor, "happy"))
+    b = load_image(_first_detectable(photos_dir, predictor, "surprise"))
+    h = max(a.shape[0], b.shape[0])
+    canvas = np.full((h, a.shape[1] + b.shape[1] + 40, 3), 255, np.uint8)
+    canvas[: a.shape[0], : a.shape[1]] = a
+    canvas[: b.shape[0], a.shape[1] + 40:] = b
+    faces = predictor.predict(canvas)
+    assert len(faces) == 2
+    assert {f.box[0] < a.shape[1] for f in faces} == {True, False}
+
+
+def test_tta_changes_probabilities_but_both_are_distributions(photos_dir, predictor):
+    path = _first_detectable(photos_dir, predictor)
+    with_tta = predictor.predict(path, tta=True)[0].probabilities
+    without = predictor.predict(path, tta=False)[0].probabilities
+    assert sum(without.values()) == pytest.approx(1.0, abs=1e-4)
+    assert with_tta != without
+
+
+def test_no_face_returns_empty_or_whole_image(predictor):
+    blank = np.full((300, 300, 3), 127, np.uint8)
+    assert predictor.predict(blank) == []
+    whole = predictor.predict(blank, whole_image_if_no_face=True)
+    assert len(whole) == 1 and whole[0].whole_image and whole[0].box == (0, 0, 300, 300)
+
+
+def test_tiny_image_is_handled_without_error(predictor):
+    assert predictor.predict(np.zeros((10, 10), np.uint8)) == []
+
+
+def test_bgr_and_rgb_arrays_agree(photos_dir, predictor):
+    rgb = load_image(_first_detectable(photos_dir, predictor))
+    a = predictor.predict(rgb, channel_order="RGB")[0]
+    b = predictor.predict(np.ascontiguousarray(rgb[:, :, ::-1]), channel_order="BGR")[0]
+    assert a.label == b.label and a.box == b.box
+
+
+def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_image_formats_and_modes_load_as_rgb(photos_dir):
+    base = Image.open(_photo(photos_dir)).convert("RGB")
+    cases = {
+        "gray": base.convert("L"),
+        "rgba": base.convert("RGBA"),
+        "palette": base.convert("P"),
+        "16bit": Image.fromarray((np.asarray(base.convert("L")).astype(np.uint16) * 257)),
+    }
+    for name, img in cases.items():
+        fmt = "PNG"
+        arr = load_image(_encode(img, fmt))
+        assert arr.shape == (base.height, base.width, 3) and arr.dtype == np.uint8, name
+    for fmt in ("WEBP", "BMP", "TIFF"):
+        assert load_image(_encode(base, fmt)).shape == (base.height, base.width, 3), fmt
+    # 16-bit content is scaled, not clipped to white.
+    sixteen = load_image(_encode(cases["16bit"], "PNG"))[:, :, 0]
+    assert np.abs(sixteen.astype(int) - np.asarray(base.convert("L")).astype(int)).max() <= 1
+
+
+def test_exif_orientation_is_honoured():
+    img = Image.new("RGB", (60, 30), "white")
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    arr = load_image(_encode(img, "JPEG", exif=exif.tobytes()))
+    assert arr.shape[:2] == (60, 30)
+
+
+@pytest.mark.parametrize("payload,match", [(b"", "empty"), (b"not an image at all", "not an image")])
+def test_bad_bytes_are_clear_errors(payload, match):
+    with pytest.raises(ImageLoadError, match=match):
+        load_image(payload)
+
+
+def test_truncated_jpeg_is_a_clear_error(photos_dir):
+    data = _photo(photos_dir).read_bytes()
+    with pytest.raises(ImageLoadError, match="damaged or truncated"):
+        load_image(data[: len(data) // 3])

@@ -1,0 +1,121 @@
+"""The training, evaluation and prediction command lines, end to end on small data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fer_core.checkpoint import load_checkpoint
+from fer_core.labels import EMOTIONS
+
+from helpers import make_fer_csv, make_kaggle_tree
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One epoch of the real training script on a small generated Kaggle-layout dataset."""
+    tmp = tmp_path_factory.mktemp("train")
+    data = make_kaggle_tree(tmp / "data", per_class=8)
+    out = tmp / "out"
+    run("-m", "training.train", "--data", str(data), "--out", str(out), "--work-dir", str(tmp / "work"),
+        "--cache-dir", "", "--variant", "tiny", "--epochs", "1", "--batch-size", "16", "--threads", "1")
+    return data, out, tmp
+
+
+def test_one_epoch_writes_loadable_artifacts(trained):
+    data, out, _ = trained
+    model, pre, names, meta = load_checkpoint(out / "model.pt")
+    assert names == EMOTIONS and meta["variant"] == "tiny"
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["architecture"]["parameters"] > 0 and card["classes"] == list(EMOTIONS)
+    assert card["data"]["train_images"] == 7 * 8 and card["training"]["epochs_run"] == 1
+    assert "torch" in card["library_versions"]
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [1]
+    assert {"train_loss", "val_acc", "val_macro_f1", "lr", "seconds"} <= set(history.columns)
+
+
+def test_an_interrupted_run_resumes_after_its_last_epoch(trained, tmp_path):
+    data, _, _ = trained
+    common = ["-m", "training.train", "--data", str(data), "--out", str(tmp_path / "out"), "--work-dir",
+              str(tmp_path / "work"), "--cache-dir", "", "--variant", "tiny", "--epochs", "2", "--batch-size", "16",
+              "--threads", "1"]
+    first = run(*common, "--stop-after", "1")
+    assert "continue with --resume" in first.stdout and not (tmp_path / "out" / "model_card.json").exists()
+    proc = run(*common, "--resume")
+    assert "Resumed" in proc.stdout and "after epoch 1" in proc.stdout
+    assert list(pd.read_csv(tmp_path / "out" / "history.csv")["epoch"]) == [1, 2]
+    assert json.loads((tmp_path / "out" / "model_card.json").read_text())["training"]["epochs_run"] == 2
+
+
+def test_training_reads_fer2013_csv(tmp_path):
+    csv = make_fer_csv(tmp_path / "fer2013.csv", rows_per_usage=20)
+    run("-m", "training.train", "--data", str(csv), "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "w"),
+        "--variant", "tiny", "--epochs", "1", "--batch-size", "4", "--threads", "1")
+    assert (tmp_path / "out" / "model.pt").is_file()
+
+
+def test_evaluate_writes_the_json_the_app_reads(trained):
+    data, out, tmp = trained
+    target = tmp / "eval.json"
+    proc = run("-m", "training.evaluate", str(data / "validation"), "--weights", str(out / "model.pt"),
+               "--json", str(target), "--no-tta")
+    assert "macro avg" in proc.stdout  # sklearn's classification report is printed
+    result = json.loads(target.read_text())
+    assert result["n_images"] == 7 * 8 and result["n_faces_found"] == 7 * 8 and result["tta"] is False
+    assert result["labels"] == list(EMOTIONS)
+    cm = result["confusion_matrix"]
+    assert len(cm) == 7 and sum(map(sum, cm)) == 7 * 8 and [sum(r) for r in cm] == [8] * 7
+    assert set(result["per_class"]["fear"]) == {"precision", "recall", "f1", "support"}
+    assert 0 <= result["accuracy"] <= 1 and 0 <= result["macro_f1"] <= 1
+
+
+def test_evaluate_on_a_subset_of_classes_and_unknown_folder(trained, tmp_path):
+    data, out, _ = trained
+    sub = tmp_path / "sub"
+    for name in ("happy", "sad"):
+        (sub / name).mkdir(parents=True)
+        for f in (data / "validation" / name).iterdir():
+            (sub / name / f.name).write_bytes(f.read_bytes())
+    result = json.loads(run("-m", "training.evaluate", str(sub), "--weights", str(out / "model.pt"), "--json",
+                            str(tmp_path / "e.json")).stdout.split("wrote")[0] and (tmp_path / "e.json").read_text())
+    assert result["n_images"] == 16 and result["per_class"]["angry"]["support"] == 0
+    (sub / "bored").mkdir()
+    proc = run("-m", "training.evaluate", str(sub), "--weights", str(out / "model.pt"), check=False)
+    assert proc.returncode != 0 and "bored" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_evaluate_detect_faces_counts_images_without_faces(trained):
+    data, out, tmp = trained
+    result = json.loads(run("-m", "training.evaluate", str(data / "validation"), "--weights", str(out / "model.pt"),
+                            "--detect-faces", "--json", str(tmp / "d.json")) and (tmp / "d.json").read_text())
+    # Generated blobs are not faces: every image counts as wrong, and is counted.
+    assert result["n_images"] == 56 and result["n_faces_found"] == 0 and result["accuracy"] == 0
+
+
+def test_predict_cli_reports_bad_files_and_keeps_going(photos_dir, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"definitely not a jpeg")
+    good = sorted((photos_dir / "happy").glob("*.jpg"))[0]
+    proc = run("-m", "fer_core.predict", str(bad), str(good), "--json", "--whole-image")
+    assert "broken.jpg" in proc.stderr and "Traceback" not in proc.stderr
+    result = json.loads(proc.stdout)
+    assert [r["path"] for r in result] == [str(good)]
+    face = result[0]["faces"][0]
+    assert len(face["box"]) == 4 and set(face["probabilities"]) == set(EMOTIONS)
+    text = run("-m", "fer_core.predict", str(photos_dir / "happy")).stdout
+    assert text.count("\n") >= 5 and "happy" in text
