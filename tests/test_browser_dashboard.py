@@ -1,0 +1,83 @@
+"""The dashboard in a real browser: Playwright drives Debian's Chromium against `streamlit run app.py`.
+
+Uses the `app_url` and `launch_chromium` fixtures of conftest.py; skips when Chromium or the photos are absent.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_core.labels import EMOTIONS
+
+pytestmark = pytest.mark.timeout(600)
+ROOT = Path(__file__).resolve().parent.parent
+WAIT_MS = 90_000  # the test machine is slow and may be busy
+FACE_LABEL = re.compile(r"Face #1: (" + "|".join(EMOTIONS) + r")")
+
+
+@pytest.fixture
+def page(launch_chromium):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    browser = launch_chromium()
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    yield page
+    context.close()
+
+
+def test_home_links_to_the_pages(app_url, page):
+    from playwright.sync_api import expect
+
+    page.goto(app_url)
+    expect(page.get_by_role("heading", name="Facial expression recognition")).to_be_visible()
+    expect(page.get_by_text("Upload images: every face boxed")).to_be_visible()
+    expect(page.get_by_text("Evaluation: accuracy, confusion matrix")).to_be_visible()
+
+
+def test_upload_a_photo_and_see_its_face_label(app_url, page, photos_dir):
+    from playwright.sync_api import expect
+
+    photo = sorted((photos_dir / "happy").glob("*.jpg"))[0]
+    page.goto(f"{app_url}/Upload_images")
+    file_input = page.locator('[data-testid="stFileUploaderDropzoneInput"], input[type="file"]').first
+    file_input.wait_for(state="attached")
+    file_input.set_input_files(str(photo))
+    expect(page.get_by_text(FACE_LABEL).first).to_be_visible()
+    expect(page.get_by_role("heading", name=photo.name)).to_be_visible()
+    expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()  # the probability bars
+
+
+def test_evaluation_page_shows_a_confusion_matrix(app_url, page, tmp_path):
+    from playwright.sync_api import expect
+
+    page.goto(f"{app_url}/Evaluation")
+    expect(page.get_by_role("heading", name="Evaluate on your own data")).to_be_visible()
+    matrices = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Confusion matrix")
+    if (ROOT / "artifacts" / "eval_validation.json").is_file():  # the shipped results
+        expect(matrices.first).to_be_visible()
+    shipped = matrices.count()
+
+    # Own data, from a folder on the server: <class>/<image> with small generated faces.
+    for label, name in enumerate(EMOTIONS):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            img = np.random.default_rng(i).integers(0, 60, (48, 48), dtype=np.uint8)
+            cv2.circle(img, (24, 24), 6 + 2 * label, 200, -1)
+            cv2.imwrite(str(tmp_path / name / f"{i}.png"), img)
+    box = page.get_by_label("Folder path")
+    box.fill(str(tmp_path))
+    box.press("Enter")
+    button = page.get_by_role("button", name="Evaluate folder")
+    expect(button).to_be_enabled()
+    button.click()
+    expect(page.get_by_role("heading", name=f"Results: {tmp_path}")).to_be_visible()
+    expect(matrices).to_have_count(shipped + 1)
+    expect(matrices.last).to_be_visible()
