@@ -221,3 +221,18 @@ def test_evaluate_folder_on_the_server(monkeypatch, artifacts_dir, labelled_dir,
     at.button(key="own_folder_go").click().run()
     no_exception(at)
     assert not at.error and f"{len(EMOTIONS) * 3:,}" in [m.value for m in at.metric]
+
+
+def test_shipped_results_drill_down_reevaluates_the_local_folder(monkeypatch, artifacts_dir, labelled_dir):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    monkeypatch.setattr("fer_core.artifacts.LOCAL_VALIDATION_DIR", labelled_dir)  # stands in for FER2013 validation
+    at = open_page(EVALUATION)
+    button = next(b for b in at.button if "Evaluate the validation images again" in b.label)
+    button.click().run()
+    no_exception(at)
+    rerun = at.session_state["shipped_rerun"]
+    assert rerun["summary"]["n_images"] == len(EMOTIONS) * 3
+    assert "fresh evaluation" in texts(at.caption)
+    true, pred = at.selectbox(key="shipped_rerun_true").value, at.selectbox(key="shipped_rerun_pred").value
+    in_cell = [r for r in rerun["records"] if (r["true"], r["predicted"]) == (true, pred)]
+    assert len(at.image) == min(len(in_cell), 24)
