@@ -15,13 +15,14 @@ classified again. With no face in view, every frame is searched so a new face ap
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -377,3 +378,35 @@ def measure_frame_latency(predictor: Predictor, frame: np.ndarray, n: int = 50,
         "classify_ms_mean": round(float(np.mean(classifies)), 2),
         "settings": settings.to_dict(),
     }
+
+
+def _plain(value: Any) -> Any:
+    """Mappings (e.g. a Streamlit secrets section) and sequences -> plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def parse_rtc_configuration(value: str | Mapping) -> dict:
+    """A WebRTC configuration, as JSON text or a mapping, -> ``{"iceServers": [...], ...}`` (checked).
+
+    Each ICE server needs ``urls`` (a string or a list of strings); TURN servers also carry ``username``
+    and ``credential``. Raises ValueError saying what is wrong.
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"the RTC configuration is not valid JSON ({e}); expected something like "
+                             '{"iceServers": [{"urls": ["stun:stun.l.google.com:19302"]}]}') from None
+    config = _plain(value)
+    if not isinstance(config, dict) or not isinstance(config.get("iceServers"), list):
+        raise ValueError('the RTC configuration must be an object with an "iceServers" list, e.g. '
+                         '{"iceServers": [{"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"}]}')
+    for i, server in enumerate(config["iceServers"]):
+        urls = server.get("urls") if isinstance(server, dict) else None
+        if not (isinstance(urls, str) or (isinstance(urls, list) and urls and all(isinstance(u, str) for u in urls))):
+            raise ValueError(f'iceServers[{i}] needs "urls": a string or a list of strings such as "turn:host:3478"')
+    return config

@@ -13,7 +13,7 @@ from fer_core.face_detection import HaarFaceDetector
 from fer_core.images import load_image
 from fer_core.labels import EMOTIONS
 from fer_core.live import (LiveProcessor, LiveSettings, SessionLog, canvas_from_photos, measure_frame_latency,
-                           timeline_figure)
+                           parse_rtc_configuration, timeline_figure)
 from fer_core.preprocessing import to_gray
 
 
@@ -183,3 +183,18 @@ def test_invalid_settings_are_refused_with_a_clear_message():
         LiveSettings(smoothing=1.0)
     with pytest.raises(ValueError, match="detect_every"):
         LiveSettings(detect_every=0)
+
+
+def test_rtc_configuration_from_json_or_secrets_mapping():
+    text = '{"iceServers": [{"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"}]}'
+    config = parse_rtc_configuration(text)
+    assert config["iceServers"][0]["username"] == "u"
+    secrets_like = {"iceServers": ({"urls": "stun:stun.example.org:3478"},)}  # st.secrets gives mappings/tuples
+    assert parse_rtc_configuration(secrets_like) == {"iceServers": [{"urls": "stun:stun.example.org:3478"}]}
+    assert parse_rtc_configuration('{"iceServers": []}') == {"iceServers": []}
+    with pytest.raises(ValueError, match="not valid JSON"):
+        parse_rtc_configuration("{iceServers: }")
+    with pytest.raises(ValueError, match='"iceServers" list'):
+        parse_rtc_configuration('{"ice": []}')
+    with pytest.raises(ValueError, match=r"iceServers\[0\] needs \"urls\""):
+        parse_rtc_configuration('{"iceServers": [{"url": "turn:x"}]}')
