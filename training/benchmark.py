@@ -1,0 +1,142 @@
+"""Measured speed of the shipped model: prints numbers, asserts nothing.
+
+    python -m training.benchmark                 # all measurements
+    python -m training.benchmark --skip-training
+
+Reports: classifier ms per face (batch 1 on one thread, and batched on all threads),
+end-to-end ms per 640x480 frame with one face (Haar detection + classification, with and
+without TTA), and training seconds per FER2013 epoch with the default recipe (extrapolated
+from timed steps of the real training loop on random data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from fer_core.checkpoint import DEFAULT_WEIGHTS
+from fer_core.face_detection import HaarFaceDetector
+from fer_core.images import load_image
+from fer_core.inference import Predictor, predict_probabilities
+from fer_core.model import build_model
+from fer_core.preprocessing import PreprocessConfig, to_gray
+
+from .augment import AugmentConfig
+from .train import DEFAULT_DATA, class_weights, get_args_parser as train_args, train_one_epoch
+
+FER_TRAIN_IMAGES = 28_709
+PHOTOS = DEFAULT_DATA.parent.parent / "photos"
+DETECTOR_SETTINGS = ((40, 640), (60, 320))  # (min face px, detect on frames downscaled to <= this side)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint to time (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=50, help="timed repetitions per measurement (default: %(default)s)")
+    p.add_argument("--photo", default="", help="a photo with one face for the frame benchmark (default: first detectable photo in ../shared/data/photos)")
+    p.add_argument("--skip-training", action="store_true", help="skip the training-speed measurement")
+    p.add_argument("--train-steps", type=int, default=15, help="timed training steps (default: %(default)s)")
+    return p
+
+
+def timed(fn, repeats: int, warmup: int = 3) -> tuple[float, float]:
+    """(median, p90) milliseconds of fn()."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return statistics.median(samples), float(np.percentile(samples, 90))
+
+
+def frame_with_face(photo: np.ndarray) -> np.ndarray:
+    """A 640x480 RGB frame with the photo scaled to 300 px (a webcam-sized face), placed off-centre."""
+    import cv2
+
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    scale = 300 / max(photo.shape[:2])
+    small = cv2.resize(photo, (int(photo.shape[1] * scale), int(photo.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    frame[60:60 + small.shape[0], 200:200 + small.shape[1]] = small[: 480 - 60, : 640 - 200]
+    return frame
+
+
+def find_face_frame(explicit: str) -> np.ndarray | None:
+    """The first 640x480 frame built from a photo in which every benchmarked detector setting finds exactly one face."""
+    candidates = [Path(explicit)] if explicit else sorted(PHOTOS.glob("*/*.jpg")) if PHOTOS.is_dir() else []
+    detectors = [HaarFaceDetector(min_face_size=m, max_side=s) for m, s in DETECTOR_SETTINGS]
+    for path in candidates:
+        frame = frame_with_face(load_image(path))
+        if all(len(d.detect(to_gray(frame))) == 1 for d in detectors):
+            return frame
+    return None
+
+
+def bench_classifier(predictor: Predictor, repeats: int) -> None:
+    threads = torch.get_num_threads()
+    x1 = torch.randn(1, 1, 48, 48)
+    torch.set_num_threads(1)
+    for tta in (False, True):
+        med, p90 = timed(lambda: predict_probabilities(predictor.model, x1, tta=tta), repeats)
+        print(f"classifier, batch 1, 1 thread, TTA {'on ' if tta else 'off'}: {med:6.2f} ms/face (p90 {p90:.2f})")
+    torch.set_num_threads(threads)
+    xb = torch.randn(256, 1, 48, 48)
+    med, _ = timed(lambda: predict_probabilities(predictor.model, xb, tta=False), max(5, repeats // 10), warmup=1)
+    print(f"classifier, batch 256, {threads} threads, TTA off: {med / 256:6.3f} ms/face ({256 / med * 1000:.0f} faces/s)")
+
+
+def bench_frame(predictor: Predictor, frame: np.ndarray | None, repeats: int) -> None:
+    if frame is None:
+        print("frame benchmark skipped: no photo with exactly one detectable face (pass --photo)")
+        return
+    for min_face, max_side in DETECTOR_SETTINGS:
+        detector = HaarFaceDetector(min_face_size=min_face, max_side=max_side)
+        gray = to_gray(frame)
+        n = len(detector.detect(gray))
+        det, _ = timed(lambda: detector.detect(gray), repeats)
+        for tta in (False, True):
+            med, p90 = timed(lambda: predictor.predict(frame, detector, tta=tta), repeats)
+            print(f"640x480 frame, {n} face, detector min {min_face}px on <= {max_side}px, TTA {'on ' if tta else 'off'}: "
+                  f"{med:6.1f} ms end-to-end (detection {det:.1f} ms; p90 {p90:.1f}) -> {1000 / med:.1f} FPS")
+
+
+def bench_training(steps: int) -> None:
+    defaults = train_args().parse_args([])
+    torch.manual_seed(0)
+    n = defaults.batch_size * steps
+    images = torch.randn(n, 1, 48, 48)
+    labels = torch.randint(0, 7, (n,))
+    model = build_model(defaults.variant).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=defaults.lr, weight_decay=defaults.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=defaults.lr, total_steps=2 * steps)
+    args = SimpleNamespace(**{**vars(defaults), "epochs": 1})
+    weights = class_weights(labels.numpy(), defaults.class_weight_power)
+    run = lambda: train_one_epoch(model, None, opt, sched, images, labels, args, weights, PreprocessConfig(),
+                                  AugmentConfig(), torch.Generator().manual_seed(0), torch.device("cpu"), 1)
+    run()  # warm-up epoch
+    t = time.perf_counter()
+    run()
+    per_image = (time.perf_counter() - t) / n
+    print(f"training ({defaults.variant}, batch {defaults.batch_size}, bf16 {'off' if defaults.no_bf16 else 'on'}, "
+          f"{torch.get_num_threads()} threads): {per_image * FER_TRAIN_IMAGES:.0f} s per FER2013 epoch "
+          f"({per_image * 1000:.2f} ms/image, from {steps} timed steps)")
+
+
+def main(args: argparse.Namespace) -> None:
+    predictor = Predictor.from_checkpoint(args.weights)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; weights {args.weights}")
+    bench_classifier(predictor, args.repeats)
+    bench_frame(predictor, find_face_frame(args.photo), max(10, args.repeats // 2))
+    if not args.skip_training:
+        bench_training(args.train_steps)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
