@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from fer_core.face_detection import HaarFaceDetector
@@ -90,5 +91,14 @@ def test_live_page_labels_the_face_of_a_fake_webcam(app_url, launch_chromium, fa
         stop = component.get_by_role("button", name=re.compile("^stop$", re.I))
         stop.click()  # releases the stream (and its processor) on the server
         expect(component.get_by_role("button", name=re.compile("^start$", re.I))).to_be_visible(timeout=30_000)
+
+        # What was seen stays downloadable after STOP: one row per face per processed frame.
+        expect(page.get_by_text(re.compile(r"The last session recorded \d+ rows"))).to_be_visible(timeout=30_000)
+        with page.expect_download(timeout=30_000) as download:
+            page.get_by_role("button", name=re.compile("Download this session")).click()
+        table = pd.read_csv(download.value.path())
+        assert len(table) > 0 and set(table["label"]) <= set(EMOTIONS)
+        assert list(table.columns[:9]) == ["timestamp", "time_s", "face_id", "x", "y", "w", "h", "label", "confidence"]
+        assert table[list(EMOTIONS)].sum(axis=1).between(0.99, 1.01).all()
     finally:
         context.close()
