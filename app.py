@@ -53,7 +53,8 @@ if predictor is not None:
     cols[0].metric("Parameters", f"{info['parameters'] / 1e6:.2f} M")
     cols[1].metric("Validation accuracy", "n/a" if info["val_acc"] is None else f"{info['val_acc']:.1%}")
     cols[2].metric("Validation macro-F1", "n/a" if info["val_macro_f1"] is None else f"{info['val_macro_f1']:.3f}")
-    cols[3].metric("Trained", format_timestamp(info["trained_at"]))
+    trained = format_timestamp(info["trained_at"])
+    cols[3].metric("Trained", trained.split(" ")[0], help=f"Weights written {trained}")
     st.markdown("**Classes** (in the model's output order): " + ", ".join(f"`{c}`" for c in info["classes"]))
     details = [f"weights: `{weights_path()}`"]
     if info["selected_epoch"] is not None:
