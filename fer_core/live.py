@@ -345,12 +345,30 @@ def measure_frame_latency(predictor: Predictor, frame: np.ndarray, n: int = 50,
                           settings: LiveSettings = LiveSettings(), warmup: int = 5) -> dict:
     """Time :meth:`LiveProcessor.process` on ``frame`` ((H, W, 3) uint8 BGR) ``n`` times, after ``warmup`` frames.
 
+    Runs in a thread of its own, as in the app (the per-thread torch setting does not leak into the caller).
     Returns plain JSON-able numbers: per-frame milliseconds (mean, median, 90th percentile), the frame
     rate they allow, the detector and model time, the faces found, the frame size and the settings used.
     With ``detect_every`` > 1 the mean includes the frames on which detection is skipped, as in the app.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = _measure(predictor, frame, n, settings, warmup)
+        except BaseException as e:  # re-raised in the caller's thread below
+            outcome["error"] = e
+
+    worker = threading.Thread(target=run, name="fer-live-benchmark")
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["report"]
+
+
+def _measure(predictor: Predictor, frame: np.ndarray, n: int, settings: LiveSettings, warmup: int) -> dict:
     processor = LiveProcessor(predictor, settings)
     for _ in range(warmup):
         processor.process(frame)
@@ -376,9 +394,9 @@ def measure_frame_latency(predictor: Predictor, frame: np.ndarray, n: int = 50,
         "detect_ms_mean": round(float(np.mean(detects)), 2) if detects else None,
         "detect_frames": len(detects),
         "classify_ms_mean": round(float(np.mean(classifies)), 2),
+        "torch_threads": settings.torch_threads,
         "settings": settings.to_dict(),
     }
-
 
 def _plain(value: Any) -> Any:
     """Mappings (e.g. a Streamlit secrets section) and sequences -> plain dicts and lists."""

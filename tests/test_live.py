@@ -198,3 +198,11 @@ def test_rtc_configuration_from_json_or_secrets_mapping():
         parse_rtc_configuration('{"ice": []}')
     with pytest.raises(ValueError, match=r"iceServers\[0\] needs \"urls\""):
         parse_rtc_configuration('{"iceServers": [{"url": "turn:x"}]}')
+
+
+def test_measure_frame_latency_leaves_the_callers_torch_threads_alone(predictor, one_face_frame):
+    import torch
+
+    before = torch.get_num_threads()
+    measure_frame_latency(predictor, one_face_frame, n=1, warmup=0, settings=LiveSettings(torch_threads=1))
+    assert torch.get_num_threads() == before

@@ -1,0 +1,22 @@
+"""The live webcam page with Streamlit's AppTest, for what runs before the WebRTC component.
+
+streamlit-webrtc needs a real Streamlit runtime (AppTest's is mocked), so the page with the stream running is
+tested in a real browser in test_browser_webcam.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+LIVE = str(Path(__file__).resolve().parent.parent / "pages" / "2_Live_webcam.py")
+TIMEOUT = 120  # seconds per script run; the test machine can be slow
+
+
+def test_an_invalid_rtc_configuration_is_reported_not_crashed(predictor, monkeypatch):
+    monkeypatch.setenv("FER_RTC_CONFIGURATION", '{"iceServers": "turn:oops"}')
+    at = AppTest.from_file(LIVE, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    assert any("FER_RTC_CONFIGURATION" in e.value and "iceServers" in e.value for e in at.error)
+    assert [s.label for s in at.sidebar.slider][:2] == ["Minimum face size (pixels)", "Smoothing strength"]
