@@ -34,10 +34,10 @@ def run_with_progress(evaluate, label: str):
         bar.empty()
 
 
-def show_gallery(records: list[dict], labels: list[str], key: str, zip_data: bytes | None = None) -> None:
+def show_gallery(summary: dict, records: list[dict], key: str, zip_data: bytes | None = None) -> None:
     """Pick a confusion-matrix cell (true, predicted) and see its images with their probabilities."""
-    matrix = [[sum(1 for r in records if r["true"] == t and r.get("predicted") == p) for p in labels] for t in labels]
-    default_true, default_pred = most_confused(matrix, labels)
+    labels = list(summary["labels"])
+    default_true, default_pred = most_confused(summary["confusion_matrix"], labels)
     options = labels + ([NO_FACE] if any(r.get("predicted") is None for r in records) else [])
     c1, c2 = st.columns(2)
     true = c1.selectbox("True class", labels, index=labels.index(default_true), key=f"{key}_true")
@@ -93,7 +93,7 @@ def show_results(summary: dict, key: str, records: list[dict] | None = None, zip
 
     if records:
         st.subheader("Browse the mistakes")
-        show_gallery(records, labels, key, zip_data)
+        show_gallery(summary, records, key, zip_data)
 
 
 st.title("Evaluation")
@@ -116,7 +116,7 @@ if shipped is not None:
         st.caption(f"Images below come from a fresh evaluation of the loaded model on `{LOCAL_VALIDATION_DIR}` "
                    f"(accuracy {rerun['summary']['accuracy']:.1%}); they can differ from the shipped numbers "
                    "if the model changed since.")
-        show_gallery(rerun["records"], list(rerun["summary"]["labels"]), "shipped_rerun")
+        show_gallery(rerun["summary"], rerun["records"], "shipped_rerun")
     elif LOCAL_VALIDATION_DIR.is_dir():
         if st.button(f"Evaluate the validation images again to browse them ({LOCAL_VALIDATION_DIR})",
                      icon=":material/photo_library:"):

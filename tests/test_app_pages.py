@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from fer_core.artifacts import ARTIFACTS_ENV
@@ -236,3 +237,51 @@ def test_shipped_results_drill_down_reevaluates_the_local_folder(monkeypatch, ar
     true, pred = at.selectbox(key="shipped_rerun_true").value, at.selectbox(key="shipped_rerun_pred").value
     in_cell = [r for r in rerun["records"] if (r["true"], r["predicted"]) == (true, pred)]
     assert len(at.image) == min(len(in_cell), 24)
+
+
+def test_home_with_corrupt_weights_says_what_to_do(monkeypatch, tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"these are not weights")
+    monkeypatch.setenv(ARTIFACTS_ENV, str(tmp_path))
+    at = open_page(HOME)
+    no_exception(at)
+    assert "Cannot read weights file" in texts(at.error)
+
+
+def encoded_variants(photo: Path) -> list[tuple[str, bytes, str]]:
+    """The same real photo as WebP, BMP, 16-bit TIFF, RGBA PNG, palette PNG and an EXIF-rotated portrait JPEG."""
+    rgb = Image.open(photo).convert("RGB")
+    out = []
+
+    def save(name, img, fmt, mime, **kw):
+        buf = io.BytesIO()
+        img.save(buf, fmt, **kw)
+        out.append((name, buf.getvalue(), mime))
+
+    save("photo.webp", rgb, "WEBP", "image/webp", quality=95)
+    save("photo.bmp", rgb, "BMP", "image/bmp")
+    gray16 = Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)  # mode I;16
+    save("photo16.tiff", gray16, "TIFF", "image/tiff")
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(255)
+    save("photo_rgba.png", rgba, "PNG", "image/png")
+    save("photo_palette.png", rgb.convert("P", palette=Image.Palette.ADAPTIVE), "PNG", "image/png")
+    # Portrait (w x h+100) stored rotated on its side; EXIF orientation 6 says "turn 90 degrees clockwise to view".
+    portrait = Image.new("RGB", (rgb.width, rgb.height + 100), (128, 128, 128))
+    portrait.paste(rgb, (0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    save("photo_exif.jpg", portrait.transpose(Image.Transpose.ROTATE_90), "JPEG", "image/jpeg", exif=exif, quality=95)
+    return out
+
+
+def test_upload_formats_modes_and_exif_orientation(monkeypatch, artifacts_dir, photos_dir):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    photo = sorted((photos_dir / "happy").glob("*.jpg"))[0]
+    files = encoded_variants(photo)
+    at = open_page(UPLOAD)
+    at.file_uploader(key="uploads").set_value(files).run()
+    no_exception(at)
+    assert not at.error, texts(at.error)
+    assert texts(at.markdown).count("Face #1:") == len(files)  # a face in every variant
+    width, height = Image.open(photo).size
+    assert f"{width}x{height + 100} px" in [img.proto.imgs[0].caption for img in at.image]  # upright again
