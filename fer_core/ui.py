@@ -61,3 +61,19 @@ def session_detector(min_face_size: int) -> HaarFaceDetector:
     if min_face_size not in detectors:
         detectors[min_face_size] = HaarFaceDetector(min_face_size=min_face_size)
     return detectors[min_face_size]
+
+
+def weights_version() -> tuple[str, int] | None:
+    """(path, modification time) of the served weights, or None when missing: a cache key for model outputs."""
+    path = weights_path()
+    try:
+        return str(path), path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+@st.cache_resource
+def shared_results() -> dict:
+    """A dict shared by every session of this process, for expensive results that are not user data
+    (e.g. the re-evaluation of the shipped validation folder), so a page reload does not redo them."""
+    return {}

@@ -12,7 +12,7 @@ from fer_core.images import ImageLoadError
 from fer_core.labels import UnknownClassError
 from fer_core.plots import confusion_matrix_figure, per_class_f1_figure, training_curves_figure
 from fer_core.report import NO_FACE, cell_records, classification_table, most_confused
-from fer_core.ui import get_predictor
+from fer_core.ui import get_predictor, shared_results, weights_version
 
 GALLERY_SIZE = 24
 
@@ -109,26 +109,30 @@ else:
     if shipped is None:
         st.info(f"No shipped evaluation yet (`artifacts/eval_validation.json`). Create it with:\n\n`{EVAL_COMMAND}`")
 if shipped is not None:
-    rerun = st.session_state.get("shipped_rerun")
     show_results(shipped, "shipped")
     st.subheader("Browse the mistakes")
+    # Re-evaluating the validation folder takes a while: its result is shared by all sessions of this process
+    # and kept while the same weights are served.
+    store = shared_results()
+    rerun_key = (str(LOCAL_VALIDATION_DIR), bool(shipped.get("tta", True)), bool(shipped.get("detect_faces", False)),
+                 weights_version())
+    rerun = store["shipped_rerun"][1] if store.get("shipped_rerun", (None,))[0] == rerun_key else None
     if rerun is not None:
         st.caption(f"Images below come from a fresh evaluation of the loaded model on `{LOCAL_VALIDATION_DIR}` "
-                   f"(accuracy {rerun['summary']['accuracy']:.1%}); they can differ from the shipped numbers "
-                   "if the model changed since.")
-        show_gallery(rerun["summary"], rerun["records"], "shipped_rerun")
+                   f"({rerun.summary['n_images']:,} images, accuracy {rerun.summary['accuracy']:.1%}); the numbers can "
+                   "differ from the shipped ones if the model changed since.")
+        show_gallery(rerun.summary, rerun.records, "shipped_rerun")
     elif LOCAL_VALIDATION_DIR.is_dir():
         if st.button(f"Evaluate the validation images again to browse them ({LOCAL_VALIDATION_DIR})",
                      icon=":material/photo_library:"):
             result, error = run_with_progress(
                 lambda progress: evaluate_folder(get_predictor(), LOCAL_VALIDATION_DIR, progress=progress,
-                                                 tta=bool(shipped.get("tta", True)),
-                                                 detect_faces=bool(shipped.get("detect_faces", False)),
+                                                 tta=rerun_key[1], detect_faces=rerun_key[2],
                                                  split=shipped.get("split", "")), "Evaluating")
             if error:
                 st.error(error)
             else:
-                st.session_state["shipped_rerun"] = {"summary": result.summary, "records": result.records}
+                store["shipped_rerun"] = (rerun_key, result)
                 st.rerun()
     else:
         st.caption(f"To browse the validation images, put the FER2013 images at `{LOCAL_VALIDATION_DIR}`.")
