@@ -179,9 +179,9 @@ class LiveProcessor:
 
     The model runs with ``settings.torch_threads`` intra-op threads, set for the calling thread only
     (``torch.set_num_threads`` acts on the OpenMP settings of the thread that calls it). One thread is the
-    default because on a 2-core CPU that also decodes and encodes video, two OpenMP threads spin-wait for
-    each other: measured 15-20 ms for a 2-face batch with 1 thread versus 0.6-3 s with 2 while the
-    cores were busy.
+    default because on a 2-core CPU that also decodes and encodes video, two OpenMP threads wait for each
+    other: with both cores busy, a 2-face batch took 10-20 ms with 1 thread, and 20-35 ms with 2 threads
+    once warm but 0.6-3 s on some calls.
     """
 
     def __init__(self, predictor: Predictor, settings: LiveSettings = LiveSettings(), log: SessionLog | None = None,
@@ -233,7 +233,7 @@ class LiveProcessor:
         t0 = self._clock()
         s = self.settings
         self._apply(s)
-        image = np.ascontiguousarray(frame[:, ::-1] if s.mirror else frame).copy()
+        image = np.ascontiguousarray(frame[:, ::-1]) if s.mirror else frame.copy()  # drawn on: never the input
         height, width = image.shape[:2]
         if self._geometry != (image.shape, s.mirror):
             self._tracker.reset()  # boxes of another frame size or orientation mean nothing here

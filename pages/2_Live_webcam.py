@@ -31,8 +31,9 @@ st.caption("Press START and allow the camera. Every face is boxed and labelled w
 predictor = require_predictor()
 
 
-def rtc_configuration() -> dict | None:
-    """ICE servers from $FER_RTC_CONFIGURATION or st.secrets; None (the library's default) when neither is set."""
+def rtc_configuration() -> tuple[dict | None, str]:
+    """(ICE configuration, where it came from): $FER_RTC_CONFIGURATION, else st.secrets, else None (the
+    streamlit-webrtc default: a public STUN server, enough on localhost and on most home networks)."""
     value, source = os.environ.get(RTC_ENV), f"the environment variable {RTC_ENV}"
     if not value:
         try:
@@ -40,13 +41,14 @@ def rtc_configuration() -> dict | None:
         except FileNotFoundError:  # no secrets.toml at all: the usual case on localhost
             value = None
     if not value:
-        return None
+        return None, "streamlit-webrtc's default (public STUN, no TURN)"
     try:
-        return parse_rtc_configuration(value)
+        config = parse_rtc_configuration(value)
     except ValueError as e:
         st.error(f"**The WebRTC configuration in {source} is invalid:** {e}. Fix or unset it and reload the page.",
                  icon=":material/error:")
         st.stop()
+    return config, f"{source} ({len(config['iceServers'])} ICE server(s))"
 
 
 with st.sidebar:
@@ -69,6 +71,11 @@ with st.sidebar:
                                  help="Between searches the followed faces are classified at their last position. "
                                       "With no face in view every frame is searched.")
         st.caption("Faces are searched on the frame reduced to 320 px; the model runs on all faces in one batch.")
+    rtc, rtc_source = rtc_configuration()
+    with st.expander("Connection"):
+        st.caption(f"ICE servers: {rtc_source}. If START keeps spinning when the app runs on a remote server, "
+                   f"the browser cannot reach it directly: set a TURN server in `{RTC_ENV}` or in "
+                   f"`st.secrets['{RTC_SECRET}']` (see the README).")
 
 settings = LiveSettings(min_face_size=min_face, smoothing=smoothing, show_probabilities=show_probabilities,
                         mirror=mirror, tta=tta, detect_every=detect_every)
@@ -96,7 +103,7 @@ with video_col:
     ctx = webrtc_streamer(
         key="fer-live",
         mode=WebRtcMode.SENDRECV,
-        rtc_configuration=rtc_configuration(),
+        rtc_configuration=rtc,
         media_stream_constraints={"video": {"width": {"ideal": 640}, "height": {"ideal": 480}}, "audio": False},
         video_processor_factory=make_processor,
         async_processing=True,  # frames that arrive while one is processed are dropped, never queued
