@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-Box = tuple[int, int, int, int]  # x, y, w, h in pixels
+from .face_detection import Box  # x, y, w, h in pixels
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
