@@ -128,7 +128,8 @@ def extracted_labelled_zip(data: bytes) -> Iterator[tuple[LabelledFiles, list[st
                 except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as e:  # RuntimeError: encrypted
                     raise ArchiveError(f"Cannot read zip member {m.name!r} ({e}).") from None
                 paths.append(target)
-            yield LabelledFiles(paths, np.asarray([m.label for m in members], dtype=np.int64)), [m.name for m in members]
+            labels = np.asarray([m.label for m in members], dtype=np.int64)
+            yield LabelledFiles(paths, labels), [m.name for m in members]
 
 
 def evaluate_zip(predictor, data: bytes, **kwargs):

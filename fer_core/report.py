@@ -24,7 +24,8 @@ def classification_table(per_class: dict[str, dict], labels: Sequence[str] | Non
     total = sum(r["support"] for r in present)
     for name, weight in (("macro avg", lambda r: 1.0), ("weighted avg", lambda r: r["support"])):
         norm = sum(weight(r) for r in present)
-        avg = {k: (sum(weight(r) * r[k] for r in present) / norm if norm else 0.0) for k in ("precision", "recall", "f1")}
+        avg = {k: (sum(weight(r) * r[k] for r in present) / norm if norm else 0.0)
+               for k in ("precision", "recall", "f1")}
         rows.append({"class": name, **avg, "support": total})
     return rows
 

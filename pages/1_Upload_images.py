@@ -41,7 +41,8 @@ for up in uploads:
 
 n_faces = sum(len(r.faces) for r in results)
 n_bad = sum(r.error is not None for r in results)
-st.markdown(f"**{len(results)} file(s), {n_faces} face(s)**" + (f", {n_bad} file(s) could not be read" if n_bad else ""))
+st.markdown(f"**{len(results)} file(s), {n_faces} face(s)**"
+            + (f", {n_bad} file(s) could not be read" if n_bad else ""))
 
 for up, r in zip(uploads, results):
     with st.container(border=True):
@@ -60,7 +61,8 @@ for up, r in zip(uploads, results):
         left.image(r.annotated, caption=f"{r.size[0]}x{r.size[1]} px", width="content")
         with right:
             for i, face in enumerate(r.faces, start=1):
-                where = "whole image" if face.whole_image else f"box x={face.box[0]} y={face.box[1]} w={face.box[2]} h={face.box[3]}"
+                x, y, w, h = face.box
+                where = "whole image" if face.whole_image else f"box x={x} y={y} w={w} h={h}"
                 st.markdown(f"**Face #{i}: {face.label}** ({face.confidence:.0%}) · {where}")
                 st.plotly_chart(probability_bars(face.probabilities), key=f"bars_{up.file_id}_{i}",
                                 config={"displayModeBar": False})

@@ -1,5 +1,7 @@
 """Evaluation: the shipped validation results, training curves, and evaluation on your own labelled data."""
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -28,7 +30,7 @@ def run_with_progress(evaluate, label: str):
 
     try:
         return evaluate(progress=progress), None
-    except (CheckpointError, FileNotFoundError, NotADirectoryError, UnknownClassError, ArchiveError, ValueError) as e:
+    except (CheckpointError, OSError, UnknownClassError, ArchiveError, ValueError) as e:
         return None, str(e)
     finally:
         bar.empty()
@@ -169,7 +171,7 @@ with folder_tab:
     folder = st.text_input("Folder path", placeholder=str(LOCAL_VALIDATION_DIR), key="own_folder")
     if st.button("Evaluate folder", key="own_folder_go", disabled=not folder.strip()):
         result, error = run_with_progress(
-            lambda progress: evaluate_folder(get_predictor(), folder.strip(), progress=progress,
+            lambda progress: evaluate_folder(get_predictor(), Path(folder.strip()).expanduser(), progress=progress,
                                              split=folder.strip(), **options), "Evaluating")
         if error:
             st.error(error)
