@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .checkpoint import DEFAULT_WEIGHTS
+from .model import count_parameters
 
 ARTIFACTS_DIR = DEFAULT_WEIGHTS.parent
 ARTIFACTS_ENV = "FER_ARTIFACTS"  # optional override of the artifacts folder (another model, tests)
@@ -100,11 +101,6 @@ def read_history(path: str | Path | None = None) -> pd.DataFrame | None:
     if missing:
         raise ArtifactError(f"{path} lacks column(s) {', '.join(missing)}.")
     return df
-
-
-def count_parameters(model) -> int:
-    """Number of parameters of a torch module."""
-    return int(sum(p.numel() for p in model.parameters()))
 
 
 def model_overview(predictor, card: dict | None) -> dict:

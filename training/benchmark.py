@@ -5,7 +5,7 @@
 
 Reports: classifier ms per face (batch 1 on one thread, and batched on all threads),
 end-to-end ms per 640x480 frame with one face (Haar detection + classification, with and
-without TTA), and training seconds per FER2013 epoch with the default recipe (extrapolated
+without TTA, and through the live webcam page's processor), and training seconds per FER2013 epoch with the default recipe (extrapolated
 from timed steps of the real training loop on random data).
 """
 
@@ -24,6 +24,7 @@ from fer_core.checkpoint import DEFAULT_WEIGHTS
 from fer_core.face_detection import HaarFaceDetector
 from fer_core.images import load_image
 from fer_core.inference import Predictor, predict_probabilities
+from fer_core.live import LiveSettings, canvas_from_photos, measure_frame_latency
 from fer_core.model import build_model
 from fer_core.preprocessing import PreprocessConfig, to_gray
 
@@ -57,23 +58,13 @@ def timed(fn, repeats: int, warmup: int = 3) -> tuple[float, float]:
     return statistics.median(samples), float(np.percentile(samples, 90))
 
 
-def frame_with_face(photo: np.ndarray) -> np.ndarray:
-    """A 640x480 RGB frame with the photo scaled to 300 px (a webcam-sized face), placed off-centre."""
-    import cv2
-
-    frame = np.full((480, 640, 3), 90, np.uint8)
-    scale = 300 / max(photo.shape[:2])
-    small = cv2.resize(photo, (int(photo.shape[1] * scale), int(photo.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-    frame[60:60 + small.shape[0], 200:200 + small.shape[1]] = small[: 480 - 60, : 640 - 200]
-    return frame
-
-
 def find_face_frame(explicit: str) -> np.ndarray | None:
-    """The first 640x480 frame built from a photo in which every benchmarked detector setting finds exactly one face."""
+    """A 640x480 RGB frame (fer_core.live.canvas_from_photos) from the first photo in which every benchmarked
+    detector setting finds exactly one face."""
     candidates = [Path(explicit)] if explicit else sorted(PHOTOS.glob("*/*.jpg")) if PHOTOS.is_dir() else []
     detectors = [HaarFaceDetector(min_face_size=m, max_side=s) for m, s in DETECTOR_SETTINGS]
     for path in candidates:
-        frame = frame_with_face(load_image(path))
+        frame = canvas_from_photos([load_image(path)])
         if all(len(d.detect(to_gray(frame))) == 1 for d in detectors):
             return frame
     return None
@@ -93,18 +84,25 @@ def bench_classifier(predictor: Predictor, repeats: int) -> None:
 
 
 def bench_frame(predictor: Predictor, frame: np.ndarray | None, repeats: int) -> None:
+    """Single image path (Predictor.predict: detection every frame) and the live page's processor."""
     if frame is None:
         print("frame benchmark skipped: no photo with exactly one detectable face (pass --photo)")
         return
     for min_face, max_side in DETECTOR_SETTINGS:
         detector = HaarFaceDetector(min_face_size=min_face, max_side=max_side)
-        gray = to_gray(frame)
-        n = len(detector.detect(gray))
-        det, _ = timed(lambda: detector.detect(gray), repeats)
+        det, _ = timed(lambda: detector.detect(to_gray(frame)), repeats)
         for tta in (False, True):
             med, p90 = timed(lambda: predictor.predict(frame, detector, tta=tta), repeats)
-            print(f"640x480 frame, {n} face, detector min {min_face}px on <= {max_side}px, TTA {'on ' if tta else 'off'}: "
-                  f"{med:6.1f} ms end-to-end (detection {det:.1f} ms; p90 {p90:.1f}) -> {1000 / med:.1f} FPS")
+            print(f"640x480 frame, 1 face, predict(): detector min {min_face}px on <= {max_side}px, TTA "
+                  f"{'on ' if tta else 'off'}: {med:6.1f} ms end-to-end (detection {det:.1f} ms; p90 {p90:.1f}) "
+                  f"-> {1000 / med:.1f} FPS")
+    bgr = np.ascontiguousarray(frame[:, :, ::-1])
+    for settings in (LiveSettings(), LiveSettings(detect_every=1), LiveSettings(tta=True)):
+        r = measure_frame_latency(predictor, bgr, n=repeats, settings=settings)
+        print(f"live page processor (detect every {settings.detect_every} frame(s) on <= {settings.detect_max_side}px, "
+              f"min face {settings.min_face_size}px, TTA {'on' if settings.tta else 'off'}, {r['torch_threads']} thread): "
+              f"{r['ms_per_frame_mean']:.1f} ms/frame mean, p90 {r['ms_per_frame_p90']:.1f} -> {r['fps']:.0f} FPS "
+              f"(detection {r['detect_ms_mean']} ms, model {r['classify_ms_mean']} ms, {r['faces']} face)")
 
 
 def bench_training(steps: int) -> None:
