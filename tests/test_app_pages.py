@@ -84,12 +84,27 @@ def test_home_shows_the_model_card_and_links(monkeypatch, artifacts_dir):
     at = open_page(HOME)
     no_exception(at)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Validation accuracy"] == "67.9%" and metrics["Validation macro-F1"] == "0.612"
+    # Headline numbers come from the shipped evaluation JSON (as the app runs), not the card's training metric.
+    shipped = json.loads((artifacts_dir / "eval_validation.json").read_text())
+    assert metrics["Validation accuracy"] == f"{shipped['accuracy']:.1%}"
+    assert metrics["Validation macro-F1"] == f"{shipped['macro_f1']:.3f}"
+    assert "generated test set" in texts(at.caption)
     assert metrics["Trained"] == "2026-11-25"
     assert metrics["Parameters"].endswith(" M")  # counted from the loaded weights, not copied from the card
     assert all(f"`{c}`" in texts(at.markdown) for c in EMOTIONS)
     links = [link.proto.page for link in at.page_link]
     assert any("Upload_images" in p for p in links) and any("Evaluation" in p for p in links)
+
+
+def test_home_falls_back_on_the_card_without_an_evaluation(monkeypatch, artifacts_dir, tmp_path):
+    for name in ("model.pt", "model_card.json"):
+        (tmp_path / name).symlink_to(artifacts_dir / name)
+    monkeypatch.setenv(ARTIFACTS_ENV, str(tmp_path))
+    at = open_page(HOME)
+    no_exception(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Validation accuracy"] == "67.9%" and metrics["Validation macro-F1"] == "0.612"
+    assert "selection metric" in texts(at.caption)
 
 
 def test_home_without_weights_says_what_to_do(monkeypatch, tmp_path):
