@@ -36,6 +36,18 @@ def run_with_progress(evaluate, label: str):
         bar.empty()
 
 
+def load_artifact(reader, missing: str):
+    """reader()'s artifact; an error box when the file is unusable, an info box saying ``missing`` when absent."""
+    try:
+        value = reader()
+    except ArtifactError as e:
+        st.error(str(e))
+        return None
+    if value is None:
+        st.info(missing)
+    return value
+
+
 def show_gallery(summary: dict, records: list[dict], key: str, zip_data: bytes | None = None) -> None:
     """Pick a confusion-matrix cell (true, predicted) and see its images with their probabilities."""
     labels = list(summary["labels"])
@@ -102,14 +114,8 @@ st.title("Evaluation")
 
 # ---- shipped results ------------------------------------------------------------------------------
 st.header("The shipped model on the validation split")
-try:
-    shipped = read_eval_summary()
-except ArtifactError as e:
-    shipped = None
-    st.error(str(e))
-else:
-    if shipped is None:
-        st.info(f"No shipped evaluation yet (`artifacts/eval_validation.json`). Create it with:\n\n`{EVAL_COMMAND}`")
+shipped = load_artifact(read_eval_summary, "No shipped evaluation yet (`artifacts/eval_validation.json`). "
+                        f"Create it with:\n\n`{EVAL_COMMAND}`")
 if shipped is not None:
     show_results(shipped, "shipped")
     st.subheader("Browse the mistakes")
@@ -140,14 +146,8 @@ if shipped is not None:
         st.caption(f"To browse the validation images, put the FER2013 images at `{LOCAL_VALIDATION_DIR}`.")
 
 st.header("Training curves")
-try:
-    history = read_history()
-except ArtifactError as e:
-    history = None
-    st.error(str(e))
-else:
-    if history is None:
-        st.info(f"No training history yet (`artifacts/history.csv`); `{TRAIN_COMMAND}` writes it every epoch.")
+history = load_artifact(read_history, f"No training history yet (`artifacts/history.csv`); `{TRAIN_COMMAND}` "
+                                      "writes it every epoch.")
 if history is not None and len(history):
     best = history.loc[history["val_acc"].idxmax()]
     st.caption(f"{len(history)} epoch(s); best validation accuracy {best['val_acc']:.1%} at epoch {int(best['epoch'])} "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -41,3 +43,12 @@ def make_fer_csv(path: Path, rows_per_usage: int = 7) -> Path:
             lines.append(f"{label},{pixels},{usage}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def make_zip(members: dict[str, bytes]) -> bytes:
+    """An in-memory zip archive with the given member names and contents."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from pathlib import Path
 
 import cv2
@@ -19,6 +18,8 @@ from streamlit.testing.v1 import AppTest
 
 from fer_core.artifacts import ARTIFACTS_ENV
 from fer_core.labels import EMOTIONS
+
+from helpers import make_zip
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME, UPLOAD, EVALUATION = "app.py", "pages/1_Upload_images.py", "pages/3_Evaluation.py"
@@ -180,14 +181,6 @@ def test_evaluation_page_without_artifacts_says_how_to_create_them(monkeypatch, 
     no_exception(at)
     info = texts(at.info)
     assert "python -m training.evaluate" in info and "python -m training.train" in info
-
-
-def make_zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def test_evaluate_own_zip_then_drill_into_a_cell(monkeypatch, artifacts_dir):

@@ -20,6 +20,8 @@ from fer_core.plots import confusion_matrix_figure, per_class_f1_figure, probabi
 from fer_core.report import NO_FACE, cell_records, classification_table, most_confused, normalize_rows
 from fer_core.results import analyse_image, face_rows, results_csv, results_json
 
+from helpers import make_zip
+
 
 def face_png(label: int, seed: int = 0) -> bytes:
     """A small generated 48x48 gray "face" (a label-dependent disc on noise), PNG-encoded."""
@@ -27,14 +29,6 @@ def face_png(label: int, seed: int = 0) -> bytes:
     img = rng.integers(0, 60, (48, 48), dtype=np.uint8)
     cv2.circle(img, (24, 24), 6 + 2 * label, 200, -1)
     return cv2.imencode(".png", img)[1].tobytes()
-
-
-def make_zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def labelled_members(prefix: str = "", classes=("happy", "sad", "Surprise"), per_class: int = 2) -> dict[str, bytes]:
