@@ -33,11 +33,19 @@ if not uploads:
     st.stop()
 
 detector = session_detector(min_face)
+# Results are kept for this session only, per file and options, so a rerun (any click) does not redo them.
+done = st.session_state.setdefault("_upload_results", {})
+current = {up.file_id for up in uploads}
+for key in [k for k in done if k[0] not in current]:
+    del done[key]
 results = []
 for up in uploads:
-    whole_key = f"whole_{up.file_id}"
-    results.append(analyse_image(predictor, detector, up.getvalue(), up.name, tta=tta,
-                                 whole_image_if_no_face=st.session_state.get(whole_key, False)))
+    whole = st.session_state.get(f"whole_{up.file_id}", False)
+    key = (up.file_id, tta, min_face, whole, id(predictor))  # a reloaded model invalidates old results
+    if key not in done:
+        done[key] = analyse_image(predictor, detector, up.getvalue(), up.name, tta=tta,
+                                  whole_image_if_no_face=whole)
+    results.append(done[key])
 
 n_faces = sum(len(r.faces) for r in results)
 n_bad = sum(r.error is not None for r in results)
