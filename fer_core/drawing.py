@@ -55,9 +55,8 @@ def draw_probability_bars(image: np.ndarray, probabilities: dict[str, float], or
     label_w = 52
     total_w = label_w + bar_width
     x0, y0 = origin
-    if x0 + total_w > w_img:
-        x0 = max(0, origin[0] - total_w - 8 - bar_width * 0)  # fall back to the left edge of the space
-        x0 = min(x0, max(0, w_img - total_w))
+    if x0 + total_w > w_img:  # no room at the origin: keep the bars inside the image
+        x0 = max(0, w_img - total_w)
     y0 = min(max(0, y0), max(0, h_img - bar_height * len(probabilities) - 2))
     for i, name in enumerate(EMOTIONS if set(probabilities) == set(EMOTIONS) else probabilities):
         p = float(probabilities[name])
