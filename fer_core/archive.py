@@ -21,7 +21,10 @@ from typing import Iterator
 import numpy as np
 
 from .datasets import IMAGE_SUFFIXES, LabelledFiles
+from .evaluation import evaluate_files
+from .images import load_image
 from .labels import EMOTIONS, UnknownClassError, label_index
+from .preprocessing import crop_face
 
 MAX_MEMBERS = 20_000
 MAX_MEMBER_BYTES = 50 * 1024 * 1024
@@ -134,8 +137,6 @@ def extracted_labelled_zip(data: bytes) -> Iterator[tuple[LabelledFiles, list[st
 
 def evaluate_zip(predictor, data: bytes, **kwargs):
     """:func:`fer_core.evaluation.evaluate_files` on a labelled zip; records' ``path`` is the zip member name."""
-    from .evaluation import evaluate_files
-
     with extracted_labelled_zip(data) as (files, members):
         result = evaluate_files(predictor, files, **kwargs)
     for rec, name in zip(result.records, members):
@@ -161,8 +162,6 @@ def record_image(record: dict, zip_data: bytes | None = None, margin: float = 0.
 
     Raises fer_core.images.ImageLoadError (or ArchiveError) when it cannot be read.
     """
-    from .images import load_image
-
     if record.get("source") == "zip":
         if zip_data is None:
             raise ArchiveError("The zip of this evaluation is no longer available; upload it again.")
@@ -170,8 +169,4 @@ def record_image(record: dict, zip_data: bytes | None = None, margin: float = 0.
     else:
         rgb = load_image(record["path"])
     box = record.get("box")
-    if box:
-        x, y, w, h = box
-        dx, dy = int(w * margin), int(h * margin)
-        rgb = rgb[max(0, y - dy):y + h + dy, max(0, x - dx):x + w + dx]
-    return rgb
+    return crop_face(rgb, box, margin) if box else rgb

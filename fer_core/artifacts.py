@@ -16,14 +16,14 @@ from pathlib import Path
 import pandas as pd
 
 from .checkpoint import DEFAULT_WEIGHTS
+from .datasets import FER_IMAGES
 from .model import count_parameters
 
 ARTIFACTS_DIR = DEFAULT_WEIGHTS.parent
 ARTIFACTS_ENV = "FER_ARTIFACTS"  # optional override of the artifacts folder (another model, tests)
 WEIGHTS_NAME, MODEL_CARD_NAME, EVAL_NAME, HISTORY_NAME = ("model.pt", "model_card.json", "eval_validation.json",
                                                           "history.csv")
-# Where the FER2013 validation images usually sit next to the project (absent on a user's fresh machine).
-LOCAL_VALIDATION_DIR = ARTIFACTS_DIR.parent.parent / "shared" / "data" / "fer2013" / "images" / "validation"
+LOCAL_VALIDATION_DIR = FER_IMAGES / "validation"  # absent on a user's fresh machine
 
 TRAIN_COMMAND = "python -m training.train"
 EVAL_COMMAND = ('python -m training.evaluate ../shared/data/fer2013/images/validation '

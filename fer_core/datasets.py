@@ -23,6 +23,9 @@ SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
     "validation": ("validation", "val", "valid", "publictest", "test"),
 }
 CSV_USAGE = {"train": "Training", "validation": "PublicTest", "test": "PrivateTest"}
+# Where the project's data usually sits: ../shared/data next to the checkout (absent on a user's machine).
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+FER_IMAGES = SHARED_DATA / "fer2013" / "images"
 
 
 @dataclass

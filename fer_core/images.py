@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .preprocessing import to_gray
+from .preprocessing import to_gray, to_uint8
 
 MAX_PIXELS = 50_000_000  # larger images are refused rather than exhausting memory
 MAX_BYTES = 50 * 1024 * 1024
@@ -48,10 +48,7 @@ def load_image(source, channel_order: str = "RGB") -> np.ndarray:
             g = to_gray(gray_or_color)
             return np.stack([g] * 3, axis=-1)
         if gray_or_color.ndim == 3 and gray_or_color.shape[2] in (3, 4):
-            arr = gray_or_color[:, :, :3]
-            if arr.dtype == np.uint16:
-                arr = (arr / 257.0).round().astype(np.uint8)
-            arr = np.ascontiguousarray(arr.astype(np.uint8, copy=False))
+            arr = np.ascontiguousarray(to_uint8(gray_or_color[:, :, :3]))
             return arr[:, :, ::-1].copy() if channel_order.upper().startswith("BGR") else arr
         raise ImageLoadError(f"Unsupported array shape {source.shape}; expected (H, W), (H, W, 3) or (H, W, 4).")
     if isinstance(source, Image.Image):

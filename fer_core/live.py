@@ -296,28 +296,6 @@ def _draw_speed(image: np.ndarray, fps: float, latency_ms: float) -> None:
     cv2.putText(image, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (235, 235, 235), 1, cv2.LINE_AA)
 
 
-def timeline_figure(rows, class_names: Sequence[str] = EMOTIONS, seconds: float = 30.0, title: str | None = None):
-    """Plotly line chart of the probabilities in ``rows`` (a :meth:`SessionLog.recent` frame) over time.
-
-    One line per expression in its app colour; the x axis covers the last ``seconds`` up to the newest row.
-    """
-    import plotly.graph_objects as go
-
-    from .drawing import color_hex
-
-    fig = go.Figure()
-    for name in class_names:
-        fig.add_trace(go.Scatter(x=rows["time_s"], y=rows[name] if name in rows else [], name=name, mode="lines",
-                                 line=dict(color=color_hex(name), width=2),
-                                 hovertemplate=f"{name} %{{y:.0%}} at %{{x:.1f}} s<extra></extra>"))
-    end = float(rows["time_s"].iloc[-1]) if len(rows) else seconds
-    fig.update_layout(title=title, height=280, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
-                      xaxis=dict(title="seconds since start", range=[max(0.0, end - seconds), max(end, seconds)]),
-                      yaxis=dict(range=[0, 1], tickformat=".0%"),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0), uirevision="timeline")
-    return fig
-
-
 def canvas_from_photos(images: Sequence[np.ndarray], width: int = 640, height: int = 480,
                        background: int = 90, upscale: bool = False) -> np.ndarray:
     """Place RGB photos side by side on a (height, width, 3) uint8 canvas, each centred in its slot.

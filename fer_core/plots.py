@@ -1,4 +1,5 @@
-"""Plotly figures of the app: per-face probabilities, confusion matrix, per-class F1, training curves.
+"""Plotly figures of the app: per-face probabilities, confusion matrix, per-class F1, training curves,
+the live timeline.
 
 Every builder takes plain data (dicts, lists, a DataFrame) and returns a ``plotly.graph_objects.Figure``;
 nothing here talks to Streamlit. Expression colours come from :data:`fer_core.drawing.EMOTION_COLORS`
@@ -95,4 +96,22 @@ def training_curves_figure(history: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", yanchor="top", y=-0.2))
+    return fig
+
+
+def timeline_figure(rows, class_names: Sequence[str] = EMOTIONS, seconds: float = 30.0, title: str | None = None):
+    """Plotly line chart of the probabilities in ``rows`` (a :meth:`SessionLog.recent` frame) over time.
+
+    One line per expression in its app colour; the x axis covers the last ``seconds`` up to the newest row.
+    """
+    fig = go.Figure()
+    for name in class_names:
+        fig.add_trace(go.Scatter(x=rows["time_s"], y=rows[name] if name in rows else [], name=name, mode="lines",
+                                 line=dict(color=color_hex(name), width=2),
+                                 hovertemplate=f"{name} %{{y:.0%}} at %{{x:.1f}} s<extra></extra>"))
+    end = float(rows["time_s"].iloc[-1]) if len(rows) else seconds
+    fig.update_layout(title=title, height=280, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      xaxis=dict(title="seconds since start", range=[max(0.0, end - seconds), max(end, seconds)]),
+                      yaxis=dict(range=[0, 1], tickformat=".0%"),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0), uirevision="timeline")
     return fig

@@ -32,12 +32,18 @@ class PreprocessConfig:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """uint16 scaled to 0..255; other non-uint8 dtypes clipped to 0..255; uint8 unchanged."""
+    if image.dtype == np.uint16:
+        return (image / 257.0).round().astype(np.uint8)
+    if image.dtype != np.uint8:
+        return np.clip(image, 0, 255).astype(np.uint8)
+    return image
+
+
 def to_gray(image: np.ndarray, channel_order: str = "RGB") -> np.ndarray:
     """Any 2-D / 3-D image array (gray, RGB/BGR, RGBA/BGRA; uint8 or uint16) -> (H, W) uint8 gray."""
-    if image.dtype == np.uint16:
-        image = (image / 257.0).round().astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
+    image = to_uint8(image)
     if image.ndim == 2:
         return image
     if image.ndim == 3 and image.shape[2] == 1:

@@ -13,7 +13,8 @@ import av
 import streamlit as st
 from streamlit_webrtc import VideoProcessorBase, WebRtcMode, webrtc_streamer
 
-from fer_core.live import LiveProcessor, LiveResult, LiveSettings, SessionLog, parse_rtc_configuration, timeline_figure
+from fer_core.live import LiveProcessor, LiveResult, LiveSettings, SessionLog, parse_rtc_configuration
+from fer_core.plots import timeline_figure
 from fer_core.ui import require_predictor
 
 RTC_ENV = "FER_RTC_CONFIGURATION"  # JSON {"iceServers": [...]} for remote deployments (see README)

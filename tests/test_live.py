@@ -13,7 +13,8 @@ from fer_core.face_detection import HaarFaceDetector
 from fer_core.images import load_image
 from fer_core.labels import EMOTIONS
 from fer_core.live import (LiveProcessor, LiveSettings, SessionLog, canvas_from_photos, measure_frame_latency,
-                           parse_rtc_configuration, timeline_figure)
+                           parse_rtc_configuration)
+from fer_core.plots import timeline_figure
 from fer_core.preprocessing import to_gray
 
 

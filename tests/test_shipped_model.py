@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from fer_core.evaluation import evaluate_folder
 from fer_core.labels import EMOTIONS

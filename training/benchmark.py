@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from fer_core.checkpoint import DEFAULT_WEIGHTS
+from fer_core.datasets import SHARED_DATA
 from fer_core.face_detection import HaarFaceDetector
 from fer_core.images import load_image
 from fer_core.inference import Predictor, predict_probabilities
@@ -29,10 +30,10 @@ from fer_core.model import build_model
 from fer_core.preprocessing import PreprocessConfig, to_gray
 
 from .augment import AugmentConfig
-from .train import DEFAULT_DATA, class_weights, get_args_parser as train_args, train_one_epoch
+from .train import class_weights, get_args_parser as train_args, train_one_epoch
 
 FER_TRAIN_IMAGES = 28_709
-PHOTOS = DEFAULT_DATA.parent.parent / "photos"
+PHOTOS = SHARED_DATA / "photos"
 DETECTOR_SETTINGS = ((40, 640), (60, 320))  # (min face px, detect on frames downscaled to <= this side)
 
 

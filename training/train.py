@@ -28,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from fer_core.checkpoint import save_checkpoint
-from fer_core.datasets import FaceArrays, load_split
+from fer_core.datasets import FER_IMAGES, FaceArrays, load_split
 from fer_core.inference import predict_probabilities
 from fer_core.labels import EMOTIONS
 from fer_core.metrics import classification_summary
@@ -38,7 +38,7 @@ from fer_core.preprocessing import PreprocessConfig, faces_to_tensor
 from .augment import AugmentConfig, augment_batch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "fer2013" / "images"
+DEFAULT_DATA = FER_IMAGES
 
 
 def get_args_parser() -> argparse.ArgumentParser:
