@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import DEFAULT_WEIGHTS, load_checkpoint
@@ -20,21 +21,43 @@ from .images import load_image
 from .preprocessing import PreprocessConfig, crop_face, faces_to_tensor, to_gray
 
 
+# Test-time augmentation: each face is seen at these zoom factors (1.1 = 10 % closer), each also mirrored,
+# and the probabilities of the views are averaged. On FER2013 validation the six views scored 69.9 %
+# against 69.0 % for the mirror pair alone (the shipped model; README, "Results").
+TTA_ZOOMS = (1.0, 1.1, 0.9)
+
+
+def zoom(batch: torch.Tensor, factor: float) -> torch.Tensor:
+    """(N, 1, S, S) faces magnified by ``factor`` about the centre (< 1 shrinks; borders are replicated)."""
+    if factor == 1.0:
+        return batch
+    theta = torch.tensor([[1 / factor, 0, 0], [0, 1 / factor, 0]], dtype=batch.dtype, device=batch.device)
+    grid = F.affine_grid(theta.expand(len(batch), 2, 3), list(batch.shape), align_corners=False)
+    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def tta_views(batch: torch.Tensor) -> list[torch.Tensor]:
+    """The test-time views of a batch: every zoom in TTA_ZOOMS, each as is and mirrored left-right."""
+    views = []
+    for factor in TTA_ZOOMS:
+        zoomed = zoom(batch, factor)
+        views += [zoomed, torch.flip(zoomed, dims=[3])]
+    return views
+
+
 @torch.no_grad()
 def predict_probabilities(model: nn.Module, batch: torch.Tensor, tta: bool = True, batch_size: int = 512) -> np.ndarray:
     """(N, 1, S, S) preprocessed faces -> (N, C) float32 softmax probabilities.
 
-    With ``tta`` the probabilities of the face and its horizontal mirror image are averaged.
+    With ``tta`` the probabilities of the views from :func:`tta_views` (mirror images and zooms) are averaged.
     """
     was_training = model.training
     model.eval()
     out = []
     for start in range(0, len(batch), batch_size):
         x = batch[start:start + batch_size]
-        probs = torch.softmax(model(x).float(), dim=1)
-        if tta:
-            probs = (probs + torch.softmax(model(torch.flip(x, dims=[3])).float(), dim=1)) / 2
-        out.append(probs)
+        views = tta_views(x) if tta else [x]
+        out.append(sum(torch.softmax(model(v).float(), dim=1) for v in views) / len(views))
     model.train(was_training)
     if not out:
         return np.zeros((0, getattr(getattr(model, "config", None), "num_classes", 7)), np.float32)

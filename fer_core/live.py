@@ -6,7 +6,7 @@ the face tracker, the smoothing state); the :class:`~fer_core.inference.Predicto
 any other thread (the page's UI loop): results cross threads under a lock, never through Streamlit.
 
 Speed on a small CPU (see :func:`measure_frame_latency`): the model runs once per frame on all faces
-in one batch, without test-time augmentation by default (TTA doubles the model cost for a small gain).
+in one batch, without test-time augmentation by default (TTA costs six model passes per face for about a point of accuracy).
 Face detection runs on the frame downscaled to ``detect_max_side`` pixels and only on every
 ``detect_every``-th frame while at least one face is followed; in between, the followed boxes are
 classified again. With no face in view, every frame is searched so a new face appears at once.
@@ -46,7 +46,7 @@ class LiveSettings:
     smoothing: float = 0.6  # EMA strength in [0, 1); 0 = off
     show_probabilities: bool = True  # draw the 7 bars beside each face
     mirror: bool = True  # flip horizontally (selfie view) before anything else
-    tta: bool = False  # test-time augmentation (mirror averaging): ~2x model cost
+    tta: bool = False  # test-time augmentation (fer_core.inference.tta_views): ~6x model cost
     detect_max_side: int = 320  # detect on the frame downscaled to this longer side
     detect_every: int = 2  # run the detector every k-th frame while faces are followed
     hold_missed: int = 2  # keep showing a face for this many detections that miss it

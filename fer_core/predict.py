@@ -25,7 +25,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text lines")
-    p.add_argument("--no-tta", action="store_true", help="disable horizontal-flip test-time augmentation")
+    p.add_argument("--no-tta", action="store_true", help="disable test-time augmentation (mirror + zoom views, fer_core.inference.TTA_ZOOMS)")
     p.add_argument("--min-face-size", type=int, default=40, help="smallest face to detect, in pixels (default: %(default)s)")
     p.add_argument("--whole-image", action="store_true",
                    help="when no face is detected, classify the whole image as one face (pre-cropped faces)")

@@ -162,7 +162,8 @@ st.markdown("A labelled set is a folder (or a zip of one) with one sub-folder pe
 c1, c2, c3 = st.columns(3)
 detect = c1.checkbox("Images are whole photos: detect faces", value=False, key="own_detect",
                      help="Off: every image is already a face crop (as in FER2013).")
-own_tta = c2.toggle("Test-time augmentation", value=True, key="own_tta")
+own_tta = c2.toggle("Test-time augmentation", value=True, key="own_tta",
+                    help="Average six views of each face (mirrored, zoomed in and out).")
 own_min_face = c3.slider("Minimum face size (pixels)", 20, 300, 20, step=10, key="own_min_face", disabled=not detect)
 options = dict(detect_faces=detect, tta=own_tta, min_face_size=own_min_face)
 

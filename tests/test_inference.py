@@ -12,6 +12,7 @@ from PIL import Image
 from fer_core.datasets import list_labelled_folder, load_face_arrays
 from fer_core.face_detection import HaarFaceDetector
 from fer_core.images import ImageLoadError, load_image
+from fer_core.inference import TTA_ZOOMS, predict_probabilities, tta_views, zoom
 from fer_core.labels import EMOTIONS
 from fer_core.preprocessing import PreprocessConfig, crop_face, faces_to_tensor, to_gray
 
@@ -158,3 +159,25 @@ def test_truncated_jpeg_is_a_clear_error(photos_dir):
     data = _photo(photos_dir).read_bytes()
     with pytest.raises(ImageLoadError, match="damaged or truncated"):
         load_image(data[: len(data) // 3])
+
+
+def test_tta_views_are_mirrored_and_zoomed_about_the_centre():
+    x = torch.arange(48 * 48, dtype=torch.float32).view(1, 1, 48, 48)
+    views = tta_views(x)
+    assert len(views) == 2 * len(TTA_ZOOMS)
+    torch.testing.assert_close(views[0], x)
+    torch.testing.assert_close(views[1], torch.flip(x, dims=[3]))
+    closer = zoom(x, 1.25)
+    # Zooming in keeps the centre and brings inner pixels to the border.
+    assert abs(float(closer[0, 0, 24, 24] - x[0, 0, 24, 24])) < 48
+    assert float(closer[0, 0, 0, 0]) > float(x[0, 0, 0, 0]) + 48 * 4
+
+
+def test_tta_gives_a_face_and_its_mirror_image_the_same_prediction(photos_dir, predictor):
+    gray = to_gray(load_image(_first_detectable(photos_dir, predictor)))
+    x = faces_to_tensor([gray], predictor.preprocess)
+    mirrored = torch.flip(x, dims=[3])
+    with_tta = predict_probabilities(predictor.model, torch.cat([x, mirrored]), tta=True)
+    np.testing.assert_allclose(with_tta[0], with_tta[1], atol=1e-4)
+    without = predict_probabilities(predictor.model, torch.cat([x, mirrored]), tta=False)
+    assert np.abs(without[0] - without[1]).max() > 1e-3  # the model alone is not mirror-symmetric

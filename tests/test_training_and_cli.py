@@ -49,6 +49,18 @@ def test_one_epoch_writes_loadable_artifacts(trained):
     assert {"train_loss", "val_acc", "val_macro_f1", "lr", "seconds"} <= set(history.columns)
 
 
+def test_mixup_and_sgd_recipe_trains_and_is_recorded_in_the_card(trained, tmp_path):
+    data, _, _ = trained
+    out = tmp_path / "out"
+    run("-m", "training.train", "--data", str(data), "--out", str(out), "--work-dir", str(tmp_path / "work"),
+        "--cache-dir", "", "--variant", "tiny", "--epochs", "1", "--batch-size", "16", "--threads", "1",
+        "--mixup-alpha", "0.4", "--optimizer", "sgd", "--lr", "0.05")
+    load_checkpoint(out / "model.pt")
+    args = json.loads((out / "model_card.json").read_text())["training"]["arguments"]
+    assert args["mixup_alpha"] == 0.4 and args["optimizer"] == "sgd"
+    assert pd.read_csv(out / "history.csv")["train_loss"].notna().all()
+
+
 def test_an_interrupted_run_resumes_after_its_last_epoch(trained, tmp_path):
     data, _, _ = trained
     common = ["-m", "training.train", "--data", str(data), "--out", str(tmp_path / "out"), "--work-dir",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -66,3 +67,30 @@ def augment_batch(x: torch.Tensor, std: float, cfg: AugmentConfig, gen: torch.Ge
         noise = torch.randn(out.shape, generator=gen)
         out = torch.where((box & apply).unsqueeze(1), noise, out)
     return out
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, alpha: float, cutmix_prob: float,
+              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Mixup or CutMix of a batch with a shuffled copy of itself.
+
+    Returns (mixed x, labels a, labels b, lam); the loss is ``lam * CE(a) + (1 - lam) * CE(b)``.
+    With probability ``cutmix_prob`` a random box of the partner is pasted in (CutMix; lam becomes
+    the kept area), else the two images are blended (mixup). ``alpha`` <= 0 returns the batch unchanged.
+    """
+    if alpha <= 0:
+        return x, y, y, 1.0
+    b, _, s, _ = x.shape
+    # torch's Beta sampler takes no generator: seed numpy from the run's generator so resumes reproduce.
+    lam = float(np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=gen))).beta(alpha, alpha))
+    perm = torch.randperm(b, generator=gen)
+    if torch.rand(1, generator=gen).item() < cutmix_prob:
+        side = int(round(s * math.sqrt(1.0 - lam)))
+        cy, cx = torch.randint(0, s, (2,), generator=gen).tolist()
+        y0, y1 = max(cy - side // 2, 0), min(cy + side - side // 2, s)
+        x0, x1 = max(cx - side // 2, 0), min(cx + side - side // 2, s)
+        x = x.clone()
+        x[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+        lam = 1.0 - (y1 - y0) * (x1 - x0) / (s * s)
+    else:
+        x = lam * x + (1.0 - lam) * x[perm]
+    return x, y, y[perm], lam

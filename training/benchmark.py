@@ -30,7 +30,7 @@ from fer_core.model import build_model
 from fer_core.preprocessing import PreprocessConfig, to_gray
 
 from .augment import AugmentConfig
-from .train import class_weights, get_args_parser as train_args, train_one_epoch
+from .train import class_weights, get_args_parser as train_args, make_optimizer, train_one_epoch
 
 FER_TRAIN_IMAGES = 28_709
 PHOTOS = SHARED_DATA / "photos"
@@ -113,7 +113,7 @@ def bench_training(steps: int) -> None:
     images = torch.randn(n, 1, 48, 48)
     labels = torch.randint(0, 7, (n,))
     model = build_model(defaults.variant).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=defaults.lr, weight_decay=defaults.weight_decay)
+    opt = make_optimizer(model, defaults)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=defaults.lr, total_steps=2 * steps)
     args = SimpleNamespace(**{**vars(defaults), "epochs": 1})
     weights = class_weights(labels.numpy(), defaults.class_weight_power)

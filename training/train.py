@@ -35,7 +35,7 @@ from fer_core.metrics import classification_summary
 from fer_core.model import VARIANTS, build_model, count_macs, count_parameters
 from fer_core.preprocessing import PreprocessConfig, faces_to_tensor
 
-from .augment import AugmentConfig, augment_batch
+from .augment import AugmentConfig, augment_batch, mix_batch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = FER_IMAGES
@@ -58,6 +58,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--label-smoothing", type=float, default=0.1, help="cross-entropy label smoothing (default: %(default)s)")
     a("--class-weight-power", type=float, default=0.5,
       help="loss weight of a class ~ count**-power; 0 = unweighted, 1 = fully balanced (default: %(default)s)")
+    a("--mixup-alpha", type=float, default=0.0,
+      help="Beta(alpha, alpha) of mixup/CutMix between images of a batch; 0 disables (default: %(default)s)")
+    a("--cutmix-prob", type=float, default=0.5, help="share of mixed batches that use CutMix rather than mixup (default: %(default)s)")
+    a("--optimizer", default="adamw", choices=["adamw", "sgd"], help="AdamW, or SGD with Nesterov momentum 0.9 (default: %(default)s)")
     a("--ema-decay", type=float, default=0.998, help="per-step decay of the weight EMA that is evaluated and shipped; 0 disables (default: %(default)s)")
     a("--limit-per-class", type=int, default=0, help="use at most N training images per class, for quick checks (default: all)")
     a("--limit-val", type=int, default=0, help="use a random N validation images, for quick checks (default: all)")
@@ -94,6 +98,14 @@ def class_weights(labels: np.ndarray, power: float) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
+def make_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay), or SGD with Nesterov momentum 0.9 and L2 weight decay."""
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
+                               weight_decay=args.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+
+
 def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
@@ -110,11 +122,15 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor, labe
                mininterval=1.0 if sys.stderr.isatty() else 30.0)
     for step in bar:
         idx = order[step * args.batch_size:(step + 1) * args.batch_size]
-        x = augment_batch(images[idx], preprocess.std, aug, gen).to(device, memory_format=torch.channels_last)
-        y = labels[idx].to(device)
+        x = augment_batch(images[idx], preprocess.std, aug, gen)
+        x, y, y_mix, lam = mix_batch(x, labels[idx], args.mixup_alpha, args.cutmix_prob, gen)
+        x, y, y_mix = x.to(device, memory_format=torch.channels_last), y.to(device), y_mix.to(device)
         with autocast(device, not args.no_bf16):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=args.label_smoothing)
+        loss = lam * F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=args.label_smoothing)
+        if lam < 1.0:
+            loss = loss + (1.0 - lam) * F.cross_entropy(logits.float(), y_mix, weight=weights,
+                                                        label_smoothing=args.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -151,6 +167,8 @@ def main(args: argparse.Namespace) -> dict:
                           ("cpu" if args.device == "auto" else args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     gen = seed_everything(args.seed)
     out, work = Path(args.out), Path(args.work_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -175,7 +193,7 @@ def main(args: argparse.Namespace) -> dict:
     model = build_model(args.variant).to(device, memory_format=torch.channels_last)
     n_params, macs = count_parameters(model), count_macs(build_model(args.variant), preprocess.image_size)
     print(f"Xception '{args.variant}': {n_params:,} parameters, {macs / 1e6:.1f} M MACs per face", flush=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = make_optimizer(model, args)
     steps_per_epoch = len(train_y) // args.batch_size
     if steps_per_epoch == 0:
         raise SystemExit(f"--batch-size {args.batch_size} is larger than the training set ({len(train_y)} images).")

@@ -1,0 +1,71 @@
+"""Training augmentation: batched per-image transforms and mixup/CutMix."""
+
+from __future__ import annotations
+
+import torch
+
+from training.augment import AugmentConfig, augment_batch, mix_batch
+
+NO_CHANGE = AugmentConfig(hflip=0.0, max_rotation_deg=0.0, scale=(1.0, 1.0), max_shift=0.0, brightness=0.0,
+                          contrast=(1.0, 1.0), erase_prob=0.0)
+
+
+def _gradient_faces(n: int = 4) -> torch.Tensor:
+    """(n, 1, 48, 48) images whose pixels grow left -> right and top -> bottom, so any flip is visible."""
+    ramp = torch.arange(48, dtype=torch.float32)
+    return (ramp.view(1, 48) + 100 * ramp.view(48, 1)).expand(n, 1, 48, 48).clone()
+
+
+def test_identity_settings_leave_faces_unchanged():
+    x = _gradient_faces()
+    out = augment_batch(x, 0.25, NO_CHANGE, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, x, atol=1e-3, rtol=0)
+
+
+def test_flip_is_horizontal_never_vertical():
+    x = _gradient_faces()
+    cfg = AugmentConfig(**{**NO_CHANGE.to_dict(), "hflip": 1.0})
+    out = augment_batch(x, 0.25, cfg, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, torch.flip(x, dims=[3]), atol=1e-3, rtol=0)
+
+
+def test_each_image_gets_its_own_random_transform():
+    x = _gradient_faces(8)
+    out = augment_batch(x, 0.25, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert len({round(float(o.sum()), 1) for o in out}) == 8
+
+
+def _label_images(labels: torch.Tensor) -> torch.Tensor:
+    """Each image is filled with its own label value, so a mix shows which images were combined."""
+    return labels.float().view(-1, 1, 1, 1).expand(len(labels), 1, 48, 48).clone()
+
+
+def test_mixup_alpha_zero_is_a_no_op():
+    y = torch.arange(7)
+    x = _label_images(y)
+    mx, ya, yb, lam = mix_batch(x, y, 0.0, 0.5, torch.Generator().manual_seed(0))
+    assert mx is x and lam == 1.0 and torch.equal(ya, y) and torch.equal(yb, y)
+
+
+def test_mixup_blends_whole_images_with_the_returned_weight():
+    y = torch.arange(7)
+    x = _label_images(y)
+    mx, ya, yb, lam = mix_batch(x, y, 0.4, 0.0, torch.Generator().manual_seed(1))  # mixup only
+    assert 0.0 <= lam <= 1.0
+    expected = lam * ya.float() + (1 - lam) * yb.float()
+    torch.testing.assert_close(mx.mean(dim=(1, 2, 3)), expected)
+    assert sorted(yb.tolist()) == y.tolist()  # the partners are a permutation of the batch
+
+
+def test_cutmix_pastes_a_box_whose_area_matches_lambda():
+    y = torch.arange(7) * 10
+    x = _label_images(y)
+    for seed in range(5):
+        mx, ya, yb, lam = mix_batch(x, y, 1.0, 1.0, torch.Generator().manual_seed(seed))  # CutMix only
+        for img, a, b in zip(mx, ya, yb):
+            if a == b:
+                continue
+            pasted = (img == b.float()).float().mean().item()
+            assert ((img == a.float()) | (img == b.float())).all()
+            assert abs(pasted - (1 - lam)) < 1e-6
