@@ -25,6 +25,7 @@ from .preprocessing import PreprocessConfig, crop_face, faces_to_tensor, to_gray
 # and the probabilities of the views are averaged. On FER2013 validation the six views scored 69.9 %
 # against 69.0 % for the mirror pair alone (the shipped model; README, "Results").
 TTA_ZOOMS = (1.0, 1.1, 0.9)
+TTA_VIEWS = 2 * len(TTA_ZOOMS)  # views per face, see tta_views
 
 
 def zoom(batch: torch.Tensor, factor: float) -> torch.Tensor:
@@ -50,14 +51,17 @@ def predict_probabilities(model: nn.Module, batch: torch.Tensor, tta: bool = Tru
     """(N, 1, S, S) preprocessed faces -> (N, C) float32 softmax probabilities.
 
     With ``tta`` the probabilities of the views from :func:`tta_views` (mirror images and zooms) are averaged.
+    ``batch_size`` bounds the images (faces x views) per forward pass.
     """
     was_training = model.training
     model.eval()
+    chunk = max(1, batch_size // TTA_VIEWS) if tta else batch_size
     out = []
-    for start in range(0, len(batch), batch_size):
-        x = batch[start:start + batch_size]
+    for start in range(0, len(batch), chunk):
+        x = batch[start:start + chunk]
         views = tta_views(x) if tta else [x]
-        out.append(sum(torch.softmax(model(v).float(), dim=1) for v in views) / len(views))
+        probs = torch.softmax(model(torch.cat(views)).float(), dim=1)  # all views of the chunk in one pass
+        out.append(probs.view(len(views), len(x), -1).mean(dim=0))
     model.train(was_training)
     if not out:
         return np.zeros((0, getattr(getattr(model, "config", None), "num_classes", 7)), np.float32)
