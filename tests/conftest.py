@@ -25,6 +25,17 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
                  "--disable-component-update", "--disable-sync", "--disable-quic"]
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """The live processor sets torch's thread count for the thread that calls it (one, by design); tests
+    that call it on the main thread must not leave every later test on one core."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def photos_dir() -> Path:
     if not PHOTOS.is_dir():
