@@ -34,9 +34,14 @@ def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Ten
     return torch.rand(n, generator=gen) * (high - low) + low
 
 
+# Random parameters are drawn on the CPU generator (one reproducible stream whatever the device) and then
+# moved to the batch's device, where the image work happens.
+
+
 def augment_batch(x: torch.Tensor, std: float, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """(B, 1, S, S) normalised faces -> augmented copy. ``std`` converts [0, 1] brightness to normalised units."""
     b, _, s, _ = x.shape
+    dev = x.device
     angle = _uniform(b, -cfg.max_rotation_deg, cfg.max_rotation_deg, gen) * math.pi / 180
     scale = _uniform(b, *cfg.scale, gen)
     flip = torch.where(torch.rand(b, generator=gen) < cfg.hflip, -1.0, 1.0)
@@ -44,11 +49,11 @@ def augment_batch(x: torch.Tensor, std: float, cfg: AugmentConfig, gen: torch.Ge
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
                          torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)  # (B, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(dev, x.dtype), list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
-    contrast = _uniform(b, *cfg.contrast, gen).view(b, 1, 1, 1)
-    brightness = (_uniform(b, -cfg.brightness, cfg.brightness, gen) / std).view(b, 1, 1, 1)
+    contrast = _uniform(b, *cfg.contrast, gen).view(b, 1, 1, 1).to(dev)
+    brightness = (_uniform(b, -cfg.brightness, cfg.brightness, gen) / std).view(b, 1, 1, 1).to(dev)
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * contrast + mean + brightness
 
@@ -65,7 +70,7 @@ def augment_batch(x: torch.Tensor, std: float, cfg: AugmentConfig, gen: torch.Ge
                & (cols >= left.view(b, 1, 1)) & (cols < (left + w).view(b, 1, 1)))
         apply = (torch.rand(b, generator=gen) < cfg.erase_prob).view(b, 1, 1)
         noise = torch.randn(out.shape, generator=gen)
-        out = torch.where((box & apply).unsqueeze(1), noise, out)
+        out = torch.where((box & apply).unsqueeze(1).to(dev), noise.to(dev), out)
     return out
 
 
@@ -82,7 +87,7 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, alpha: float, cutmix_prob: float
     b, _, s, _ = x.shape
     # torch's Beta sampler takes no generator: seed numpy from the run's generator so resumes reproduce.
     lam = float(np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=gen))).beta(alpha, alpha))
-    perm = torch.randperm(b, generator=gen)
+    perm = torch.randperm(b, generator=gen).to(x.device)
     if torch.rand(1, generator=gen).item() < cutmix_prob:
         side = int(round(s * math.sqrt(1.0 - lam)))
         cy, cx = torch.randint(0, s, (2,), generator=gen).tolist()

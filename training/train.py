@@ -113,18 +113,25 @@ def autocast(device: torch.device, enabled: bool):
 def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor, labels: torch.Tensor, args,
                     weights: torch.Tensor, preprocess: PreprocessConfig, aug: AugmentConfig, gen: torch.Generator,
                     device: torch.device, epoch: int) -> dict:
-    """One pass over the shuffled training set. ``images`` is the (N, 1, S, S) preprocessed tensor."""
+    """One pass over the shuffled training set.
+
+    ``images`` is the (N, 1, S, S) preprocessed tensor and ``labels`` its (N,) labels, both on ``device``:
+    augmentation runs there too (random draws stay on the CPU generator), and the running loss and accuracy
+    stay on the device between progress updates, so a GPU is not stalled by a host sync at every step.
+    """
     model.train()
     order = torch.randperm(len(labels), generator=gen)
     steps = len(order) // args.batch_size  # drop the ragged last batch: BatchNorm dislikes tiny batches
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
     bar = tqdm(range(steps), desc=f"epoch {epoch}/{args.epochs}", leave=False, file=sys.stderr,
                mininterval=1.0 if sys.stderr.isatty() else 30.0)
     for step in bar:
-        idx = order[step * args.batch_size:(step + 1) * args.batch_size]
+        idx = order[step * args.batch_size:(step + 1) * args.batch_size].to(device)
         x = augment_batch(images[idx], preprocess.std, aug, gen)
         x, y, y_mix, lam = mix_batch(x, labels[idx], args.mixup_alpha, args.cutmix_prob, gen)
-        x, y, y_mix = x.to(device, memory_format=torch.channels_last), y.to(device), y_mix.to(device)
+        x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, not args.no_bf16):
             logits = model(x)
         loss = lam * F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=args.label_smoothing)
@@ -137,12 +144,12 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor, labe
         scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
-        total_loss += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
+        total_loss += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
-    return {"train_loss": total_loss / seen, "train_acc": correct / seen}
+            bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}", refresh=False)
+    return {"train_loss": total_loss.item() / seen, "train_acc": correct.item() / seen}
 
 
 def evaluate(model, images: torch.Tensor, labels: np.ndarray, device: torch.device, bf16: bool, tta: bool) -> dict:
@@ -186,8 +193,9 @@ def main(args: argparse.Namespace) -> dict:
     counts = {name: int((train.labels == i).sum()) for i, name in enumerate(EMOTIONS)}
     print(f"train: {len(train)} images {counts}; validation: {len(val)} images", flush=True)
 
-    train_x = faces_to_tensor(train.images, preprocess)  # (N, 1, 48, 48) once; augmentation wraps it per batch
-    train_y = torch.from_numpy(train.labels)
+    # (N, 1, 48, 48) once, kept on the training device; augmentation wraps it per batch
+    train_x = faces_to_tensor(train.images, preprocess).to(device)
+    train_y = torch.from_numpy(train.labels).to(device)
     val_x = faces_to_tensor(val.images, preprocess)
 
     model = build_model(args.variant).to(device, memory_format=torch.channels_last)
