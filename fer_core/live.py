@@ -6,7 +6,8 @@ the face tracker, the smoothing state); the :class:`~fer_core.inference.Predicto
 any other thread (the page's UI loop): results cross threads under a lock, never through Streamlit.
 
 Speed on a small CPU (see :func:`measure_frame_latency`): the model runs once per frame on all faces
-in one batch, without test-time augmentation by default (TTA costs six model passes per face for about a point of accuracy).
+in one batch, without test-time augmentation by default (TTA costs six model passes per face for about
+a point of accuracy).
 Face detection runs on the frame downscaled to ``detect_max_side`` pixels and only on every
 ``detect_every``-th frame while at least one face is followed; in between, the followed boxes are
 classified again. With no face in view, every frame is searched so a new face appears at once.

@@ -34,12 +34,12 @@ def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Ten
     return torch.rand(n, generator=gen) * (high - low) + low
 
 
-# Random parameters are drawn on the CPU generator (one reproducible stream whatever the device) and then
-# moved to the batch's device, where the image work happens.
-
-
 def augment_batch(x: torch.Tensor, std: float, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """(B, 1, S, S) normalised faces -> augmented copy. ``std`` converts [0, 1] brightness to normalised units."""
+    """(B, 1, S, S) normalised faces -> augmented copy. ``std`` converts [0, 1] brightness to normalised units.
+
+    Random parameters are drawn from ``gen`` on the CPU (one reproducible stream whatever the device) and
+    moved to the batch's device, where the image work happens.
+    """
     b, _, s, _ = x.shape
     dev = x.device
     angle = _uniform(b, -cfg.max_rotation_deg, cfg.max_rotation_deg, gen) * math.pi / 180

@@ -120,7 +120,7 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor, labe
     stay on the device between progress updates, so a GPU is not stalled by a host sync at every step.
     """
     model.train()
-    order = torch.randperm(len(labels), generator=gen)
+    order = torch.randperm(len(labels), generator=gen).to(device)  # one transfer per epoch, not per step
     steps = len(order) // args.batch_size  # drop the ragged last batch: BatchNorm dislikes tiny batches
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
@@ -128,7 +128,7 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor, labe
     bar = tqdm(range(steps), desc=f"epoch {epoch}/{args.epochs}", leave=False, file=sys.stderr,
                mininterval=1.0 if sys.stderr.isatty() else 30.0)
     for step in bar:
-        idx = order[step * args.batch_size:(step + 1) * args.batch_size].to(device)
+        idx = order[step * args.batch_size:(step + 1) * args.batch_size]
         x = augment_batch(images[idx], preprocess.std, aug, gen)
         x, y, y_mix, lam = mix_batch(x, labels[idx], args.mixup_alpha, args.cutmix_prob, gen)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -153,9 +153,9 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor, labe
 
 
 def evaluate(model, images: torch.Tensor, labels: np.ndarray, device: torch.device, bf16: bool, tta: bool) -> dict:
-    """Validation metrics of a model on preprocessed faces (selection uses validation data only)."""
+    """Validation metrics of a model on preprocessed faces already on ``device`` (selection uses validation only)."""
     with autocast(device, bf16):
-        probs = predict_probabilities(model, images.to(device, memory_format=torch.channels_last), tta=tta)
+        probs = predict_probabilities(model, images, tta=tta)
     nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1)).mean())
     summary = classification_summary(labels, probs.argmax(1), EMOTIONS)
     return {"val_loss": nll, "val_acc": summary["accuracy"], "val_macro_f1": summary["macro_f1"], "summary": summary}
@@ -196,7 +196,7 @@ def main(args: argparse.Namespace) -> dict:
     # (N, 1, 48, 48) once, kept on the training device; augmentation wraps it per batch
     train_x = faces_to_tensor(train.images, preprocess).to(device)
     train_y = torch.from_numpy(train.labels).to(device)
-    val_x = faces_to_tensor(val.images, preprocess)
+    val_x = faces_to_tensor(val.images, preprocess).to(device, memory_format=torch.channels_last)  # once, not per epoch
 
     model = build_model(args.variant).to(device, memory_format=torch.channels_last)
     n_params, macs = count_parameters(model), count_macs(build_model(args.variant), preprocess.image_size)
