@@ -40,6 +40,13 @@ def test_home_links_to_the_pages(app_url, page):
     expect(page.get_by_role("heading", name="Facial expression recognition")).to_be_visible()
     expect(page.get_by_text("Upload images: every face boxed")).to_be_visible()
     expect(page.get_by_text("Evaluation: accuracy, confusion matrix")).to_be_visible()
+    # the sidebar names the home page "Home" (not the script's file name) and lists every page
+    nav = page.get_by_test_id("stSidebarNav")
+    for name in ("Home", "Upload images", "Live webcam", "Evaluation"):
+        expect(nav.get_by_role("link", name=name, exact=True)).to_be_visible()
+    nav.get_by_role("link", name="Evaluation", exact=True).click()
+    expect(page.get_by_role("heading", name="Evaluation", exact=True)).to_be_visible()
+    assert page.url.endswith("/Evaluation")
 
 
 def test_upload_a_photo_and_see_its_face_label(app_url, page, photos_dir):
