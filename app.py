@@ -9,6 +9,7 @@ import streamlit as st
 from fer_core.artifacts import (EVAL_COMMAND, ArtifactError, format_timestamp, model_overview, read_eval_summary,
                                 read_model_card)
 from fer_core.checkpoint import CheckpointError
+from fer_core.inference import Predictor
 from fer_core.ui import get_predictor, weights_path
 
 st.set_page_config(page_title="Facial expression recognition", page_icon=":material/mood:", layout="wide")
@@ -31,61 +32,64 @@ def home() -> None:
     try:
         predictor = get_predictor()
     except CheckpointError as e:
-        predictor = None
         st.error(f"**The expression model could not be loaded.** {e}", icon=":material/error:")
         st.markdown("To fix it: put a trained checkpoint at `artifacts/model.pt` (train one with "
                     "`python -m training.train`), or start the app with `FER_ARTIFACTS=/folder/with/model.pt`, "
                     "then reload this page. The evaluation page still shows the shipped results.")
-
-    if predictor is not None:
-        try:
-            card = read_model_card()
-        except ArtifactError as e:
-            card = None
-            st.warning(f"The model card could not be read: {e}")
-        info = model_overview(predictor, card)
-        # Headline numbers: the shipped evaluation (fp32, as the app runs) when present, else the card's
-        # selection metric recorded during training.
-        source = "model card (selection metric during training, no TTA)"
-        try:
-            summary = read_eval_summary()
-        except ArtifactError:
-            summary = None
-        if summary is not None:
-            info["val_acc"], info["val_macro_f1"] = summary["accuracy"], summary["macro_f1"]
-            tta = ", TTA on" if summary.get("tta") else ""
-            info["validation_split"] = (summary.get("split") or "validation") + tta
-            source = "artifacts/eval_validation.json"
-
-        st.subheader(info["name"])
-        cols = st.columns(4)
-        cols[0].metric("Parameters", f"{info['parameters'] / 1e6:.2f} M")
-        cols[1].metric("Validation accuracy", "n/a" if info["val_acc"] is None else f"{info['val_acc']:.1%}")
-        cols[2].metric("Validation macro-F1", "n/a" if info["val_macro_f1"] is None else f"{info['val_macro_f1']:.3f}")
-        trained = format_timestamp(info["trained_at"])
-        cols[3].metric("Trained", trained.split(" ")[0], help=f"Weights written {trained}")
-        st.markdown("**Classes** (in the model's output order): " + ", ".join(f"`{c}`" for c in info["classes"]))
-        details = [f"weights: `{weights_path()}`"]
-        if info["selected_epoch"] is not None:
-            details.append(f"selected epoch: {info['selected_epoch']}")
-        if info["validation_split"]:
-            details.append(f"validation numbers: {info['validation_split']} (from the {source})")
-        if info["macs_per_face"]:
-            details.append(f"{info['macs_per_face'] / 1e6:.0f} M multiply-adds per face")
-        st.caption(" · ".join(details))
-        if card is None:
-            st.info("No model card yet: `artifacts/model_card.json` is written when `python -m training.train` "
-                    "finishes. Validation numbers come from the shipped evaluation when there is one "
-                    f"(`{EVAL_COMMAND}`).")
-        elif not info["card_matches"]:
-            st.warning("The model card lists different classes than the loaded weights: it describes another model. "
-                       "Re-run training or restore the matching `model_card.json`.")
+    else:
+        show_loaded_model(predictor)
 
     st.header("Pages")
     st.page_link(UPLOAD, label="Upload images: every face boxed, labelled and scored", icon=":material/image:")
     st.page_link(LIVE, label="Live webcam: expressions in real time", icon=":material/videocam:")
     st.page_link(EVALUATION, label="Evaluation: accuracy, confusion matrix, your own data",
                  icon=":material/analytics:")
+
+
+def show_loaded_model(predictor: Predictor) -> None:
+    """Name, size, headline validation numbers and provenance of the model the app serves."""
+    try:
+        card = read_model_card()
+    except ArtifactError as e:
+        card = None
+        st.warning(f"The model card could not be read: {e}")
+    info = model_overview(predictor, card)
+    # Headline numbers: the shipped evaluation (fp32, as the app runs) when present, else the card's
+    # selection metric recorded during training.
+    source = "model card (selection metric during training, no TTA)"
+    try:
+        summary = read_eval_summary()
+    except ArtifactError:
+        summary = None
+    if summary is not None:
+        info["val_acc"], info["val_macro_f1"] = summary["accuracy"], summary["macro_f1"]
+        tta = ", TTA on" if summary.get("tta") else ""
+        info["validation_split"] = (summary.get("split") or "validation") + tta
+        source = "artifacts/eval_validation.json"
+
+    st.subheader(info["name"])
+    cols = st.columns(4)
+    cols[0].metric("Parameters", f"{info['parameters'] / 1e6:.2f} M")
+    cols[1].metric("Validation accuracy", "n/a" if info["val_acc"] is None else f"{info['val_acc']:.1%}")
+    cols[2].metric("Validation macro-F1", "n/a" if info["val_macro_f1"] is None else f"{info['val_macro_f1']:.3f}")
+    trained = format_timestamp(info["trained_at"])
+    cols[3].metric("Trained", trained.split(" ")[0], help=f"Weights written {trained}")
+    st.markdown("**Classes** (in the model's output order): " + ", ".join(f"`{c}`" for c in info["classes"]))
+    details = [f"weights: `{weights_path()}`"]
+    if info["selected_epoch"] is not None:
+        details.append(f"selected epoch: {info['selected_epoch']}")
+    if info["validation_split"]:
+        details.append(f"validation numbers: {info['validation_split']} (from the {source})")
+    if info["macs_per_face"]:
+        details.append(f"{info['macs_per_face'] / 1e6:.0f} M multiply-adds per face")
+    st.caption(" · ".join(details))
+    if card is None:
+        st.info("No model card yet: `artifacts/model_card.json` is written when `python -m training.train` "
+                "finishes. Validation numbers come from the shipped evaluation when there is one "
+                f"(`{EVAL_COMMAND}`).")
+    elif not info["card_matches"]:
+        st.warning("The model card lists different classes than the loaded weights: it describes another model. "
+                   "Re-run training or restore the matching `model_card.json`.")
 
 
 st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), UPLOAD, LIVE, EVALUATION]).run()
