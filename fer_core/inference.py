@@ -25,6 +25,7 @@ from .preprocessing import PreprocessConfig, crop_face, faces_to_tensor, to_gray
 # and the probabilities of the views are averaged (measured gain: README, "Results").
 TTA_ZOOMS = (1.0, 1.1, 0.9)
 TTA_VIEWS = 2 * len(TTA_ZOOMS)  # views per face, see tta_views
+NO_TTA_HELP = "disable test-time augmentation (mirror + zoom views, fer_core.inference.TTA_ZOOMS)"  # CLIs' --no-tta
 
 
 def zoom(batch: torch.Tensor, factor: float) -> torch.Tensor:

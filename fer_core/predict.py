@@ -17,7 +17,7 @@ from .checkpoint import DEFAULT_WEIGHTS, CheckpointError
 from .datasets import IMAGE_SUFFIXES
 from .face_detection import HaarFaceDetector
 from .images import ImageLoadError
-from .inference import Predictor
+from .inference import NO_TTA_HELP, Predictor
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text lines")
-    p.add_argument("--no-tta", action="store_true", help="disable test-time augmentation (mirror + zoom views, fer_core.inference.TTA_ZOOMS)")
+    p.add_argument("--no-tta", action="store_true", help=NO_TTA_HELP)
     p.add_argument("--min-face-size", type=int, default=40, help="smallest face to detect, in pixels (default: %(default)s)")
     p.add_argument("--whole-image", action="store_true",
                    help="when no face is detected, classify the whole image as one face (pre-cropped faces)")

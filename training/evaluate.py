@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from fer_core.checkpoint import DEFAULT_WEIGHTS, CheckpointError
 from fer_core.evaluation import evaluate_folder
-from fer_core.inference import Predictor
+from fer_core.inference import NO_TTA_HELP, Predictor
 from fer_core.labels import UnknownClassError
 
 
@@ -26,7 +26,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", help="labelled folder: <folder>/<class>/<image>")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint to evaluate (default: %(default)s)")
-    p.add_argument("--no-tta", action="store_true", help="disable test-time augmentation (mirror + zoom views, fer_core.inference.TTA_ZOOMS)")
+    p.add_argument("--no-tta", action="store_true", help=NO_TTA_HELP)
     p.add_argument("--detect-faces", action="store_true",
                    help="images are whole photos: detect faces and classify the largest; no face counts as wrong")
     p.add_argument("--min-face-size", type=int, default=20, help="with --detect-faces: smallest face in pixels (default: %(default)s)")

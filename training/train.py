@@ -133,11 +133,11 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor, labe
         x, y, y_mix, lam = mix_batch(x, labels[idx], args.mixup_alpha, args.cutmix_prob, gen)
         x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, not args.no_bf16):
-            logits = model(x)
-        loss = lam * F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=args.label_smoothing)
-        if lam < 1.0:
-            loss = loss + (1.0 - lam) * F.cross_entropy(logits.float(), y_mix, weight=weights,
-                                                        label_smoothing=args.label_smoothing)
+            logits = model(x).float()
+        loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=args.label_smoothing)
+        if lam < 1.0:  # mixup/CutMix: the loss against both images' labels, weighted by their shares
+            loss = lam * loss + (1.0 - lam) * F.cross_entropy(logits, y_mix, weight=weights,
+                                                              label_smoothing=args.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
