@@ -12,11 +12,12 @@ from typing import Callable
 import numpy as np
 
 from .datasets import LabelledFiles, list_labelled_folder
-from .face_detection import HaarFaceDetector
+from .alignment import face_crop
+from .face_detection import DEFAULT_DETECTOR, make_detector
 from .images import ImageLoadError, load_image
 from .inference import Predictor
 from .metrics import classification_summary, report_text
-from .preprocessing import crop_face, to_gray
+from .preprocessing import to_gray
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -33,14 +34,15 @@ class EvaluationResult:
 
 def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: bool = False, tta: bool = True,
                    min_face_size: int = 20, chunk: int = 256, progress: Progress | None = None,
-                   split: str = "") -> EvaluationResult:
+                   split: str = "", detector: str = DEFAULT_DETECTOR) -> EvaluationResult:
     """Classify every file and score it against its folder label.
 
     Without ``detect_faces`` each image is a pre-cropped face. With it, the largest detected face is
-    classified; images with no face (or that cannot be read) count as wrong and are counted.
+    classified, cropped exactly as the app crops it (:func:`fer_core.alignment.face_crop`); images with no
+    face (or that cannot be read) count as wrong and are counted. ``detector`` names the backend.
     """
     names = predictor.class_names
-    detector = HaarFaceDetector(min_face_size=min_face_size) if detect_faces else None
+    finder = make_detector(detector, min_face_size=min_face_size) if detect_faces else None
     y_pred = np.full(len(files), -1, dtype=np.int64)
     records: list[dict] = []
     unreadable = 0
@@ -57,13 +59,12 @@ def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: boo
                 rec["error"] = str(e)
                 unreadable += 1
                 continue
-            if detector is not None:
-                boxes = detector.detect(gray)
-                if not boxes:
+            if finder is not None:
+                faces = finder.detect(gray)
+                if not faces:
                     continue
-                x, y, w, h = boxes[0]
-                rec["box"] = [x, y, w, h]
-                gray = crop_face(gray, boxes[0], predictor.preprocess.face_margin)
+                rec.update(faces[0].to_dict())
+                gray = face_crop(gray, faces[0], predictor.preprocess.image_size, predictor.preprocess.face_margin)
             rec["face_found"] = True
             crops.append(gray)
             slots.append(i)
@@ -83,6 +84,7 @@ def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: boo
         "no_face_per_class": {n: int(((files.labels == i) & ~found).sum()) for i, n in enumerate(names)},
         "tta": tta,
         "detect_faces": detect_faces,
+        "detector": detector if detect_faces else None,
         "split": split,
     })
     return EvaluationResult(summary, records, report_text(files.labels, y_pred, names))

@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import DEFAULT_WEIGHTS, load_checkpoint
-from .face_detection import Box, FaceDetector, HaarFaceDetector
+from .alignment import face_crop
+from .face_detection import Face, FaceDetector, make_detector
 from .images import load_image
-from .preprocessing import PreprocessConfig, crop_face, faces_to_tensor, to_gray
+from .preprocessing import PreprocessConfig, faces_to_tensor, to_gray
 
 
 # Test-time augmentation: each face is seen at these zoom factors (1.1 = 10 % closer), each also mirrored,
@@ -26,6 +27,9 @@ from .preprocessing import PreprocessConfig, crop_face, faces_to_tensor, to_gray
 TTA_ZOOMS = (1.0, 1.1, 0.9)
 TTA_VIEWS = 2 * len(TTA_ZOOMS)  # views per face, see tta_views
 NO_TTA_HELP = "disable test-time augmentation (mirror + zoom views, fer_core.inference.TTA_ZOOMS)"  # CLIs' --no-tta
+# An image no longer than this on its longer side is taken to be one face when no face is found in it
+# (a pre-cropped face such as a 48x48 FER2013 image), without the user asking.
+SMALL_IMAGE_SIDE = 96
 
 
 def zoom(batch: torch.Tensor, factor: float) -> torch.Tensor:
@@ -70,17 +74,23 @@ def predict_probabilities(model: nn.Module, batch: torch.Tensor, tta: bool = Tru
 
 @dataclass
 class FacePrediction:
-    """One face: its box in the input image, all class probabilities and the top label."""
+    """One face: the detected :class:`Face` (box, score, landmarks), all class probabilities and the top label."""
 
-    box: tuple[int, int, int, int]  # x, y, w, h
+    face: Face
     probabilities: dict[str, float]
     label: str
     confidence: float
     whole_image: bool = False  # True when no face was detected and the whole image was classified
 
+    @property
+    def box(self) -> tuple[int, int, int, int]:  # x, y, w, h
+        return self.face.box
+
     def to_dict(self) -> dict:
         return {"box": list(self.box), "label": self.label, "confidence": self.confidence,
-                "probabilities": dict(self.probabilities), "whole_image": self.whole_image}
+                "probabilities": dict(self.probabilities), "whole_image": self.whole_image,
+                "detector_score": round(self.face.score, 4),
+                "landmarks": self.face.to_dict()["landmarks"]}
 
 
 class Predictor:
@@ -106,30 +116,32 @@ class Predictor:
             return np.zeros((0, len(self.class_names)), np.float32)
         return predict_probabilities(self.model, faces_to_tensor(faces, self.preprocess), tta=tta)
 
-    def classify_boxes(self, gray: np.ndarray, boxes: Sequence[Box], tta: bool = True,
+    def classify_faces(self, gray: np.ndarray, faces: Sequence[Face], tta: bool = True,
                        whole_image: bool = False) -> list[FacePrediction]:
-        """Classify given boxes of a (H, W) uint8 gray image, in one batch."""
-        crops = [crop_face(gray, b, self.preprocess.face_margin) for b in boxes]
+        """Classify detected faces of a (H, W) uint8 gray image, in one batch (each cropped by
+        :func:`fer_core.alignment.face_crop`: aligned and framed like FER2013 when it has landmarks)."""
+        size = self.preprocess.image_size
+        crops = [face_crop(gray, f, size, self.preprocess.face_margin) for f in faces]
         probs = self.classify_crops(crops, tta=tta)
-        return [self._prediction(b, p, whole_image) for b, p in zip(boxes, probs)]
+        return [self._prediction(f, p, whole_image) for f, p in zip(faces, probs)]
 
     def predict(self, image, detector: FaceDetector | None = None, tta: bool = True,
                 whole_image_if_no_face: bool = False, channel_order: str = "RGB") -> list[FacePrediction]:
         """An image (path, bytes, PIL, or numpy RGB/BGR/gray) -> one prediction per detected face, largest first.
 
-        With no face found, returns [] unless ``whole_image_if_no_face`` (then the whole image is one face,
-        as for a pre-cropped FER2013 image).
+        With no face found, the whole image is classified as one face if ``whole_image_if_no_face`` or if the
+        image is at most SMALL_IMAGE_SIDE pixels long (a pre-cropped face); otherwise the result is [].
         """
         rgb = load_image(image, channel_order=channel_order)
         gray = to_gray(rgb)
-        detector = detector or HaarFaceDetector()
-        boxes = detector.detect(gray)
-        if not boxes and whole_image_if_no_face:
-            return self.classify_boxes(gray, [(0, 0, gray.shape[1], gray.shape[0])], tta=tta, whole_image=True)
-        return self.classify_boxes(gray, boxes, tta=tta)
+        detector = detector or make_detector()
+        faces = detector.detect(gray)
+        if not faces and (whole_image_if_no_face or max(gray.shape) <= SMALL_IMAGE_SIDE):
+            whole = Face((0, 0, gray.shape[1], gray.shape[0]))
+            return self.classify_faces(gray, [whole], tta=tta, whole_image=True)
+        return self.classify_faces(gray, faces, tta=tta)
 
-    def _prediction(self, box: Box, probs: np.ndarray, whole_image: bool = False) -> FacePrediction:
+    def _prediction(self, face: Face, probs: np.ndarray, whole_image: bool = False) -> FacePrediction:
         top = int(np.argmax(probs))
-        return FacePrediction(box=tuple(int(v) for v in box),
-                              probabilities={n: float(p) for n, p in zip(self.class_names, probs)},
+        return FacePrediction(face=face, probabilities={n: float(p) for n, p in zip(self.class_names, probs)},
                               label=self.class_names[top], confidence=float(probs[top]), whole_image=whole_image)

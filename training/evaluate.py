@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from fer_core.checkpoint import DEFAULT_WEIGHTS, CheckpointError
 from fer_core.evaluation import evaluate_folder
+from fer_core.face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from fer_core.inference import NO_TTA_HELP, Predictor
 from fer_core.labels import UnknownClassError
 
@@ -29,6 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tta", action="store_true", help=NO_TTA_HELP)
     p.add_argument("--detect-faces", action="store_true",
                    help="images are whole photos: detect faces and classify the largest; no face counts as wrong")
+    p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR, help=f"with --detect-faces: {DETECTOR_HELP}")
     p.add_argument("--min-face-size", type=int, default=20, help="with --detect-faces: smallest face in pixels (default: %(default)s)")
     p.add_argument("--split", default="", help="name of the data split, recorded in the JSON (e.g. 'FER2013 PublicTest')")
     p.add_argument("--json", dest="json_out", help="write the results as JSON to this file")
@@ -49,7 +51,7 @@ def main(args: argparse.Namespace) -> dict:
 
     try:
         result = evaluate_folder(predictor, args.folder, detect_faces=args.detect_faces, tta=not args.no_tta,
-                                 min_face_size=args.min_face_size, progress=progress,
+                                 min_face_size=args.min_face_size, detector=args.detector, progress=progress,
                                  split=args.split or Path(args.folder).name)
     except (FileNotFoundError, UnknownClassError, ValueError) as e:
         sys.exit(f"error: {e}")
