@@ -7,6 +7,7 @@ Decoded 48x48 arrays can be cached on disk so an epoch never re-decodes 28k JPEG
 from __future__ import annotations
 
 import hashlib
+import re
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,3 +150,49 @@ def load_split(data: str | Path, split: str, size: int = 48, cache_dir: str | Pa
     if data.suffix.lower() == ".csv":
         return read_fer2013_csv(data, split)
     return load_face_arrays(list_labelled_folder(resolve_split_dir(data, split)), size, cache_dir)
+
+
+# A person's photos share the file-name stem up to its last "_<digits>" (CFEE: cfee_id<subject>_<index>.jpg).
+_PERSON_SUFFIX = re.compile(r"_\d+$")
+PERSON_SPLITS = ("all", "train", "test")
+
+
+def person_of(path: str | Path) -> str:
+    """The person a photo shows, from its file name: ``cfee_id113_0113.jpg`` -> ``cfee_id113``."""
+    return _PERSON_SUFFIX.sub("", Path(path).stem)
+
+
+def split_by_person(files: LabelledFiles, part: str, test_fraction: float = 0.3, seed: int = 0) -> LabelledFiles:
+    """The ``train`` or ``test`` people of a labelled set (``all``: every file), never one person in both.
+
+    People are shuffled with ``seed`` and the first ``test_fraction`` of them are the test people, so the same
+    arguments always give the same split, in training and in evaluation.
+    """
+    if part == "all":
+        return files
+    if part not in PERSON_SPLITS:
+        raise ValueError(f"person split must be one of {PERSON_SPLITS}, got {part!r}")
+    people = sorted({person_of(p) for p in files.paths})
+    order = np.random.default_rng(seed).permutation(len(people))
+    test = {people[i] for i in order[: int(round(test_fraction * len(people)))]}
+    keep = [i for i, p in enumerate(files.paths) if (person_of(p) in test) == (part == "test")]
+    return LabelledFiles([files.paths[i] for i in keep], files.labels[keep])
+
+
+def detect_face_arrays(files: LabelledFiles, size: int = 48, detector: str = "retinaface") -> FaceArrays:
+    """Whole labelled photos -> the largest face of each, cropped exactly as the app crops it
+    (:func:`fer_core.alignment.face_crop`), as (N, size, size) uint8. Photos without a face are left out."""
+    from .alignment import face_crop  # here: alignment imports this module's neighbours, not the reverse
+    from .face_detection import make_detector
+
+    finder = make_detector(detector)
+    images, labels = [], []
+    for path, label in zip(files.paths, files.labels):
+        gray = decode_gray(path)
+        faces = finder.detect(gray)
+        if faces:
+            images.append(face_crop(gray, faces[0], size))
+            labels.append(label)
+    if not images:
+        raise ValueError("No face was found in any of the photos.")
+    return FaceArrays(np.stack(images), np.asarray(labels, dtype=np.int64))

@@ -14,7 +14,7 @@ import numpy as np
 from .datasets import LabelledFiles, list_labelled_folder
 from .alignment import face_crop
 from .face_detection import DEFAULT_DETECTOR, make_detector
-from .images import ImageLoadError, load_image
+from .images import ImageLoadError, load_image, rotate_image
 from .inference import Predictor
 from .metrics import classification_summary, report_text
 from .preprocessing import to_gray
@@ -34,12 +34,13 @@ class EvaluationResult:
 
 def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: bool = False, tta: bool = True,
                    min_face_size: int = 20, chunk: int = 256, progress: Progress | None = None,
-                   split: str = "", detector: str = DEFAULT_DETECTOR) -> EvaluationResult:
+                   split: str = "", detector: str = DEFAULT_DETECTOR, rotate: float = 0.0) -> EvaluationResult:
     """Classify every file and score it against its folder label.
 
     Without ``detect_faces`` each image is a pre-cropped face. With it, the largest detected face is
     classified, cropped exactly as the app crops it (:func:`fer_core.alignment.face_crop`); images with no
-    face (or that cannot be read) count as wrong and are counted. ``detector`` names the backend.
+    face (or that cannot be read) count as wrong and are counted. ``detector`` names the backend; ``rotate``
+    rolls every image by that many degrees first (a robustness test: tilted heads).
     """
     names = predictor.class_names
     finder = make_detector(detector, min_face_size=min_face_size) if detect_faces else None
@@ -54,7 +55,7 @@ def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: boo
                    "probabilities": None, "error": None}
             records.append(rec)
             try:
-                gray = to_gray(load_image(path))
+                gray = rotate_image(to_gray(load_image(path)), rotate)
             except ImageLoadError as e:
                 rec["error"] = str(e)
                 unreadable += 1
@@ -85,6 +86,7 @@ def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: boo
         "tta": tta,
         "detect_faces": detect_faces,
         "detector": detector if detect_faces else None,
+        "rotate_degrees": rotate,
         "split": split,
     })
     return EvaluationResult(summary, records, report_text(files.labels, y_pred, names))

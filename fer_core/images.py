@@ -86,3 +86,19 @@ def load_image(source, channel_order: str = "RGB") -> np.ndarray:
         raise ImageLoadError(f"{name}: not an image file (or a format that cannot be read).") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageLoadError(f"{name}: the image is damaged or truncated ({e}).") from None
+
+
+def rotate_image(image: np.ndarray, degrees: float) -> np.ndarray:
+    """``image`` rolled by ``degrees`` (counter-clockwise) about its centre, on a canvas grown to hold all of it
+    (the corners are filled with the nearest edge pixels). Used to test how the pipeline copes with tilted heads."""
+    if degrees % 360 == 0:
+        return image
+    import cv2
+
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = int(round(h * sin + w * cos)), int(round(h * cos + w * sin))
+    m[0, 2] += nw / 2 - w / 2
+    m[1, 2] += nh / 2 - h / 2
+    return cv2.warpAffine(image, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

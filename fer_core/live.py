@@ -1,6 +1,6 @@
 """Live video: the per-frame processor behind the webcam page, its session log, and a latency benchmark.
 
-One :class:`LiveProcessor` serves one video stream. It owns the stateful parts (an OpenCV detector,
+One :class:`LiveProcessor` serves one video stream. It owns the stateful parts (a face detector,
 the face tracker, the smoothing state); the :class:`~fer_core.inference.Predictor` is shared read-only.
 ``process()`` runs in the stream's worker thread; ``latest()`` and ``update_settings()`` may be called from
 any other thread (the page's UI loop): results cross threads under a lock, never through Streamlit.
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .drawing import draw_face
-from .face_detection import Box, HaarFaceDetector
+from .face_detection import DEFAULT_DETECTOR, DETECTORS, Box, Face, FaceDetector, make_detector
 from .inference import Predictor
 from .labels import EMOTIONS
 from .preprocessing import to_gray
@@ -44,6 +44,7 @@ class LiveSettings:
     """What the user controls on the live page, plus the speed trade-offs (defaults suit a 2-core CPU)."""
 
     min_face_size: int = 60  # pixels of the (640x480) frame; smaller faces are ignored
+    detector: str = DEFAULT_DETECTOR  # fer_core.face_detection.DETECTORS
     smoothing: float = 0.6  # EMA strength in [0, 1); 0 = off
     show_probabilities: bool = True  # draw the 7 bars beside each face
     mirror: bool = True  # flip horizontally (selfie view) before anything else
@@ -55,6 +56,8 @@ class LiveSettings:
     torch_threads: int = 1  # intra-op threads of the model in the stream's thread (see LiveProcessor)
 
     def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
         if self.min_face_size < 1:
             raise ValueError(f"min_face_size must be >= 1 pixel, got {self.min_face_size}")
         if not 0.0 <= self.smoothing < 1.0:
@@ -193,7 +196,8 @@ class LiveProcessor:
         self._lock = threading.Lock()
         self._settings = settings
         self._applied: LiveSettings | None = None
-        self._detector: HaarFaceDetector | None = None
+        self._detector: FaceDetector | None = None
+        self._faces: dict[int, Face] = {}  # track ID -> its latest detection (box + landmarks for alignment)
         self._tracker = FaceTracker(max_missed=settings.forget_missed)
         self._smoother = ExponentialSmoother(settings.smoothing)
         self._latest: LiveResult | None = None
@@ -221,8 +225,9 @@ class LiveProcessor:
 
     def _apply(self, s: LiveSettings) -> None:
         old = self._applied
-        if old is None or (old.min_face_size, old.detect_max_side) != (s.min_face_size, s.detect_max_side):
-            self._detector = HaarFaceDetector(min_face_size=s.min_face_size, max_side=s.detect_max_side)
+        key = (s.detector, s.min_face_size, s.detect_max_side)
+        if old is None or (old.detector, old.min_face_size, old.detect_max_side) != key:
+            self._detector = make_detector(s.detector, min_face_size=s.min_face_size, max_side=s.detect_max_side)
         self._tracker.max_missed = s.forget_missed
         self._smoother.strength = s.smoothing
         self._applied = s
@@ -238,6 +243,7 @@ class LiveProcessor:
         height, width = image.shape[:2]
         if self._geometry != (image.shape, s.mirror):
             self._tracker.reset()  # boxes of another frame size or orientation mean nothing here
+            self._faces.clear()
             self._smoother.reset()
             self._geometry = (image.shape, s.mirror)
 
@@ -248,21 +254,24 @@ class LiveProcessor:
             following = any(t.missed == 0 for t in self._tracker.tracks)
             if self._frame_index % s.detect_every == 0 or not following:
                 td = self._clock()
-                self._tracker.update(self._detector.detect(gray))
+                detected = self._detector.detect(gray)
+                self._faces.update(zip(self._tracker.update([f.box for f in detected]), detected))
                 detect_ms = (self._clock() - td) * 1000
             shown = [(t.track_id, _clip_box(t.box, width, height)) for t in self._tracker.tracks
                      if t.missed <= s.hold_missed]
-            shown = [(i, b) for i, b in shown if b is not None]
+            shown = [(i, Face(b, self._faces[i].score, self._faces[i].landmarks)) for i, b in shown if b is not None]
             tc = self._clock()
-            predictions = self.predictor.classify_boxes(gray, [b for _, b in shown], tta=s.tta)
+            predictions = self.predictor.classify_faces(gray, [f for _, f in shown], tta=s.tta)
             classify_ms = (self._clock() - tc) * 1000
             names = self.predictor.class_names
-            for (face_id, box), pred in zip(shown, predictions):
+            for (face_id, face), pred in zip(shown, predictions):
                 probs = self._smoother.update(face_id, np.array([pred.probabilities[n] for n in names]))
                 top = int(np.argmax(probs))
-                faces.append(LiveFace(face_id, box, names[top], float(probs[top]),
+                faces.append(LiveFace(face_id, face.box, names[top], float(probs[top]),
                                       {n: float(p) for n, p in zip(names, probs)}))
-            self._smoother.keep_only(t.track_id for t in self._tracker.tracks)
+            followed = {t.track_id for t in self._tracker.tracks}
+            self._smoother.keep_only(followed)
+            self._faces = {i: f for i, f in self._faces.items() if i in followed}
             for face in faces:
                 draw_face(image, face.box, face.caption, face.label,
                           face.probabilities if s.show_probabilities else None, bgr=True)

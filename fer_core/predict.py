@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .checkpoint import DEFAULT_WEIGHTS, CheckpointError
 from .datasets import IMAGE_SUFFIXES
-from .face_detection import HaarFaceDetector
+from .face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS, make_detector
 from .images import ImageLoadError
 from .inference import NO_TTA_HELP, Predictor
 
@@ -26,7 +26,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text lines")
     p.add_argument("--no-tta", action="store_true", help=NO_TTA_HELP)
-    p.add_argument("--min-face-size", type=int, default=40, help="smallest face to detect, in pixels (default: %(default)s)")
+    p.add_argument("--min-face-size", type=int, default=20, help="smallest face to detect, in pixels (default: %(default)s)")
+    p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR, help=DETECTOR_HELP)
     p.add_argument("--whole-image", action="store_true",
                    help="when no face is detected, classify the whole image as one face (pre-cropped faces)")
     return p
@@ -48,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    detector = HaarFaceDetector(min_face_size=args.min_face_size)
+    detector = make_detector(args.detector, min_face_size=args.min_face_size)
     results, failures = [], 0
     for path in expand_paths(args.paths):
         try:

@@ -6,8 +6,8 @@ Only the Streamlit pages import this module (it imports streamlit); the rest of 
   sessions through ``st.cache_resource``; its inference runs under ``torch.no_grad`` on an eval-mode
   model and mutates nothing, so concurrent sessions can call it safely. It is keyed on the weights
   file's path and modification time, so replacing ``artifacts/model.pt`` loads the new model.
-* :class:`~fer_core.face_detection.HaarFaceDetector` wraps an OpenCV cascade, which is stateful:
-  each session gets its own, kept in ``st.session_state``.
+* Face detectors may hold state (Haar wraps an OpenCV cascade): each session gets its own, kept in
+  ``st.session_state`` (RetinaFace's ONNX Runtime session inside it is shared and thread-safe).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import streamlit as st
 
 from .artifacts import ARTIFACTS_ENV, WEIGHTS_NAME, artifact_path
 from .checkpoint import CheckpointError
-from .face_detection import HaarFaceDetector
+from .face_detection import DEFAULT_DETECTOR, DETECTORS, FaceDetector, make_detector
 from .inference import Predictor
 
 
@@ -55,12 +55,23 @@ def require_predictor() -> Predictor:
         st.stop()
 
 
-def session_detector(min_face_size: int) -> HaarFaceDetector:
-    """This session's Haar face detector for ``min_face_size`` pixels (created once per session and size)."""
+DETECTOR_LABELS = {"retinaface": "RetinaFace (CNN, landmarks + alignment)", "haar": "Haar cascade (OpenCV, no alignment)"}
+DETECTOR_CHOICE_HELP = ("RetinaFace finds tilted, small and dark faces, gives five landmarks and lets each face be "
+                        "rotated upright and framed like the training faces. Haar is the older OpenCV fallback.")
+
+
+def detector_choice(key: str = "detector", container=st) -> str:
+    """A select box of the face detectors (RetinaFace first, the default); returns the backend name."""
+    return container.selectbox("Face detector", DETECTORS, index=DETECTORS.index(DEFAULT_DETECTOR),
+                               format_func=DETECTOR_LABELS.get, key=key, help=DETECTOR_CHOICE_HELP)
+
+
+def session_detector(min_face_size: int, name: str = DEFAULT_DETECTOR) -> FaceDetector:
+    """This session's face detector of backend ``name`` for ``min_face_size`` pixels (created once per session)."""
     detectors = st.session_state.setdefault("_fer_detectors", {})
-    if min_face_size not in detectors:
-        detectors[min_face_size] = HaarFaceDetector(min_face_size=min_face_size)
-    return detectors[min_face_size]
+    if (name, min_face_size) not in detectors:
+        detectors[(name, min_face_size)] = make_detector(name, min_face_size=min_face_size)
+    return detectors[(name, min_face_size)]
 
 
 def weights_version() -> tuple[str, int] | None:

@@ -8,7 +8,7 @@ import streamlit as st
 
 from fer_core.plots import probability_bars
 from fer_core.results import analyse_image, face_rows, results_csv, results_json
-from fer_core.ui import require_predictor, session_detector
+from fer_core.ui import detector_choice, require_predictor, session_detector
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
 
@@ -24,8 +24,9 @@ with st.sidebar:
     tta = st.toggle("Test-time augmentation", value=True,
                     help="Average the predictions of six views of each face: as is and mirrored, each also zoomed in and out "
                          "by 10 % (about one point more accurate, six times the model time).")
-    min_face = st.slider("Minimum face size (pixels)", min_value=20, max_value=300, value=40, step=10,
+    min_face = st.slider("Minimum face size (pixels)", min_value=20, max_value=300, value=20, step=10,
                          help="Smaller faces are ignored. Raise it to skip faces in the background.")
+    detector_name = detector_choice()
 
 uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, TIFF)", type=IMAGE_TYPES, accept_multiple_files=True,
                            key="uploads")
@@ -33,7 +34,7 @@ if not uploads:
     st.info("Upload one or more images to see the expression of every face in them.")
     st.stop()
 
-detector = session_detector(min_face)
+detector = session_detector(min_face, detector_name)
 # Results are kept for this session only, per file and options, so a rerun (any click) does not redo them.
 done = st.session_state.setdefault("_upload_results", {})
 current = {up.file_id for up in uploads}
@@ -42,7 +43,7 @@ for key in [k for k in done if k[0] not in current]:
 results = []
 for up in uploads:
     whole = st.session_state.get(f"whole_{up.file_id}", False)
-    key = (up.file_id, tta, min_face, whole, id(predictor))  # a reloaded model invalidates old results
+    key = (up.file_id, tta, min_face, detector_name, whole, id(predictor))  # a reloaded model invalidates old results
     if key not in done:
         done[key] = analyse_image(predictor, detector, up.getvalue(), up.name, tta=tta,
                                   whole_image_if_no_face=whole)
@@ -63,8 +64,7 @@ for up, r in zip(uploads, results):
         if not r.faces or r.faces[0].whole_image:
             if not r.faces:
                 st.warning(f"No face found in {r.name} (minimum face size {min_face} px). If the image is a "
-                           "close-up of one face, classify the whole image as that face; otherwise try a smaller "
-                           "minimum face size.")
+                           "close-up of one face, classify the whole image as that face.")
             st.checkbox("Classify the whole image as one face", key=whole_key)
         left, right = st.columns([3, 2])
         left.image(r.annotated, caption=f"{r.size[0]}x{r.size[1]} px", width="content")

@@ -15,7 +15,7 @@ from streamlit_webrtc import VideoProcessorBase, WebRtcMode, webrtc_streamer
 
 from fer_core.live import LiveProcessor, LiveResult, LiveSettings, SessionLog, parse_rtc_configuration
 from fer_core.plots import timeline_figure
-from fer_core.ui import require_predictor
+from fer_core.ui import detector_choice, require_predictor
 
 RTC_ENV = "FER_RTC_CONFIGURATION"  # JSON {"iceServers": [...]} for remote deployments (see README)
 RTC_SECRET = "rtc_configuration"  # same, as a [rtc_configuration] table in .streamlit/secrets.toml
@@ -71,6 +71,7 @@ with st.sidebar:
         detect_every = st.slider("Search for faces every k-th frame", min_value=1, max_value=5, value=2,
                                  help="Between searches the followed faces are classified at their last position. "
                                       "With no face in view every frame is searched.")
+        live_detector = detector_choice("live_detector")
         st.caption("Faces are searched on the frame reduced to 320 px; the model runs on all faces in one batch.")
     rtc, rtc_source = rtc_configuration()
     with st.expander("Connection"):
@@ -79,7 +80,7 @@ with st.sidebar:
                    f"`st.secrets['{RTC_SECRET}']` (see the README).")
 
 settings = LiveSettings(min_face_size=min_face, smoothing=smoothing, show_probabilities=show_probabilities,
-                        mirror=mirror, tta=tta, detect_every=detect_every)
+                        mirror=mirror, tta=tta, detect_every=detect_every, detector=live_detector)
 # Rows of what was seen since the last START; kept after STOP so that it can be downloaded.
 log: SessionLog = st.session_state.setdefault("live_session_log", SessionLog(class_names=predictor.class_names))
 

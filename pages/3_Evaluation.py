@@ -14,7 +14,8 @@ from fer_core.images import ImageLoadError
 from fer_core.labels import UnknownClassError
 from fer_core.plots import confusion_matrix_figure, per_class_f1_figure, training_curves_figure
 from fer_core.report import NO_FACE, cell_records, classification_table, most_confused
-from fer_core.ui import get_predictor, shared_results, weights_version
+from fer_core.face_detection import DEFAULT_DETECTOR
+from fer_core.ui import detector_choice, get_predictor, shared_results, weights_version
 
 GALLERY_SIZE = 24
 
@@ -165,7 +166,8 @@ detect = c1.checkbox("Images are whole photos: detect faces", value=False, key="
 own_tta = c2.toggle("Test-time augmentation", value=True, key="own_tta",
                     help="Average six views of each face (mirrored, zoomed in and out).")
 own_min_face = c3.slider("Minimum face size (pixels)", 20, 300, 20, step=10, key="own_min_face", disabled=not detect)
-options = dict(detect_faces=detect, tta=own_tta, min_face_size=own_min_face)
+own_detector = detector_choice("own_detector", c1) if detect else DEFAULT_DETECTOR
+options = dict(detect_faces=detect, tta=own_tta, min_face_size=own_min_face, detector=own_detector)
 
 folder_tab, zip_tab = st.tabs(["Folder on the server", "Upload a zip"])
 with folder_tab:

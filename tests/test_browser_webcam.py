@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_core.face_detection import HaarFaceDetector
+from fer_core.face_detection import make_detector
 from fer_core.images import load_image
 from fer_core.labels import EMOTIONS
 from fer_core.live import canvas_from_photos
@@ -59,7 +59,7 @@ def test_y4m_writer_round_trips_through_opencv(tmp_path):
 @pytest.fixture
 def fake_camera(tmp_path, photos_dir) -> Path:
     """A looping 640x480, 10 fps .y4m 'webcam' showing one real face photo."""
-    detector = HaarFaceDetector(min_face_size=60)
+    detector = make_detector(min_face_size=60, max_side=320)
     for photo in sorted((photos_dir / "happy").glob("*.jpg")):
         frame = canvas_from_photos([load_image(photo)])
         if len(detector.detect(to_gray(frame))) == 1:

@@ -13,7 +13,7 @@ from sklearn.metrics import classification_report
 
 from fer_core.archive import ArchiveError, evaluate_zip, extracted_labelled_zip, list_labelled_zip, record_image
 from fer_core.artifacts import ArtifactError, model_overview, read_eval_summary, read_history, read_model_card
-from fer_core.face_detection import HaarFaceDetector
+from fer_core.face_detection import make_detector
 from fer_core.labels import EMOTIONS, UnknownClassError
 from fer_core.metrics import classification_summary
 from fer_core.plots import confusion_matrix_figure, per_class_f1_figure, probability_bars, training_curves_figure
@@ -148,7 +148,7 @@ def test_figures_show_the_numbers_in_label_order():
 
 def test_analyse_real_photo_and_bad_file_then_export(predictor, photos_dir):
     photo = next(p for p in sorted((photos_dir / "happy").iterdir()) if p.suffix.lower() == ".jpg")
-    detector = HaarFaceDetector()
+    detector = make_detector()
     good = analyse_image(predictor, detector, photo.read_bytes(), photo.name, tta=False)
     bad = analyse_image(predictor, detector, b"GIF89a truncated", "broken.gif")
     assert good.error is None and len(good.faces) >= 1 and good.annotated.shape[2] == 3
@@ -168,7 +168,7 @@ def test_analyse_real_photo_and_bad_file_then_export(predictor, photos_dir):
 
 def test_blank_image_has_no_face_unless_whole_image_requested(predictor):
     blank = cv2.imencode(".png", np.full((120, 120), 128, np.uint8))[1].tobytes()
-    detector = HaarFaceDetector()
+    detector = make_detector()
     assert analyse_image(predictor, detector, blank, "blank.png").faces == []
     whole = analyse_image(predictor, detector, blank, "blank.png", whole_image_if_no_face=True).faces
     assert len(whole) == 1 and whole[0].whole_image and whole[0].box == (0, 0, 120, 120)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from fer_core.datasets import list_labelled_folder, load_face_arrays
-from fer_core.face_detection import HaarFaceDetector
+from fer_core.face_detection import make_detector
 from fer_core.images import ImageLoadError, load_image
 from fer_core.inference import TTA_ZOOMS, predict_probabilities, tta_views, zoom
 from fer_core.labels import EMOTIONS
@@ -23,7 +23,7 @@ def _photo(photos_dir, name="happy"):
 
 def _first_detectable(photos_dir, predictor, folder="happy"):
     for path in sorted((photos_dir / folder).glob("*.jpg")):
-        if HaarFaceDetector().detect(to_gray(load_image(path))):
+        if make_detector().detect(to_gray(load_image(path))):
             return path
     pytest.fail(f"no face detected in any photo of {photos_dir / folder}")
 
@@ -56,7 +56,7 @@ def test_crop_face_clips_to_image():
 
 
 def test_real_photos_give_a_face_with_7_probabilities(photos_dir, predictor):
-    detector = HaarFaceDetector()
+    detector = make_detector()
     found = 0
     paths = [p for d in sorted(photos_dir.iterdir()) for p in sorted(d.glob("*.jpg"))[:2]]
     for path in paths:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_core.face_detection import HaarFaceDetector
+from fer_core.face_detection import make_detector
 from fer_core.images import load_image
 from fer_core.labels import EMOTIONS
 from fer_core.live import (LiveProcessor, LiveSettings, SessionLog, canvas_from_photos, measure_frame_latency,
@@ -20,7 +20,7 @@ from fer_core.preprocessing import to_gray
 
 def _one_face_photos(photos_dir: Path, k: int) -> list[np.ndarray]:
     """The first k photos (sorted, happy then surprise) in which the detector finds exactly one face."""
-    detector = HaarFaceDetector(min_face_size=60)
+    detector = make_detector(min_face_size=60, max_side=320)  # as the live processor's defaults
     found = []
     for path in sorted((photos_dir / "happy").glob("*.jpg")) + sorted((photos_dir / "surprise").glob("*.jpg")):
         rgb = load_image(path)
@@ -147,7 +147,9 @@ def test_smoothing_off_shows_the_raw_model_output(predictor, one_face_frame):
     processor = LiveProcessor(predictor, LiveSettings(mirror=False, smoothing=0.0))
     processor.process(one_face_frame)
     face = processor.latest().faces[0]
-    raw = predictor.classify_boxes(to_gray(one_face_frame, "BGR"), [face.box], tta=False)[0]
+    gray = to_gray(one_face_frame, "BGR")
+    raw = predictor.classify_faces(gray, make_detector(min_face_size=60, max_side=320).detect(gray), tta=False)[0]
+    assert raw.box == face.box
     for name in EMOTIONS:
         assert face.probabilities[name] == pytest.approx(raw.probabilities[name], abs=1e-5)
 

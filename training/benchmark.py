@@ -3,10 +3,12 @@
     python -m training.benchmark                 # all measurements
     python -m training.benchmark --skip-training
 
-Reports: classifier ms per face (batch 1 on one thread, and batched on all threads),
-end-to-end ms per 640x480 frame with one face (Haar detection + classification, with and
-without TTA, and through the live webcam page's processor), and training seconds per FER2013 epoch with the default recipe (extrapolated
-from timed steps of the real training loop on random data).
+Reports: classifier ms per face (batch 1 on one thread, and batched on all threads); each face detector
+(RetinaFace, Haar; on full 640x480 frames and on 320 px copies): ms per frame and faces found in the whole
+photos of ../shared/data/cfee, upright and rolled by +-20 and +-40 degrees; end-to-end ms per 640x480 frame
+with one face (detection + alignment + classification, with and without TTA, and through the live webcam
+page's processor); and training seconds per FER2013 epoch with the default recipe (extrapolated from timed
+steps of the real training loop on random data).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import numpy as np
 import torch
 
 from fer_core.checkpoint import DEFAULT_WEIGHTS
-from fer_core.datasets import SHARED_DATA
-from fer_core.face_detection import HaarFaceDetector
-from fer_core.images import load_image
+from fer_core.datasets import SHARED_DATA, decode_gray, list_labelled_folder
+from fer_core.face_detection import DEFAULT_DETECTOR, make_detector
+from fer_core.images import load_image, rotate_image
 from fer_core.inference import Predictor, predict_probabilities
 from fer_core.live import LiveSettings, canvas_from_photos, measure_frame_latency
 from fer_core.model import build_model
@@ -34,7 +36,11 @@ from .train import class_weights, get_args_parser as train_args, make_optimizer,
 
 FER_TRAIN_IMAGES = 28_709
 PHOTOS = SHARED_DATA / "photos"
+CFEE = SHARED_DATA / "cfee"
 DETECTOR_SETTINGS = ((40, 640), (60, 320))  # (min face px, detect on frames downscaled to <= this side)
+# (backend, detect on frames downscaled to <= this side) compared by bench_detectors
+DETECTOR_BACKENDS = (("retinaface", 640), ("retinaface", 320), ("haar", 640), ("haar", 320))
+ROLLS = (0, -20, 20, -40, 40)  # degrees
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -43,6 +49,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=50, help="timed repetitions per measurement (default: %(default)s)")
     p.add_argument("--photo", default="", help="a photo with one face for the frame benchmark (default: first detectable photo in ../shared/data/photos)")
     p.add_argument("--skip-training", action="store_true", help="skip the training-speed measurement")
+    p.add_argument("--detection-set", default=str(CFEE),
+                   help="labelled folder of whole photos for the detectors' detection rates (default: %(default)s)")
+    p.add_argument("--detection-every", type=int, default=1,
+                   help="use every k-th photo of --detection-set, for a quicker run (default: %(default)s)")
     p.add_argument("--train-steps", type=int, default=15, help="timed training steps (default: %(default)s)")
     return p
 
@@ -63,7 +73,7 @@ def find_face_frame(explicit: str) -> np.ndarray | None:
     """A 640x480 RGB frame (fer_core.live.canvas_from_photos) from the first photo in which every benchmarked
     detector setting finds exactly one face."""
     candidates = [Path(explicit)] if explicit else sorted(PHOTOS.glob("*/*.jpg")) if PHOTOS.is_dir() else []
-    detectors = [HaarFaceDetector(min_face_size=m, max_side=s) for m, s in DETECTOR_SETTINGS]
+    detectors = [make_detector(DEFAULT_DETECTOR, min_face_size=m, max_side=s) for m, s in DETECTOR_SETTINGS]
     for path in candidates:
         frame = canvas_from_photos([load_image(path)])
         if all(len(d.detect(to_gray(frame))) == 1 for d in detectors):
@@ -90,11 +100,11 @@ def bench_frame(predictor: Predictor, frame: np.ndarray | None, repeats: int) ->
         print("frame benchmark skipped: no photo with exactly one detectable face (pass --photo)")
         return
     for min_face, max_side in DETECTOR_SETTINGS:
-        detector = HaarFaceDetector(min_face_size=min_face, max_side=max_side)
+        detector = make_detector(DEFAULT_DETECTOR, min_face_size=min_face, max_side=max_side)
         det, _ = timed(lambda: detector.detect(to_gray(frame)), repeats)
         for tta in (False, True):
             med, p90 = timed(lambda: predictor.predict(frame, detector, tta=tta), repeats)
-            print(f"640x480 frame, 1 face, predict(): detector min {min_face}px on <= {max_side}px, TTA "
+            print(f"640x480 frame, 1 face, predict(): {DEFAULT_DETECTOR} min {min_face}px on <= {max_side}px, TTA "
                   f"{'on ' if tta else 'off'}: {med:6.1f} ms end-to-end (detection {det:.1f} ms; p90 {p90:.1f}) "
                   f"-> {1000 / med:.1f} FPS")
     bgr = np.ascontiguousarray(frame[:, :, ::-1])
@@ -104,6 +114,28 @@ def bench_frame(predictor: Predictor, frame: np.ndarray | None, repeats: int) ->
               f"min face {settings.min_face_size}px, TTA {'on' if settings.tta else 'off'}, {r['torch_threads']} thread): "
               f"{r['ms_per_frame_mean']:.1f} ms/frame mean, p90 {r['ms_per_frame_p90']:.1f} -> {r['fps']:.0f} FPS "
               f"(detection {r['detect_ms_mean']} ms, model {r['classify_ms_mean']} ms, {r['faces']} face)")
+
+
+def bench_detectors(folder: str, every: int, frame: np.ndarray | None, repeats: int) -> None:
+    """Each backend side by side: ms per 640x480 frame (one thread) and faces found per photo, upright and rolled."""
+    try:
+        files = list_labelled_folder(folder)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"detector benchmark skipped: {e}")
+        return
+    grays = [decode_gray(p) for p in files.paths[::every]]
+    for name, max_side in DETECTOR_BACKENDS:
+        detector = make_detector(name, min_face_size=20, max_side=max_side)
+        speed = ""
+        if frame is not None:
+            gray = to_gray(frame)
+            med, p90 = timed(lambda: detector.detect(gray), repeats)
+            speed = f"{med:5.1f} ms/frame (p90 {p90:.1f}); "
+        found = []
+        for roll in ROLLS:
+            hits = sum(bool(detector.detect(rotate_image(g, roll))) for g in grays)
+            found.append(f"{roll:+d} deg {hits}/{len(grays)}")
+        print(f"detector {name} on <= {max_side}px: {speed}faces found in {Path(folder).name}: {', '.join(found)}")
 
 
 def bench_training(steps: int) -> None:
@@ -132,7 +164,9 @@ def main(args: argparse.Namespace) -> None:
     predictor = Predictor.from_checkpoint(args.weights)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; weights {args.weights}")
     bench_classifier(predictor, args.repeats)
-    bench_frame(predictor, find_face_frame(args.photo), max(10, args.repeats // 2))
+    frame = find_face_frame(args.photo)
+    bench_detectors(args.detection_set, args.detection_every, frame, max(10, args.repeats // 2))
+    bench_frame(predictor, frame, max(10, args.repeats // 2))
     if not args.skip_training:
         bench_training(args.train_steps)
 

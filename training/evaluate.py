@@ -17,7 +17,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fer_core.checkpoint import DEFAULT_WEIGHTS, CheckpointError
-from fer_core.evaluation import evaluate_folder
+from fer_core.datasets import PERSON_SPLITS, list_labelled_folder, split_by_person
+from fer_core.evaluation import evaluate_files
 from fer_core.face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from fer_core.inference import NO_TTA_HELP, Predictor
 from fer_core.labels import UnknownClassError
@@ -32,6 +33,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="images are whole photos: detect faces and classify the largest; no face counts as wrong")
     p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR, help=f"with --detect-faces: {DETECTOR_HELP}")
     p.add_argument("--min-face-size", type=int, default=20, help="with --detect-faces: smallest face in pixels (default: %(default)s)")
+    p.add_argument("--person-split", choices=PERSON_SPLITS, default="all",
+                   help="evaluate only the 'train' or 'test' people of the folder (file names <person>_<n>.<ext>, e.g. "
+                        "CFEE's cfee_id<subject>_<n>.jpg), split as `training.train --photos` splits them (default: all)")
+    p.add_argument("--test-fraction", type=float, default=0.3,
+                   help="with --person-split: share of the people in the test part (default: %(default)s)")
+    p.add_argument("--rotate", type=float, default=0.0,
+                   help="roll every image by this many degrees before detection, to test tilted heads (default: 0)")
     p.add_argument("--split", default="", help="name of the data split, recorded in the JSON (e.g. 'FER2013 PublicTest')")
     p.add_argument("--json", dest="json_out", help="write the results as JSON to this file")
     p.add_argument("--with-images", action="store_true", help="include per-image predictions in the JSON")
@@ -50,15 +58,17 @@ def main(args: argparse.Namespace) -> dict:
         bar.update(done - bar.n)
 
     try:
-        result = evaluate_folder(predictor, args.folder, detect_faces=args.detect_faces, tta=not args.no_tta,
-                                 min_face_size=args.min_face_size, detector=args.detector, progress=progress,
-                                 split=args.split or Path(args.folder).name)
+        files = split_by_person(list_labelled_folder(args.folder), args.person_split, args.test_fraction)
+        result = evaluate_files(predictor, files, detect_faces=args.detect_faces, tta=not args.no_tta,
+                                min_face_size=args.min_face_size, detector=args.detector, rotate=args.rotate,
+                                progress=progress, split=args.split or Path(args.folder).name)
     except (FileNotFoundError, UnknownClassError, ValueError) as e:
         sys.exit(f"error: {e}")
     finally:
         bar.close()
     s = result.summary
     s["weights"] = str(args.weights)
+    s["person_split"] = args.person_split
     print(result.report)
     print(f"accuracy {s['accuracy']:.4f}  macro-F1 {s['macro_f1']:.4f}  images {s['n_images']}  "
           f"faces found {s['n_faces_found']}  TTA {'on' if s['tta'] else 'off'}")

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from fer_core.checkpoint import save_checkpoint
-from fer_core.datasets import FER_IMAGES, FaceArrays, load_split
+from fer_core.checkpoint import load_checkpoint, save_checkpoint
+from fer_core.datasets import (FER_IMAGES, FaceArrays, detect_face_arrays, list_labelled_folder, load_split,
+                               split_by_person)
 from fer_core.inference import predict_probabilities
 from fer_core.labels import EMOTIONS
 from fer_core.metrics import classification_summary
@@ -63,6 +64,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--cutmix-prob", type=float, default=0.5, help="share of mixed batches that use CutMix rather than mixup (default: %(default)s)")
     a("--optimizer", default="adamw", choices=["adamw", "sgd"], help="AdamW, or SGD with Nesterov momentum 0.9 (default: %(default)s)")
     a("--ema-decay", type=float, default=0.998, help="per-step decay of the weight EMA that is evaluated and shipped; 0 disables (default: %(default)s)")
+    a("--init-weights", default="", help="start from this checkpoint (fine-tuning) instead of random weights; its variant is used")
+    a("--photos", default="",
+      help="labelled folder of whole photos <dir>/<class>/<image> added to the training set: the largest face of each, "
+           "detected and aligned as the app does; only the 'train' people of the person split (see --photo-test-fraction)")
+    a("--photo-repeat", type=int, default=8, help="times each photo face is repeated per epoch (default: %(default)s)")
+    a("--photo-test-fraction", type=float, default=0.3,
+      help="share of the people in --photos held out for testing, never trained on; the same split as "
+           "`training.evaluate --person-split test` (default: %(default)s)")
     a("--limit-per-class", type=int, default=0, help="use at most N training images per class, for quick checks (default: all)")
     a("--limit-val", type=int, default=0, help="use a random N validation images, for quick checks (default: all)")
     a("--threads", type=int, default=0, help="torch CPU threads; 0 = all cores (default: %(default)s)")
@@ -104,6 +113,17 @@ def make_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.op
         return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
                                weight_decay=args.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+
+
+def add_photo_faces(args: argparse.Namespace, preprocess: PreprocessConfig) -> FaceArrays | None:
+    """The aligned faces of the training people of --photos (None without --photos)."""
+    if not args.photos:
+        return None
+    files = split_by_person(list_labelled_folder(args.photos), "train", args.photo_test_fraction)
+    faces = detect_face_arrays(files, preprocess.image_size)
+    print(f"photos: {len(faces)} faces from {len(files)} photos of the training people of {args.photos}, "
+          f"x{args.photo_repeat} per epoch", flush=True)
+    return faces
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -190,6 +210,10 @@ def main(args: argparse.Namespace) -> dict:
     if args.limit_val:
         keep = np.sort(np.random.default_rng(args.seed).permutation(len(val))[: args.limit_val])
         val = FaceArrays(val.images[keep], val.labels[keep])
+    photos = add_photo_faces(args, preprocess)
+    if photos is not None:
+        train = FaceArrays(np.concatenate([train.images, *[photos.images] * args.photo_repeat]),
+                           np.concatenate([train.labels, *[photos.labels] * args.photo_repeat]))
     counts = {name: int((train.labels == i).sum()) for i, name in enumerate(EMOTIONS)}
     print(f"train: {len(train)} images {counts}; validation: {len(val)} images", flush=True)
 
@@ -198,8 +222,16 @@ def main(args: argparse.Namespace) -> dict:
     train_y = torch.from_numpy(train.labels).to(device)
     val_x = faces_to_tensor(val.images, preprocess).to(device, memory_format=torch.channels_last)  # once, not per epoch
 
-    model = build_model(args.variant).to(device, memory_format=torch.channels_last)
-    n_params, macs = count_parameters(model), count_macs(build_model(args.variant), preprocess.image_size)
+    if args.init_weights:
+        model, _, names, init_meta = load_checkpoint(args.init_weights)
+        if tuple(names) != EMOTIONS:
+            raise SystemExit(f"{args.init_weights} has classes {names}, not {EMOTIONS}.")
+        args.variant = init_meta.get("variant", args.variant)
+        model = model.train().to(device, memory_format=torch.channels_last)
+        print(f"Starting from {args.init_weights} (variant {args.variant})", flush=True)
+    else:
+        model = build_model(args.variant).to(device, memory_format=torch.channels_last)
+    n_params, macs = count_parameters(model), count_macs(build_model(model.config), preprocess.image_size)
     print(f"Xception '{args.variant}': {n_params:,} parameters, {macs / 1e6:.1f} M MACs per face", flush=True)
     optimizer = make_optimizer(model, args)
     steps_per_epoch = len(train_y) // args.batch_size
@@ -274,6 +306,9 @@ def main(args: argparse.Namespace) -> dict:
                      "epochs_run": len(history), "selected_epoch": best.get("epoch"),
                      "selection": "highest validation accuracy (no TTA) of the EMA weights"},
         "data": {"source": str(args.data), "train_images": len(train), "train_class_counts": counts,
+                 "photos": ({"folder": str(args.photos), "people": "train split of fer_core.datasets.split_by_person",
+                             "test_fraction": args.photo_test_fraction, "faces": len(photos),
+                             "repeat": args.photo_repeat} if photos is not None else None),
                  "validation_images": len(val)},
         "validation": {"split": "FER2013 PublicTest (validation folder)", "tta": False, **best},
         "library_versions": library_versions(),
