@@ -27,9 +27,9 @@ from .preprocessing import PreprocessConfig, faces_to_tensor, to_gray
 TTA_ZOOMS = (1.0, 1.1, 0.9)
 TTA_VIEWS = 2 * len(TTA_ZOOMS)  # views per face, see tta_views
 NO_TTA_HELP = "disable test-time augmentation (mirror + zoom views, fer_core.inference.TTA_ZOOMS)"  # CLIs' --no-tta
-# An image no longer than this on its longer side is taken to be one face when no face is found in it
+# An image whose sides are all within this range (pixels) is taken to be one face when no face is found in it
 # (a pre-cropped face such as a 48x48 FER2013 image), without the user asking.
-SMALL_IMAGE_SIDE = 96
+FACE_CROP_SIDES = (24, 96)
 
 
 def zoom(batch: torch.Tensor, factor: float) -> torch.Tensor:
@@ -70,6 +70,12 @@ def predict_probabilities(model: nn.Module, batch: torch.Tensor, tta: bool = Tru
     if not out:
         return np.zeros((0, getattr(getattr(model, "config", None), "num_classes", 7)), np.float32)
     return torch.cat(out).cpu().numpy().astype(np.float32)
+
+
+def is_face_crop_sized(gray: np.ndarray) -> bool:
+    """True for an image the size of a pre-cropped face (every side within FACE_CROP_SIDES)."""
+    low, high = FACE_CROP_SIDES
+    return all(low <= side <= high for side in gray.shape[:2])
 
 
 @dataclass
@@ -130,13 +136,13 @@ class Predictor:
         """An image (path, bytes, PIL, or numpy RGB/BGR/gray) -> one prediction per detected face, largest first.
 
         With no face found, the whole image is classified as one face if ``whole_image_if_no_face`` or if the
-        image is at most SMALL_IMAGE_SIDE pixels long (a pre-cropped face); otherwise the result is [].
+        image has the size of a pre-cropped face (FACE_CROP_SIDES); otherwise the result is [].
         """
         rgb = load_image(image, channel_order=channel_order)
         gray = to_gray(rgb)
         detector = detector or make_detector()
         faces = detector.detect(gray)
-        if not faces and (whole_image_if_no_face or max(gray.shape) <= SMALL_IMAGE_SIDE):
+        if not faces and (whole_image_if_no_face or is_face_crop_sized(gray)):
             whole = Face((0, 0, gray.shape[1], gray.shape[0]))
             return self.classify_faces(gray, [whole], tta=tta, whole_image=True)
         return self.classify_faces(gray, faces, tta=tta)
