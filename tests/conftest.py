@@ -1,6 +1,9 @@
-"""Shared fixtures: data locations, the shipped predictor, a live `streamlit run app.py`, and Chromium.
+"""Shared fixtures: data locations, public-domain face photos, the shipped predictor, a live
+`streamlit run app.py`, and Chromium.
 
-Tests that need ../shared/data skip with a clear reason when it is absent.
+Pipeline, page and browser tests use ``face_photos``: real public-domain photographs built from scikit-image's
+bundled NASA astronaut portrait, so they run on a fresh machine. Only the accuracy-regression tests need
+``../shared/data`` (``$FER_SHARED_DATA`` overrides the location); they skip with a clear reason when it is absent.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import FacePhotos, write_face_photos
+
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("FER_SHARED_DATA") or ROOT.parent / "shared" / "data")
 FER_IMAGES = SHARED_DATA / "fer2013" / "images"
 PHOTOS = SHARED_DATA / "photos"
 SHIPPED_WEIGHTS = ROOT / "artifacts" / "model.pt"
@@ -39,14 +44,23 @@ def _restore_torch_threads():
 @pytest.fixture(scope="session")
 def photos_dir() -> Path:
     if not PHOTOS.is_dir():
-        pytest.skip(f"real photographs not available at {PHOTOS} (../shared/data is absent on this machine)")
+        pytest.skip(f"labelled photographs not available at {PHOTOS} (accuracy regression only; set FER_SHARED_DATA "
+                    "or put ../shared/data in place)")
     return PHOTOS
+
+
+@pytest.fixture(scope="session")
+def face_photos(tmp_path_factory) -> FacePhotos:
+    """Public-domain photos with exactly one face each (the NASA astronaut portrait and copies of it), as RGB
+    arrays and as JPEG files in a temporary folder. Needs nothing from ../shared."""
+    return write_face_photos(tmp_path_factory.mktemp("face_photos"))
 
 
 @pytest.fixture(scope="session")
 def fer_images_dir() -> Path:
     if not (FER_IMAGES / "validation").is_dir():
-        pytest.skip(f"FER2013 images not available at {FER_IMAGES} (../shared/data is absent on this machine)")
+        pytest.skip(f"FER2013 images not available at {FER_IMAGES} (accuracy regression only; set FER_SHARED_DATA "
+                    "or put ../shared/data in place)")
     return FER_IMAGES
 
 

@@ -1,15 +1,18 @@
-"""Small generated data for tests that must not depend on ../shared."""
+"""Small test data that needs nothing from ../shared: generated faces and public-domain face photos."""
 
 from __future__ import annotations
 
 import io
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from fer_core.labels import EMOTIONS
+from fer_core.live import canvas_from_photos
 
 
 def synthetic_face(label: int, size: int = 48, seed: int = 0) -> np.ndarray:
@@ -52,3 +55,62 @@ def make_zip(members: dict[str, bytes]) -> bytes:
         for name, data in members.items():
             zf.writestr(name, data)
     return buf.getvalue()
+
+
+def astronaut() -> np.ndarray:
+    """(512, 512, 3) uint8 RGB: Eileen Collins' NASA portrait, public domain, shipped inside scikit-image (no
+    download). One smiling face, about 96x121 px at x=178, y=56."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut())
+
+
+def public_domain_faces() -> dict[str, np.ndarray]:
+    """Name -> (H, W, 3) uint8 RGB photo with exactly one face: the astronaut portrait and copies of it
+    (head-and-shoulders crop, mirrored, darker, shifted), so the pipeline sees several real face photos."""
+    full = astronaut()
+    head = np.ascontiguousarray(full[:240, 130:322])  # 192x240, the face about 96x121 px
+    return {
+        "astronaut": full,
+        "astronaut_mirrored": np.ascontiguousarray(full[:, ::-1]),
+        "astronaut_head": head,
+        "astronaut_head_mirrored": np.ascontiguousarray(head[:, ::-1]),
+        "astronaut_head_dark": (head.astype(np.float32) * 0.6).astype(np.uint8),
+        "astronaut_shifted": np.ascontiguousarray(np.roll(full, (30, -40), axis=(0, 1))),
+    }
+
+
+def group_photo() -> np.ndarray:
+    """(320, 900, 3) uint8 RGB: three public-domain head-and-shoulders photos side by side (three faces of about
+    the same size, so the detector's largest-first order is not left to right)."""
+    faces = public_domain_faces()
+    return canvas_from_photos([faces["astronaut_head_mirrored"], faces["astronaut_head"],
+                               faces["astronaut_head_dark"]], width=900, height=320)
+
+
+def jpeg_bytes(rgb: np.ndarray, quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class FacePhotos:
+    """The public-domain face photos as RGB arrays and as JPEG files ``<folder>/<name>.jpg``."""
+
+    arrays: dict[str, np.ndarray]
+    folder: Path
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.jpg"
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.path(n) for n in self.arrays]
+
+
+def write_face_photos(folder: Path) -> FacePhotos:
+    arrays = public_domain_faces()
+    for name, rgb in arrays.items():
+        (folder / f"{name}.jpg").write_bytes(jpeg_bytes(rgb))
+    return FacePhotos(arrays, folder)

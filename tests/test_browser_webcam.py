@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 
 from fer_core.face_detection import make_detector
-from fer_core.images import load_image
 from fer_core.labels import EMOTIONS
 from fer_core.live import canvas_from_photos
 from fer_core.preprocessing import to_gray
@@ -57,14 +56,11 @@ def test_y4m_writer_round_trips_through_opencv(tmp_path):
 
 
 @pytest.fixture
-def fake_camera(tmp_path, photos_dir) -> Path:
-    """A looping 640x480, 10 fps .y4m 'webcam' showing one real face photo."""
-    detector = make_detector(min_face_size=60, max_side=320)
-    for photo in sorted((photos_dir / "happy").glob("*.jpg")):
-        frame = canvas_from_photos([load_image(photo)])
-        if len(detector.detect(to_gray(frame))) == 1:
-            return write_y4m(tmp_path / "webcam.y4m", frame, seconds=3.0, fps=10)
-    pytest.skip(f"no photo with exactly one detectable face in {photos_dir / 'happy'}")
+def fake_camera(tmp_path, face_photos) -> Path:
+    """A looping 640x480, 10 fps .y4m 'webcam' showing one real (public-domain) face photo."""
+    frame = canvas_from_photos([face_photos.arrays["astronaut_head"]])
+    assert len(make_detector(min_face_size=60, max_side=320).detect(to_gray(frame))) == 1  # as the live page detects
+    return write_y4m(tmp_path / "webcam.y4m", frame, seconds=3.0, fps=10)
 
 
 @pytest.mark.timeout(300)

@@ -1,16 +1,15 @@
-"""The live webcam frame processor (what the video callback calls) on real photos placed on a 640x480 frame."""
+"""The live webcam frame processor (what the video callback calls) on real public-domain photos placed on a
+640x480 frame (the ``face_photos`` fixture: nothing from ../shared)."""
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from fer_core.face_detection import make_detector
-from fer_core.images import load_image
 from fer_core.labels import EMOTIONS
 from fer_core.live import (LiveProcessor, LiveSettings, SessionLog, canvas_from_photos, measure_frame_latency,
                            parse_rtc_configuration)
@@ -18,31 +17,24 @@ from fer_core.plots import timeline_figure
 from fer_core.preprocessing import to_gray
 
 
-def _one_face_photos(photos_dir: Path, k: int) -> list[np.ndarray]:
-    """The first k photos (sorted, happy then surprise) in which the detector finds exactly one face."""
-    detector = make_detector(min_face_size=60, max_side=320)  # as the live processor's defaults
-    found = []
-    for path in sorted((photos_dir / "happy").glob("*.jpg")) + sorted((photos_dir / "surprise").glob("*.jpg")):
-        rgb = load_image(path)
-        if len(detector.detect(to_gray(canvas_from_photos([rgb])))) == 1:
-            found.append(rgb)
-        if len(found) == k:
-            return found
-    pytest.skip(f"fewer than {k} single-face photos in {photos_dir}")
-
-
 def _bgr(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 @pytest.fixture(scope="module")
-def one_face_frame(photos_dir) -> np.ndarray:
-    return _bgr(canvas_from_photos(_one_face_photos(photos_dir, 1)))
+def one_face_frame(face_photos) -> np.ndarray:
+    return _bgr(canvas_from_photos([face_photos.arrays["astronaut_head"]]))
 
 
 @pytest.fixture(scope="module")
-def two_face_frame(photos_dir) -> np.ndarray:
-    return _bgr(canvas_from_photos(_one_face_photos(photos_dir, 2)))
+def two_face_frame(face_photos) -> np.ndarray:
+    return _bgr(canvas_from_photos([face_photos.arrays["astronaut_head"], face_photos.arrays["astronaut_head_mirrored"]]))
+
+
+def test_frames_hold_the_faces_the_live_detector_should_find(one_face_frame, two_face_frame):
+    detector = make_detector(min_face_size=60, max_side=320)  # as the live processor's defaults
+    assert len(detector.detect(to_gray(one_face_frame, "BGR"))) == 1
+    assert len(detector.detect(to_gray(two_face_frame, "BGR"))) == 2
 
 
 def _assert_face_result(face):
