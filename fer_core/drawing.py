@@ -21,6 +21,15 @@ EMOTION_COLORS: dict[str, tuple[int, int, int]] = {
 }
 
 
+BAR_FONT_SCALE = 0.32  # class names beside the probability bars
+DISPLAY_MIN_SIDE = 240  # annotate() enlarges smaller images so that captions stay readable ...
+DISPLAY_MAX_ENLARGED_SIDE = 2048  # ... but never makes the longer side larger than this
+
+
+def _text_width(text: str, scale: float, thickness: int = 1) -> int:
+    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][0]
+
+
 def color_hex(label: str) -> str:
     r, g, b = EMOTION_COLORS.get(label, (200, 200, 200))
     return f"#{r:02x}{g:02x}{b:02x}"
@@ -40,10 +49,15 @@ def draw_face(image: np.ndarray, box: Sequence[int], caption: str, label: str,
     thick = max(2, round(min(h_img, w_img) / 250))
     cv2.rectangle(image, (x, y), (x + w, y + h), color, thick)
     scale = max(0.45, min(1.2, w / 220))
-    (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, 1 + thick // 2)
+    font_thick = 1 + thick // 2
+    (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, font_thick)
+    if tw + 10 > w_img:  # shrink a caption wider than the whole image rather than cut it
+        scale *= max(0.1, (w_img - 10) / (tw + 6))
+        (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, font_thick)
+    tx = max(0, min(x, w_img - tw - 6))  # moved left when the box is near the right edge
     ty = y - 6 if y - th - base - 6 >= 0 else min(h_img - base - 2, y + h + th + 6)
-    cv2.rectangle(image, (x, ty - th - 4), (min(w_img - 1, x + tw + 6), ty + base), color, -1)
-    cv2.putText(image, caption, (x + 3, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1 + thick // 2, cv2.LINE_AA)
+    cv2.rectangle(image, (tx, ty - th - 4), (min(w_img - 1, tx + tw + 6), ty + base), color, -1)
+    cv2.putText(image, caption, (tx + 3, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), font_thick, cv2.LINE_AA)
     if probabilities:
         draw_probability_bars(image, probabilities, (x + w + 4, y), bar_width=max(40, min(110, w // 2)), bgr=bgr)
 
@@ -52,7 +66,7 @@ def draw_probability_bars(image: np.ndarray, probabilities: dict[str, float], or
                           bar_width: int = 90, bar_height: int = 11, bgr: bool = False) -> None:
     """Compact horizontal bars, one per class, starting at ``origin`` (moved inside the image if needed)."""
     h_img, w_img = image.shape[:2]
-    label_w = 52
+    label_w = max(52, max(_text_width(n, BAR_FONT_SCALE) for n in probabilities) + 6)  # full names, "surprise"
     total_w = label_w + bar_width
     x0, y0 = origin
     if x0 + total_w > w_img:  # no room at the origin: keep the bars inside the image
@@ -66,18 +80,34 @@ def draw_probability_bars(image: np.ndarray, probabilities: dict[str, float], or
             color = color[::-1]
         overlay_bg = (30, 30, 30)
         cv2.rectangle(image, (x0, top), (x0 + total_w, top + bar_height - 1), overlay_bg, -1)
-        cv2.putText(image, name[:7], (x0 + 2, top + bar_height - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.32,
+        cv2.putText(image, name, (x0 + 2, top + bar_height - 3), cv2.FONT_HERSHEY_SIMPLEX, BAR_FONT_SCALE,
                     (235, 235, 235), 1, cv2.LINE_AA)
         cv2.rectangle(image, (x0 + label_w, top + 1), (x0 + label_w + int(round(p * bar_width)), top + bar_height - 2),
                       color, -1)
 
 
+def display_scale(height: int, width: int, min_side: int = DISPLAY_MIN_SIDE) -> int:
+    """Whole-number factor that brings the shorter side of an image to at least ``min_side`` pixels (1 if it
+    already is), without taking the longer side past DISPLAY_MAX_ENLARGED_SIDE (a thin strip stays thin)."""
+    short, long = max(1, min(height, width)), max(1, height, width)
+    return max(1, min(-(-min_side // short), DISPLAY_MAX_ENLARGED_SIDE // long))
+
+
 def annotate(image: np.ndarray, faces: Sequence, numbered: bool = True, show_probabilities: bool = False,
-             bgr: bool = False) -> np.ndarray:
-    """Copy of ``image`` with every FacePrediction boxed and captioned "#n label 87%"."""
+             bgr: bool = False, min_side: int = DISPLAY_MIN_SIDE) -> np.ndarray:
+    """Copy of ``image`` with every FacePrediction boxed and captioned "#n label 87%".
+
+    An image whose shorter side is under ``min_side`` pixels (e.g. a 48x48 face crop) is first enlarged by a
+    whole-number factor with nearest-neighbour pixels (its boxes with it), so that the caption fits and is
+    readable; the returned image is then that factor larger than ``image``.
+    """
+    factor = display_scale(*image.shape[:2], min_side=min_side)
+    if factor > 1:
+        image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
     out = np.ascontiguousarray(image.copy())
     for i, face in enumerate(faces, start=1):
         prefix = f"#{i} " if numbered else ""
         caption = f"{prefix}{face.label} {face.confidence:.0%}"
-        draw_face(out, face.box, caption, face.label, face.probabilities if show_probabilities else None, bgr=bgr)
+        box = tuple(int(v) * factor for v in face.box)
+        draw_face(out, box, caption, face.label, face.probabilities if show_probabilities else None, bgr=bgr)
     return out

@@ -2,6 +2,8 @@
 
 One bad file never loses the others: :func:`analyse_image` turns an
 :class:`~fer_core.images.ImageLoadError` into ``ImageResult.error``.
+Faces are numbered left to right (by the left edge of their box): the drawing, the page, the CSV and the JSON
+all use that order.
 """
 
 from __future__ import annotations
@@ -10,30 +12,50 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
+import cv2
 import numpy as np
+from PIL import Image
 
 from .drawing import annotate
-from .face_detection import FaceDetector
+from .face_detection import Face, FaceDetector
 from .images import ImageLoadError, load_image
 from .inference import FacePrediction, Predictor
+from .preprocessing import to_gray
+
+Progress = Callable[[int, int], None]  # (faces classified, faces found)
+THUMBNAIL_SIDE = 96  # pixels of the face thumbnails shown beside each face's probabilities
 
 
 @dataclass
 class ImageResult:
-    """One input file: its faces (largest first) and the annotated (H, W, 3) uint8 RGB image, or an error."""
+    """One input file: its faces (left to right), the annotated (H', W', 3) uint8 RGB image for display (small
+    images enlarged, see :func:`fer_core.drawing.annotate`), a (96, 96, 3) thumbnail per face, or an error."""
 
     name: str
     faces: list[FacePrediction] = field(default_factory=list)
     annotated: np.ndarray | None = None
     size: tuple[int, int] | None = None  # (width, height) after EXIF orientation
     error: str | None = None
+    frames: int = 1  # frames in the file (animated GIF / PNG / WebP, multi-page TIFF); only the first is analysed
+    thumbnails: list[np.ndarray] = field(default_factory=list)
+
+
+class _NoFaceDetector:
+    """A FaceDetector that finds nothing: hands an image without faces to Predictor.predict's own rule (the
+    whole image as one face when asked for, or when the image is the size of a face crop)."""
+
+    def detect(self, gray: np.ndarray) -> list[Face]:
+        return []
 
 
 def analyse_image(predictor: Predictor, detector: FaceDetector, source, name: str, tta: bool = True,
-                  whole_image_if_no_face: bool = False) -> ImageResult:
-    """Read one image (path / bytes / file-like), classify every face and draw numbered boxes on a copy."""
+                  whole_image_if_no_face: bool = False, progress: Progress | None = None) -> ImageResult:
+    """Read one image (path / bytes / file-like), classify every face and draw numbered boxes on a copy.
+
+    ``progress(done, total)`` is called once the faces are found (done = 0) and after each face is classified.
+    """
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
         source.name = name  # so load_image's error messages name the file
@@ -41,39 +63,85 @@ def analyse_image(predictor: Predictor, detector: FaceDetector, source, name: st
         rgb = load_image(source)
     except ImageLoadError as e:
         return ImageResult(name, error=str(e))
-    faces = predictor.predict(rgb, detector, tta=tta, whole_image_if_no_face=whole_image_if_no_face)
-    return ImageResult(name, faces, annotate(rgb, faces), (rgb.shape[1], rgb.shape[0]))
+    gray = to_gray(rgb)
+    found = sorted(detector.detect(gray), key=lambda f: (f.box[0], f.box[1]))
+    if progress is not None:
+        progress(0, len(found))
+    faces: list[FacePrediction] = []
+    for i, face in enumerate(found, start=1):  # one face at a time, so the page can show progress per face
+        faces += predictor.classify_faces(gray, [face], tta=tta)
+        if progress is not None:
+            progress(i, len(found))
+    if not found:
+        faces = predictor.predict(rgb, _NoFaceDetector(), tta=tta, whole_image_if_no_face=whole_image_if_no_face)
+    return ImageResult(name, faces, annotate(rgb, faces), (rgb.shape[1], rgb.shape[0]),
+                       frames=frame_count(source), thumbnails=[face_thumbnail(rgb, f.box) for f in faces])
 
 
-def face_rows(results: Sequence[ImageResult], class_names: Sequence[str]) -> list[dict]:
+def frame_count(source) -> int:
+    """Frames in an image file (path, bytes or seekable file-like): more than 1 for an animated GIF, PNG or WebP
+    or a multi-page TIFF, of which :func:`fer_core.images.load_image` reads the first; 1 when it cannot tell."""
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    elif hasattr(source, "seek"):
+        source.seek(0)
+    try:
+        with Image.open(source) as img:
+            return max(1, int(getattr(img, "n_frames", 1)))
+    except (OSError, EOFError, ValueError, SyntaxError):  # the first frame was read: only the count is unknown
+        return 1
+
+
+def face_thumbnail(rgb: np.ndarray, box: Sequence[int], side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """(side, side, 3) uint8 RGB picture of one face: its box widened to a square (clipped to the image), resized."""
+    x, y, w, h = (int(v) for v in box)
+    half = max(w, h, 1) // 2
+    cx, cy = x + w // 2, y + h // 2
+    x0, y0 = max(0, cx - half), max(0, cy - half)
+    crop = rgb[y0:min(rgb.shape[0], cy + half), x0:min(rgb.shape[1], cx + half)]
+    if crop.size == 0:
+        return np.zeros((side, side, 3), np.uint8)
+    return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if min(crop.shape[:2]) > side else cv2.INTER_LINEAR)
+
+
+CSV_FIELDS = ("file", "face", "x", "y", "w", "h", "label", "confidence", "whole_image")
+
+
+def face_rows(results: Sequence[ImageResult], class_names: Sequence[str], every_file: bool = False) -> list[dict]:
     """One flat row per face of every file: file, face (1-based, as drawn), x, y, w, h, label, confidence,
-    whole_image, then one probability column per class."""
+    whole_image, one probability column per class, and error.
+
+    With ``every_file``, a file with no face still gets one row (face and label empty) and an unreadable file
+    one row with its error, so that every uploaded file appears (as in the JSON).
+    """
     rows = []
     for r in results:
         for i, f in enumerate(r.faces, start=1):
             x, y, w, h = f.box
             rows.append({"file": r.name, "face": i, "x": x, "y": y, "w": w, "h": h, "label": f.label,
                          "confidence": round(f.confidence, 6), "whole_image": f.whole_image,
-                         **{n: round(float(f.probabilities[n]), 6) for n in class_names}})
+                         **{n: round(float(f.probabilities[n]), 6) for n in class_names}, "error": ""})
+        if every_file and not r.faces:
+            rows.append({"file": r.name, **{k: "" for k in CSV_FIELDS[1:]}, **{n: "" for n in class_names},
+                         "error": r.error or ""})
     return rows
 
 
 def results_csv(results: Sequence[ImageResult], class_names: Sequence[str]) -> bytes:
-    """UTF-8 CSV of :func:`face_rows` (a header row even when no face was found)."""
+    """UTF-8 CSV of :func:`face_rows` with a row for every file (a header row even when there is no file)."""
     buf = io.StringIO()
-    fields = ["file", "face", "x", "y", "w", "h", "label", "confidence", "whole_image", *class_names]
-    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer = csv.DictWriter(buf, fieldnames=[*CSV_FIELDS, *class_names, "error"])
     writer.writeheader()
-    writer.writerows(face_rows(results, class_names))
+    writer.writerows(face_rows(results, class_names, every_file=True))
     return buf.getvalue().encode("utf-8")
 
 
 def results_json(results: Sequence[ImageResult]) -> bytes:
-    """UTF-8 JSON: a list with one object per file {file, width, height, error, faces: [{face, box, label,
-    confidence, probabilities, whole_image}]}."""
+    """UTF-8 JSON: a list with one object per file {file, width, height, frames, error, faces: [{face, box, label,
+    confidence, probabilities, whole_image, detector_score, landmarks}]}."""
     doc = []
     for r in results:
         doc.append({"file": r.name, "width": r.size[0] if r.size else None, "height": r.size[1] if r.size else None,
-                    "error": r.error,
+                    "frames": r.frames if r.error is None else None, "error": r.error,
                     "faces": [{"face": i, **f.to_dict()} for i, f in enumerate(r.faces, start=1)]})
     return json.dumps(doc, indent=2).encode("utf-8")

@@ -1,21 +1,23 @@
 """Upload images: every face boxed, labelled and scored; all faces as a table, CSV and JSON.
 
-Nothing is written to disk: uploads are read from memory.
+Nothing is written to disk: uploads are read from memory. Faces are numbered left to right.
 """
 
 import pandas as pd
 import streamlit as st
 
 from fer_core.plots import probability_bars
-from fer_core.results import analyse_image, face_rows, results_csv, results_json
+from fer_core.results import ImageResult, analyse_image, face_rows, results_csv, results_json
 from fer_core.ui import detector_choice, require_predictor, session_detector
 
-IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
+FACES_PER_ROW = 3  # probability bars of the faces of one image, in a grid
+MAX_IMAGE_WIDTH = 720  # pixels: a large photo is shown at most this wide (its faces are in the grid below it)
 
 st.set_page_config(page_title="Upload images - expressions", page_icon=":material/image:", layout="wide")
 st.title("Expressions in your images")
-st.caption("Upload one or more photos. Every face found is boxed, numbered and labelled with its most likely "
-           "expression; the bars show the probability of all seven.")
+st.caption("Upload one or more photos. Every face found is boxed, numbered from left to right and labelled with "
+           "its most likely expression; the bars show the probability of all seven.")
 
 predictor = require_predictor()
 
@@ -25,13 +27,17 @@ with st.sidebar:
                     help="Average the predictions of six views of each face: as is and mirrored, each also zoomed in and out "
                          "by 10 % (about one point more accurate, six times the model time).")
     min_face = st.slider("Minimum face size (pixels)", min_value=20, max_value=300, value=20, step=10,
-                         help="Smaller faces are ignored. Raise it to skip faces in the background.")
+                         help="Faces narrower than this, in pixels of the uploaded image, are ignored. Raise it to skip "
+                              "faces in the background.")
     detector_name = detector_choice()
 
-uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, TIFF)", type=IMAGE_TYPES, accept_multiple_files=True,
+uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, TIFF, GIF)", type=IMAGE_TYPES, accept_multiple_files=True,
                            key="uploads")
+# One slot right under the uploader: the hint without uploads, the progress while analysing. It replaces what the
+# previous run showed there at once, so the hint does not stay up while new files are analysed.
+progress_slot = st.empty()
 if not uploads:
-    st.info("Upload one or more images to see the expression of every face in them.")
+    progress_slot.info("Upload one or more images to see the expression of every face in them.")
     st.stop()
 
 detector = session_detector(min_face, detector_name)
@@ -40,19 +46,64 @@ done = st.session_state.setdefault("_upload_results", {})
 current = {up.file_id for up in uploads}
 for key in [k for k in done if k[0] not in current]:
     del done[key]
-results = []
-for up in uploads:
+
+
+def result_key(up) -> tuple:
+    """What a file's result depends on; id(predictor): a reloaded model invalidates old results."""
     whole = st.session_state.get(f"whole_{up.file_id}", False)
-    key = (up.file_id, tta, min_face, detector_name, whole, id(predictor))  # a reloaded model invalidates old results
-    if key not in done:
-        done[key] = analyse_image(predictor, detector, up.getvalue(), up.name, tta=tta,
-                                  whole_image_if_no_face=whole)
-    results.append(done[key])
+    return up.file_id, tta, min_face, detector_name, whole, id(predictor)
+
+
+keys = [result_key(up) for up in uploads]
+pending = [(up, key) for up, key in zip(uploads, keys) if key not in done]
+
+
+def analyse_pending() -> None:
+    """Analyse the files not seen yet under a status box: a bar per file and per face, a line per finished file."""
+    with progress_slot.container(), st.status(f"Analysing {len(pending)} image(s)...", expanded=True) as status:
+        bar = st.progress(0.0)
+        for n, (up, key) in enumerate(pending):
+            prefix = f"Image {n + 1} of {len(pending)}, {up.name}:"
+            bar.progress(n / len(pending), text=f"{prefix} reading and finding faces...")
+
+            def progress(faces_done: int, faces_total: int, n=n, prefix=prefix) -> None:
+                share = faces_done / faces_total if faces_total else 1.0
+                bar.progress((n + share) / len(pending),
+                             text=f"{prefix} face {min(faces_done + 1, faces_total)} of {faces_total}..."
+                             if faces_done < faces_total else f"{prefix} {faces_total} face(s) done")
+
+            r = done[key] = analyse_image(predictor, detector, up.getvalue(), up.name, tta=tta,
+                                          whole_image_if_no_face=st.session_state.get(f"whole_{up.file_id}", False),
+                                          progress=progress)
+            st.write(f"{up.name}: " + ("could not be read" if r.error else f"{len(r.faces)} face(s)"))
+        bar.progress(1.0, text="Done")
+        status.update(label=f"Analysed {len(pending)} image(s)", state="complete", expanded=False)
+
+
+if pending:
+    analyse_pending()
+results: list[ImageResult] = [done[key] for key in keys]
 
 n_faces = sum(len(r.faces) for r in results)
 n_bad = sum(r.error is not None for r in results)
 st.markdown(f"**{len(results)} file(s), {n_faces} face(s)**"
             + (f", {n_bad} file(s) could not be read" if n_bad else ""))
+
+
+def show_faces(up, r: ImageResult) -> None:
+    """The faces of one image in a grid, left to right: thumbnail, label and probability bars side by side."""
+    for start in range(0, len(r.faces), FACES_PER_ROW):
+        cols = st.columns(FACES_PER_ROW)
+        for i, (col, face, thumb) in enumerate(zip(cols, r.faces[start:], r.thumbnails[start:]), start=start + 1):
+            x, y, w, h = face.box
+            where = "whole image" if face.whole_image else f"box x={x} y={y} w={w} h={h}"
+            with col.container(border=True):
+                left, right = st.columns([1, 3], vertical_alignment="center")
+                left.image(thumb, width=72)
+                right.markdown(f"**Face #{i}: {face.label}** ({face.confidence:.0%})  \n{where}")
+                st.plotly_chart(probability_bars(face.probabilities, height=200), key=f"bars_{up.file_id}_{i}",
+                                config={"displayModeBar": False})
+
 
 for up, r in zip(uploads, results):
     with st.container(border=True):
@@ -60,33 +111,35 @@ for up, r in zip(uploads, results):
         if r.error:
             st.error(f"Could not read this file. {r.error}", icon=":material/broken_image:")
             continue
+        if r.frames > 1:
+            st.info(f"{r.name} has {r.frames} frames (an animated or multi-page image): only the first frame was "
+                    "analysed.", icon=":material/animation:")
         whole_key = f"whole_{up.file_id}"
         if not r.faces or r.faces[0].whole_image:
             if not r.faces:
                 st.warning(f"No face found in {r.name} (minimum face size {min_face} px). If the image is a "
                            "close-up of one face, classify the whole image as that face.")
             st.checkbox("Classify the whole image as one face", key=whole_key)
-        left, right = st.columns([3, 2])
-        left.image(r.annotated, caption=f"{r.size[0]}x{r.size[1]} px", width="content")
-        with right:
-            for i, face in enumerate(r.faces, start=1):
-                x, y, w, h = face.box
-                where = "whole image" if face.whole_image else f"box x={x} y={y} w={w} h={h}"
-                st.markdown(f"**Face #{i}: {face.label}** ({face.confidence:.0%}) · {where}")
-                st.plotly_chart(probability_bars(face.probabilities), key=f"bars_{up.file_id}_{i}",
-                                config={"displayModeBar": False})
+        factor = r.annotated.shape[1] / r.size[0]
+        caption = f"{r.size[0]}x{r.size[1]} px" + (f", shown {factor:.0f}x enlarged" if factor > 1 else "")
+        st.image(r.annotated, caption=caption, width=min(r.annotated.shape[1], MAX_IMAGE_WIDTH))
+        show_faces(up, r)
 
 st.header("All faces")
 rows = face_rows(results, predictor.class_names)
 if rows:
     table = pd.DataFrame(rows)
-    st.dataframe(table, hide_index=True, column_config={
-        n: st.column_config.ProgressColumn(n, format="percent", min_value=0.0, max_value=1.0)
-        for n in ["confidence", *predictor.class_names]})
+    table["box"] = [f"x={r['x']} y={r['y']} w={r['w']} h={r['h']}" for r in rows]
+    st.dataframe(table[["file", "face", "label", "confidence", "box"]], hide_index=True, column_config={
+        "confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0.0, max_value=1.0)})
+    with st.expander("Probabilities of every face"):
+        st.dataframe(table[["file", "face", *predictor.class_names]], hide_index=True, column_config={
+            n: st.column_config.NumberColumn(n, format="percent") for n in predictor.class_names})
 else:
     st.info("No faces in the uploaded images yet.")
 c1, c2 = st.columns(2)
 c1.download_button("Download results (CSV)", results_csv(results, predictor.class_names),
-                   file_name="expressions.csv", mime="text/csv", icon=":material/download:")
+                   file_name="expressions.csv", mime="text/csv", icon=":material/download:",
+                   help="One row per face, and one per file without a face or that could not be read.")
 c2.download_button("Download results (JSON)", results_json(results), file_name="expressions.json",
                    mime="application/json", icon=":material/download:")

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 from fer_core.artifacts import ARTIFACTS_ENV
 from fer_core.labels import EMOTIONS
 
-from helpers import make_zip
+from helpers import group_photo, jpeg_bytes, make_zip
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME, UPLOAD, EVALUATION = "app.py", "pages/1_Upload_images.py", "pages/3_Evaluation.py"
@@ -127,19 +127,29 @@ def test_upload_page_without_weights_says_what_to_do(monkeypatch, tmp_path):
 
 # ---- upload ---------------------------------------------------------------------------------------
 
-def test_upload_real_photo_and_a_bad_file(monkeypatch, artifacts_dir, photos_dir):
+def image_captions(at: AppTest) -> list[str]:
+    return [img.proto.imgs[0].caption for img in at.image if img.proto.imgs[0].caption]
+
+
+def test_upload_real_photo_and_a_bad_file(monkeypatch, artifacts_dir, face_photos):
     monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
-    photo = sorted((photos_dir / "happy").glob("*.jpg"))[0]
+    photo = face_photos.path("astronaut")
     at = open_page(UPLOAD)
     no_exception(at)
+    assert "Upload one or more images" in texts(at.info)
     at.file_uploader(key="uploads").set_value([(photo.name, photo.read_bytes(), "image/jpeg"),
                                                ("holiday.jpg", b"\xff\xd8\xff\xe0 truncated", "image/jpeg")]).run()
     no_exception(at)
+    assert "Upload one or more images" not in texts(at.info)  # the hint gave way to the progress box
+    assert [s.label for s in at.status] == ["Analysed 2 image(s)"] and at.status[0].state == "complete"
     assert "holiday.jpg" in texts(at.error)  # the bad file has its own error ...
     assert "Face #1:" in texts(at.markdown)  # ... and the photo was still processed
-    assert len(at.image) == 1 and len(at.get("plotly_chart")) >= 1
-    table = at.dataframe[0].value
-    assert list(table["file"].unique()) == [photo.name] and set(EMOTIONS) <= set(table.columns)
+    assert image_captions(at) == ["512x512 px"] and len(at.get("plotly_chart")) == 1
+    table = at.dataframe[0].value  # fits the page: no probability columns ...
+    assert list(table.columns) == ["file", "face", "label", "confidence", "box"]
+    assert list(table["file"].unique()) == [photo.name]
+    probabilities = at.dataframe[1].value  # ... they are in their own table, in an expander
+    assert list(probabilities.columns) == ["file", "face", *EMOTIONS]
     assert len(at.download_button) == 2
 
     at.toggle[0].set_value(False).run()  # test-time augmentation off still works
@@ -147,15 +157,70 @@ def test_upload_real_photo_and_a_bad_file(monkeypatch, artifacts_dir, photos_dir
     assert "Face #1:" in texts(at.markdown)
 
 
+def test_upload_results_are_not_recomputed_on_a_rerun(monkeypatch, artifacts_dir, face_photos):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    photo = face_photos.path("astronaut_head")
+    at = open_page(UPLOAD)
+    at.file_uploader(key="uploads").set_value((photo.name, photo.read_bytes(), "image/jpeg")).run()
+    first = next(iter(at.session_state["_upload_results"].values()))
+    at.run()  # any click reruns the page
+    no_exception(at)
+    assert not at.status  # nothing left to analyse: no progress box
+    assert next(iter(at.session_state["_upload_results"].values())) is first
+
+
+def test_upload_group_photo_numbers_faces_left_to_right_in_a_grid(monkeypatch, artifacts_dir):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    at = open_page(UPLOAD)
+    at.file_uploader(key="uploads").set_value(("group.jpg", jpeg_bytes(group_photo()), "image/jpeg")).run()
+    no_exception(at)
+    faces = [m.value for m in at.markdown if m.value.startswith("**Face #")]
+    assert [f.split(":")[0] for f in faces] == ["**Face #1", "**Face #2", "**Face #3"]
+    xs = [int(f.split("box x=")[1].split()[0]) for f in faces]
+    assert xs == sorted(xs) and xs[0] < 300 < xs[1] < 600 < xs[2]
+    assert list(at.dataframe[0].value["face"]) == [1, 2, 3]
+    assert len(at.get("plotly_chart")) == 3
+    # The three faces' bars share one row of the grid (not one column below the image).
+    assert len([c for c in at.columns if c.get("plotly_chart")]) == 3
+
+
 def test_upload_without_face_offers_the_whole_image(monkeypatch, artifacts_dir):
     monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
     at = open_page(UPLOAD)
-    at.file_uploader(key="uploads").set_value(("face_crop.png", face_png(3), "image/png")).run()
+    blank = cv2.imencode(".png", np.full((200, 300), 128, np.uint8))[1].tobytes()
+    at.file_uploader(key="uploads").set_value(("wall.png", blank, "image/png")).run()
     no_exception(at)
     assert "No face found" in texts(at.warning)
     at.checkbox[0].check().run()
     no_exception(at)
     assert "whole image" in texts(at.markdown) and "Face #1:" in texts(at.markdown)
+
+
+def test_small_face_crop_is_one_face_shown_enlarged(monkeypatch, artifacts_dir, face_photos):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    crop = cv2.resize(face_photos.arrays["astronaut_head"][40:190, 20:170], (48, 48), interpolation=cv2.INTER_AREA)
+    at = open_page(UPLOAD)
+    at.file_uploader(key="uploads").set_value(("face48.png", cv2.imencode(".png", crop)[1].tobytes(),
+                                               "image/png")).run()
+    no_exception(at)
+    assert not at.warning and texts(at.markdown).count("Face #") == 1  # one face, without asking
+    assert image_captions(at) == ["48x48 px, shown 5x enlarged"]
+    result = next(iter(at.session_state["_upload_results"].values()))
+    assert result.annotated.shape[:2] == (240, 240)
+
+
+@pytest.mark.parametrize("name", ["animated.gif", "animated_gif_renamed.png"])
+def test_animated_gif_is_analysed_on_its_first_frame_with_a_note(monkeypatch, artifacts_dir, face_photos, name):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    frames = [Image.fromarray(face_photos.arrays["astronaut_head"]), Image.new("RGB", (192, 240), (90, 90, 90))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=200, loop=0)
+    at = open_page(UPLOAD)
+    at.file_uploader(key="uploads").set_value((name, buf.getvalue(), "image/gif")).run()
+    no_exception(at)
+    assert not at.error, texts(at.error)
+    assert "2 frames" in texts(at.info) and "only the first frame" in texts(at.info)
+    assert "Face #1:" in texts(at.markdown)  # the face of the first frame, not the blank second frame
 
 
 # ---- evaluation -----------------------------------------------------------------------------------
@@ -283,9 +348,9 @@ def encoded_variants(photo: Path) -> list[tuple[str, bytes, str]]:
     return out
 
 
-def test_upload_formats_modes_and_exif_orientation(monkeypatch, artifacts_dir, photos_dir):
+def test_upload_formats_modes_and_exif_orientation(monkeypatch, artifacts_dir, face_photos):
     monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
-    photo = sorted((photos_dir / "happy").glob("*.jpg"))[0]
+    photo = face_photos.path("astronaut_head")
     files = encoded_variants(photo)
     at = open_page(UPLOAD)
     at.file_uploader(key="uploads").set_value(files).run()
@@ -293,4 +358,4 @@ def test_upload_formats_modes_and_exif_orientation(monkeypatch, artifacts_dir, p
     assert not at.error, texts(at.error)
     assert texts(at.markdown).count("Face #1:") == len(files)  # a face in every variant
     width, height = Image.open(photo).size
-    assert f"{width}x{height + 100} px" in [img.proto.imgs[0].caption for img in at.image]  # upright again
+    assert any(c.startswith(f"{width}x{height + 100} px") for c in image_captions(at))  # upright again

@@ -1,6 +1,7 @@
 """The dashboard in a real browser: Playwright drives Debian's Chromium against `streamlit run app.py`.
 
-Uses the `app_url` and `launch_chromium` fixtures of conftest.py; skips when Chromium or the photos are absent.
+Uses the `app_url`, `launch_chromium` and `face_photos` fixtures of conftest.py; needs nothing from ../shared
+(outside CI it skips only when Debian's Chromium is not installed).
 """
 
 from __future__ import annotations
@@ -49,14 +50,19 @@ def test_home_links_to_the_pages(app_url, page):
     assert page.url.endswith("/Evaluation")
 
 
-def test_upload_a_photo_and_see_its_face_label(app_url, page, photos_dir):
+def test_upload_a_photo_and_see_its_face_label(app_url, page, face_photos):
     from playwright.sync_api import expect
 
-    photo = sorted((photos_dir / "happy").glob("*.jpg"))[0]
+    photo = face_photos.path("astronaut")
     page.goto(f"{app_url}/Upload_images")
+    hint = page.get_by_text("Upload one or more images to see")
+    expect(hint).to_be_visible()
     file_input = page.locator('[data-testid="stFileUploaderDropzoneInput"], input[type="file"]').first
     file_input.wait_for(state="attached")
     file_input.set_input_files(str(photo))
+    # The progress box takes the hint's place at once: the hint never stays up while the photo is analysed.
+    expect(page.get_by_text(re.compile(r"Analys(ing|ed) 1 image"))).to_be_visible()
+    assert hint.count() == 0
     expect(page.get_by_text(FACE_LABEL).first).to_be_visible()
     expect(page.get_by_role("heading", name=photo.name)).to_be_visible()
     expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()  # the probability bars

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import zipfile
@@ -9,18 +10,22 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from sklearn.metrics import classification_report
 
 from fer_core.archive import ArchiveError, evaluate_zip, extracted_labelled_zip, list_labelled_zip, record_image
 from fer_core.artifacts import ArtifactError, model_overview, read_eval_summary, read_history, read_model_card
-from fer_core.face_detection import make_detector
+from fer_core.drawing import annotate, display_scale, draw_probability_bars
+from fer_core.face_detection import Face, make_detector
+from fer_core.inference import FacePrediction
 from fer_core.labels import EMOTIONS, UnknownClassError
 from fer_core.metrics import classification_summary
 from fer_core.plots import confusion_matrix_figure, per_class_f1_figure, probability_bars, training_curves_figure
 from fer_core.report import NO_FACE, cell_records, classification_table, most_confused, normalize_rows
-from fer_core.results import analyse_image, face_rows, results_csv, results_json
+from fer_core.preprocessing import to_gray
+from fer_core.results import analyse_image, face_rows, frame_count, results_csv, results_json
 
-from helpers import make_zip
+from helpers import group_photo, jpeg_bytes, make_zip
 
 
 def face_png(label: int, seed: int = 0) -> bytes:
@@ -146,32 +151,91 @@ def test_figures_show_the_numbers_in_label_order():
 
 # ---- per-file results of the upload page ----------------------------------------------------------
 
-def test_analyse_real_photo_and_bad_file_then_export(predictor, photos_dir):
-    photo = next(p for p in sorted((photos_dir / "happy").iterdir()) if p.suffix.lower() == ".jpg")
+def test_analyse_real_photo_and_bad_file_then_export(predictor, face_photos):
+    photo = face_photos.path("astronaut")
     detector = make_detector()
-    good = analyse_image(predictor, detector, photo.read_bytes(), photo.name, tta=False)
+    steps = []
+    good = analyse_image(predictor, detector, photo.read_bytes(), photo.name, tta=False,
+                         progress=lambda done, total: steps.append((done, total)))
     bad = analyse_image(predictor, detector, b"GIF89a truncated", "broken.gif")
-    assert good.error is None and len(good.faces) >= 1 and good.annotated.shape[2] == 3
+    blank = analyse_image(predictor, detector, cv2.imencode(".png", np.full((120, 160), 128, np.uint8))[1].tobytes(),
+                          "wall.png")
+    assert good.error is None and len(good.faces) == 1 and good.annotated.shape == (512, 512, 3)
     assert not np.array_equal(good.annotated, cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB))  # boxes drawn
+    assert steps == [(0, 1), (1, 1)]  # found, then classified: the page's per-face progress
+    assert good.frames == 1 and [t.shape for t in good.thumbnails] == [(96, 96, 3)]
     assert bad.error is not None and "broken.gif" in bad.error and not bad.faces
+    assert blank.error is None and blank.faces == []
 
-    rows = face_rows([good, bad], predictor.class_names)
+    rows = face_rows([good, bad, blank], predictor.class_names)
     assert {r["file"] for r in rows} == {photo.name} and rows[0]["face"] == 1
-    csv_lines = results_csv([good, bad], predictor.class_names).decode().splitlines()
-    assert csv_lines[0].split(",") == ["file", "face", "x", "y", "w", "h", "label", "confidence", "whole_image",
-                                       *EMOTIONS]
-    assert len(csv_lines) == 1 + len(good.faces)
+    csv_rows = list(csv.DictReader(io.StringIO(results_csv([good, bad, blank], predictor.class_names).decode())))
+    assert list(csv_rows[0]) == ["file", "face", "x", "y", "w", "h", "label", "confidence", "whole_image", *EMOTIONS,
+                                 "error"]
+    assert [r["file"] for r in csv_rows] == [photo.name, "broken.gif", "wall.png"]  # every file has its row
+    assert csv_rows[0]["face"] == "1" and csv_rows[0]["label"] in EMOTIONS and csv_rows[0]["error"] == ""
+    assert csv_rows[1]["face"] == "" and csv_rows[1]["label"] == "" and csv_rows[1]["error"] == bad.error
+    assert csv_rows[2]["face"] == "" and csv_rows[2]["label"] == "" and csv_rows[2]["error"] == ""
     doc = json.loads(results_json([good, bad]))
     assert doc[0]["faces"][0]["label"] in EMOTIONS and len(doc[0]["faces"][0]["probabilities"]) == 7
-    assert doc[1] == {"file": "broken.gif", "width": None, "height": None, "error": bad.error, "faces": []}
+    assert doc[0]["frames"] == 1
+    assert doc[1] == {"file": "broken.gif", "width": None, "height": None, "frames": None, "error": bad.error,
+                      "faces": []}
 
 
-def test_blank_image_has_no_face_unless_whole_image_requested(predictor):
-    blank = cv2.imencode(".png", np.full((120, 120), 128, np.uint8))[1].tobytes()
+def test_faces_are_numbered_left_to_right_in_drawing_and_exports(predictor):
+    group = group_photo()
     detector = make_detector()
-    assert analyse_image(predictor, detector, blank, "blank.png").faces == []
-    whole = analyse_image(predictor, detector, blank, "blank.png", whole_image_if_no_face=True).faces
-    assert len(whole) == 1 and whole[0].whole_image and whole[0].box == (0, 0, 120, 120)
+    assert [f.box[0] for f in detector.detect(to_gray(group))] != sorted(f.box[0] for f in detector.detect(to_gray(group)))
+    result = analyse_image(predictor, detector, jpeg_bytes(group), "group.jpg", tta=False)
+    xs = [f.box[0] for f in result.faces]
+    assert len(xs) == 3 and xs == sorted(xs)
+    assert [r["x"] for r in face_rows([result], predictor.class_names)] == xs
+    assert [f["box"][0] for f in json.loads(results_json([result]))[0]["faces"]] == xs
+    # The caption "#1 ..." is drawn above the leftmost face.
+    first = annotate(group, result.faces[:1])
+    x, y, w, h = result.faces[0].box
+    assert (first[max(0, y - 25):y, x:x + w] != group[max(0, y - 25):y, x:x + w]).any()
+
+
+def test_animated_image_is_read_on_its_first_frame_and_counted(predictor, face_photos):
+    frames = [Image.fromarray(face_photos.arrays["astronaut_head"]), Image.new("RGB", (192, 240), (90, 90, 90)),
+              Image.new("RGB", (192, 240), (20, 20, 20))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    result = analyse_image(predictor, make_detector(), buf.getvalue(), "renamed.png", tta=False)
+    assert result.error is None and result.frames == 3 and len(result.faces) == 1
+    assert frame_count(face_photos.path("astronaut").read_bytes()) == 1
+
+
+def _ink_columns(drawn: np.ndarray) -> np.ndarray:
+    """Columns holding caption text (drawn in black on a plain gray image)."""
+    return np.where((drawn == 0).all(axis=2).any(axis=0))[0]
+
+
+def test_small_image_is_enlarged_for_display_with_a_whole_caption():
+    face = FacePrediction(Face((0, 0, 48, 48)), {n: 1 / 7 for n in EMOTIONS}, "happy", 0.87, whole_image=True)
+    out = annotate(np.full((48, 48, 3), 100, np.uint8), [face])
+    assert out.shape == (240, 240, 3)  # 5x, nearest-neighbour
+    assert display_scale(48, 48) == 5 and display_scale(512, 512) == 1 and display_scale(100, 2000) == 1
+    ink = _ink_columns(out)
+    assert ink.max() <= 240 - 3 and ink.max() - ink.min() > 120  # "#1 happy 87%" whole, not cut at the edge
+
+    near_edge = FacePrediction(Face((250, 100, 48, 48)), {n: 1 / 7 for n in EMOTIONS}, "surprise", 0.9)
+    ink = _ink_columns(annotate(np.full((300, 300, 3), 100, np.uint8), [near_edge]))
+    assert ink.max() <= 300 - 3 and ink.min() < 250  # moved left of its box so that it fits
+
+
+def test_probability_bars_on_the_video_print_whole_class_names():
+    probabilities = {n: 0.1 for n in EMOTIONS}
+    canvas = np.zeros((120, 200, 3), np.uint8)
+    draw_probability_bars(canvas, probabilities, (0, 0))
+    # "surprise" is printed in full: its last letter reaches past where the 7-letter "surpris" would end.
+    row = list(EMOTIONS).index("surprise")
+    band = canvas[row * 11:(row + 1) * 11]
+    text_cols = np.where((band > 150).all(axis=2).any(axis=0))[0]
+    full, cut = (cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, 0.32, 1)[0][0] for t in ("surprise", "surpris"))
+    assert text_cols.max() >= 2 + cut and text_cols.max() <= 2 + full + 1
 
 
 # ---- artifacts ------------------------------------------------------------------------------------
