@@ -1,7 +1,8 @@
 """Reading user images robustly: paths, bytes, PIL images or numpy arrays -> (H, W, 3) uint8 RGB.
 
-EXIF orientation is honoured; grayscale, RGBA, palette and 16-bit images are converted.
-Every failure is an ImageLoadError with a message a user can act on.
+EXIF orientation is honoured; grayscale, RGBA, palette, 16-bit and float images are converted.
+Only the formats in SUPPORTED_FORMATS are decoded, whatever the file name says, so an upload never reaches
+Pillow's rarer decoders or Ghostscript (EPS). Every failure is an ImageLoadError with a message a user can act on.
 """
 
 from __future__ import annotations
@@ -16,18 +17,32 @@ from .preprocessing import to_gray, to_uint8
 
 MAX_PIXELS = 50_000_000  # larger images are refused rather than exhausting memory
 MAX_BYTES = 50 * 1024 * 1024
+# Pillow format names the app decodes (GIF: its first frame; PPM covers PGM/PBM too). Anything else, e.g. an EPS
+# renamed .jpg, is "not an image file": it never reaches another decoder or an external program.
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "PPM")
+SUPPORTED_FORMATS_TEXT = "JPEG, PNG, WebP, BMP, TIFF, GIF, PPM/PGM"
 
 
 class ImageLoadError(ValueError):
     """An input that cannot be read as an image (not an image, truncated, too large, ...)."""
 
 
+def _intensity_peak(mode: str, lo: float, hi: float) -> float:
+    """The value that means white in a single-channel image of ``mode`` whose values span [lo, hi]:
+    65535 for 16-bit (or larger values), 1.0 for float images within [0, 1] (the usual float convention), else 255."""
+    if mode.startswith("I;16") or hi > 255:
+        return 65535.0
+    if mode == "F" and 0.0 <= lo and hi <= 1.0:
+        return 1.0
+    return 255.0
+
+
 def _pil_to_rgb(img: Image.Image) -> np.ndarray:
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
         lo, hi = float(arr.min()), float(arr.max())
-        peak = 65535.0 if img.mode.startswith("I;16") or hi > 255 else 255.0
+        peak = _intensity_peak(img.mode, lo, hi)
         arr = np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8) if hi > lo or hi > 0 else arr.astype(np.uint8)
         return np.stack([arr] * 3, axis=-1)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -57,11 +72,16 @@ def load_image(source, channel_order: str = "RGB") -> np.ndarray:
     if isinstance(source, (str, Path)):
         path = Path(source)
         name = path.name
-        if not path.is_file():
+        if not path.exists():
             raise ImageLoadError(f"{path}: file not found.")
-        if path.stat().st_size > MAX_BYTES:
-            raise ImageLoadError(f"{name}: file is larger than {MAX_BYTES // 2**20} MB.")
-        data = path.read_bytes()
+        if not path.is_file():
+            raise ImageLoadError(f"{path}: not a regular file (a folder, pipe or device); give an image file.")
+        try:
+            if path.stat().st_size > MAX_BYTES:
+                raise ImageLoadError(f"{name}: file is larger than {MAX_BYTES // 2**20} MB.")
+            data = path.read_bytes()
+        except OSError as e:  # no read permission, vanished meanwhile, I/O error
+            raise ImageLoadError(f"{path}: cannot read the file ({e.strerror or e}).") from None
     elif isinstance(source, (bytes, bytearray)):
         data = bytes(source)
     elif hasattr(source, "read"):
@@ -73,19 +93,32 @@ def load_image(source, channel_order: str = "RGB") -> np.ndarray:
         raise ImageLoadError(f"{name}: file is larger than {MAX_BYTES // 2**20} MB.")
     if not data:
         raise ImageLoadError(f"{name}: the file is empty.")
+    return _decode(data, name)
+
+
+def _too_large(name: str, size: str) -> ImageLoadError:
+    """The one "too large" error, whichever check (ours or Pillow's decompression-bomb limit) found it."""
+    return ImageLoadError(f"{name}: {size} is too large (limit {MAX_PIXELS // 1_000_000} megapixels); "
+                          f"scale it down and try again.")
+
+
+def _decode(data: bytes, name: str) -> np.ndarray:
+    """Encoded bytes of a SUPPORTED_FORMATS image -> (H, W, 3) uint8 RGB; any failure is an ImageLoadError."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS) as img:
             if img.width * img.height > MAX_PIXELS:
-                raise ImageLoadError(f"{name}: {img.width}x{img.height} pixels is too large "
-                                     f"(limit {MAX_PIXELS // 1_000_000} megapixels).")
+                raise _too_large(name, f"{img.width}x{img.height} pixels")
             img.load()
             return _pil_to_rgb(img)
     except ImageLoadError:
         raise
+    except Image.DecompressionBombError:  # Pillow's own limit (~179 MP) is checked before ours can be
+        raise _too_large(name, f"an image of more than {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels") from None
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{name}: not an image file (or a format that cannot be read).") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageLoadError(f"{name}: the image is damaged or truncated ({e}).") from None
+        raise ImageLoadError(f"{name}: not an image file, or a format that cannot be read "
+                             f"(supported: {SUPPORTED_FORMATS_TEXT}).") from None
+    except Exception as e:  # Pillow's decoders raise many types on bad data (RuntimeError, AttributeError, ...)
+        raise ImageLoadError(f"{name}: the image is damaged or truncated ({type(e).__name__}: {e}).") from None
 
 
 def rotate_image(image: np.ndarray, degrees: float) -> np.ndarray:

@@ -1,0 +1,148 @@
+"""Regression tests for the defects of docs/RELIABILITY.md (2026-11-26): hostile or broken images, huge images,
+bit-exact resume, malformed checkpoints, bf16 on CPUs without it, training/evaluate faults, misleading messages.
+
+Every bad input is built here (Pillow, torch.save, raw bytes); nothing comes from ../shared.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image, PngImagePlugin
+from streamlit.testing.v1 import AppTest
+
+from fer_core.artifacts import ARTIFACTS_ENV
+from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fer_core.datasets import list_labelled_folder, load_split
+from fer_core.face_detection import make_detector
+from fer_core.images import ImageLoadError, load_image
+from fer_core.labels import EMOTIONS
+from fer_core.model import VARIANTS, Xception, XceptionConfig
+from fer_core.preprocessing import PreprocessConfig
+from fer_core.results import analyse_image
+
+from helpers import make_kaggle_tree, synthetic_face
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "artifacts" / "model.pt"
+
+
+# ---- bad image files, built in memory ----------------------------------------------------------------
+
+def _encoded(img: Image.Image, fmt: str) -> bytearray:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return bytearray(buf.getvalue())
+
+
+def dds_bad() -> bytes:
+    """A DDS file whose pixel-format flags are 0 (Pillow: NotImplementedError)."""
+    data = _encoded(Image.new("RGB", (16, 16), "gray"), "DDS")
+    struct.pack_into("<I", data, 80, 0)
+    return bytes(data)
+
+
+def blp_bad() -> bytes:
+    """A BLP2 file with encoding -9 (Pillow: BLPFormatError)."""
+    data = _encoded(Image.new("RGB", (16, 16), "gray").convert("P"), "BLP")
+    data[8] = 0xF7
+    return bytes(data)
+
+
+def spider_bad() -> bytes:
+    """A SPIDER file that claims to be an image inside a stack (Pillow: AttributeError 'stkoffset')."""
+    data = _encoded(Image.new("F", (16, 16)), "SPIDER")
+    data[104:108] = struct.pack("<f", 1.0)
+    return bytes(data)
+
+
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n"
+       b"newpath 0 0 moveto 100 100 lineto stroke\nshowpage\n%%EOF\n")
+EXOTIC = {"dds_bad.png": dds_bad, "blp_bad.jpg": blp_bad, "spider_bad.tiff": spider_bad, "eps_as.jpg": lambda: EPS}
+
+
+def face_png(label: int = 3, seed: int = 0) -> bytes:
+    return cv2.imencode(".png", synthetic_face(label, seed=seed))[1].tobytes()
+
+
+@pytest.mark.parametrize("name", sorted(EXOTIC))
+def test_exotic_formats_behind_common_names_are_refused_not_decoded(name):
+    with pytest.raises(ImageLoadError, match="not an image file.*supported: JPEG, PNG"):
+        load_image(EXOTIC[name]())
+
+
+@pytest.mark.parametrize("error", [RuntimeError("Failed to decode frame 0"), NotImplementedError("flags 0"),
+                                   AttributeError("no attribute 'stkoffset'"), struct.error("unpack"),
+                                   subprocess.CalledProcessError(1, ["gs"]), IndexError("tile"), MemoryError()])
+def test_any_decoder_exception_becomes_an_image_load_error(monkeypatch, error):
+    def broken_decoder(self):
+        raise error
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", broken_decoder)
+    with pytest.raises(ImageLoadError, match=f"damaged or truncated.*{type(error).__name__}"):
+        load_image(face_png())
+
+
+def test_eps_upload_never_reaches_ghostscript(tmp_path):
+    """Defect 5: with a `gs` on PATH, an EPS renamed .jpg must not make Pillow run it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "GS_WAS_RUN"
+    fake_gs = bin_dir / "gs"
+    fake_gs.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    fake_gs.chmod(0o755)
+    (tmp_path / "eps_as.jpg").write_bytes(EPS)
+    code = ("import sys\nfrom fer_core.images import ImageLoadError, load_image\n"
+            "try:\n    load_image(sys.argv[1])\nexcept ImageLoadError as e:\n    print('refused:', e)\n")
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "eps_as.jpg")], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "refused: eps_as.jpg: not an image file" in proc.stdout
+    assert not marker.exists(), "Pillow ran Ghostscript on an uploaded file"
+
+
+@pytest.fixture
+def mixed_folder(tmp_path) -> Path:
+    """Two good faces and every undecodable file, interleaved, in one folder."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a_good.png").write_bytes(face_png(3, seed=1))
+    for name, build in EXOTIC.items():
+        (folder / f"b_{name}").write_bytes(build())
+    (folder / "c_truncated.png").write_bytes(face_png(3, seed=2)[:200])
+    (folder / "z_good.png").write_bytes(face_png(5, seed=3))
+    return folder
+
+
+def test_predict_cli_reports_undecodable_files_and_keeps_the_others(mixed_folder, capsys):
+    from fer_core.predict import get_args_parser, main
+
+    rc = main(get_args_parser().parse_args([str(mixed_folder), "--json", "--no-tta"]))
+    out, err = capsys.readouterr()
+    assert rc == 0
+    assert [Path(r["path"]).name for r in json.loads(out)] == ["a_good.png", "z_good.png"]
+    for name in [*EXOTIC, "truncated.png"]:
+        assert name in err
+    assert "Traceback" not in err
+
+
+def test_upload_analysis_keeps_every_file(predictor, mixed_folder):
+    detector = make_detector()
+    results = [analyse_image(predictor, detector, p.read_bytes(), p.name, tta=False)
+               for p in sorted(mixed_folder.iterdir())]
+    assert [r.error is None for r in results] == [True, False, False, False, False, False, True]
+    assert all(r.name in r.error for r in results if r.error)
+    assert results[0].faces and results[-1].faces
