@@ -26,6 +26,9 @@ from .preprocessing import to_gray
 
 Progress = Callable[[int, int], None]  # (faces classified, faces found)
 THUMBNAIL_SIDE = 96  # pixels of the face thumbnails shown beside each face's probabilities
+# The annotated copy kept for display is at most this many pixels on its longer side: st.image's JPEG encoder
+# fails beyond 65,535 px, and a session should not keep a full-size copy of every large upload.
+DISPLAY_MAX_SIDE = 4096
 
 
 @dataclass
@@ -74,7 +77,7 @@ def analyse_image(predictor: Predictor, detector: FaceDetector, source, name: st
             progress(i, len(found))
     if not found:
         faces = predictor.predict(rgb, _NoFaceDetector(), tta=tta, whole_image_if_no_face=whole_image_if_no_face)
-    return ImageResult(name, faces, annotate(rgb, faces), (rgb.shape[1], rgb.shape[0]),
+    return ImageResult(name, faces, display_copy(annotate(rgb, faces)), (rgb.shape[1], rgb.shape[0]),
                        frames=frame_count(source), thumbnails=[face_thumbnail(rgb, f.box) for f in faces])
 
 
@@ -102,6 +105,18 @@ def face_thumbnail(rgb: np.ndarray, box: Sequence[int], side: int = THUMBNAIL_SI
     if crop.size == 0:
         return np.zeros((side, side, 3), np.uint8)
     return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if min(crop.shape[:2]) > side else cv2.INTER_LINEAR)
+
+
+def display_copy(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """(H, W, 3) uint8 -> the same image shrunk (area interpolation) so that its longer side is at most
+    ``max_side`` px, each side at least 1 px; returned unchanged when it already fits. Face boxes and
+    ``ImageResult.size`` stay in the original image's pixels."""
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # cv2 wants (width, height)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 CSV_FIELDS = ("file", "face", "x", "y", "w", "h", "label", "confidence", "whole_image")

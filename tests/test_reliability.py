@@ -146,3 +146,34 @@ def test_upload_analysis_keeps_every_file(predictor, mixed_folder):
     assert [r.error is None for r in results] == [True, False, False, False, False, False, True]
     assert all(r.name in r.error for r in results if r.error)
     assert results[0].faces and results[-1].faces
+
+
+# ---- defect 2 / 8: images wider or taller than st.image can encode; bounded display copy --------------
+
+def _show_image(npy_path: str) -> None:
+    import numpy as np
+    import streamlit as st
+
+    st.image(np.load(npy_path))
+
+
+@pytest.mark.parametrize("size", [(66_000, 100), (100, 70_000)])
+def test_panorama_beyond_the_jpeg_limit_is_shown_scaled_down(predictor, tmp_path, size):
+    from fer_core.results import DISPLAY_MAX_SIDE
+
+    png = _encoded(Image.new("RGB", size, "gray"), "PNG")
+    result = analyse_image(predictor, make_detector(), bytes(png), "panorama.png", tta=False)
+    assert result.error is None and result.size == size  # the reported size stays the original one
+    assert max(result.annotated.shape[:2]) == DISPLAY_MAX_SIDE
+    np.save(tmp_path / "annotated.npy", result.annotated)
+    at = AppTest.from_function(_show_image, args=(str(tmp_path / "annotated.npy"),)).run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_display_copy_is_bounded_and_keeps_small_images():
+    from fer_core.results import display_copy
+
+    small = np.zeros((300, 400, 3), np.uint8)
+    assert display_copy(small) is small
+    assert display_copy(np.zeros((7000, 7000, 3), np.uint8)).shape == (4096, 4096, 3)
+    assert display_copy(np.zeros((1, 50_000, 3), np.uint8)).shape == (1, 4096, 3)
