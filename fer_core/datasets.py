@@ -9,16 +9,16 @@ from __future__ import annotations
 import hashlib
 import re
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .images import load_image
+from .images import ImageLoadError, load_image
 from .labels import EMOTIONS, UnknownClassError, label_index
 from .preprocessing import resize_face, to_gray
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm"}
 SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
     "train": ("train", "training"),
     "validation": ("validation", "val", "valid", "publictest", "test"),
@@ -31,10 +31,11 @@ FER_IMAGES = SHARED_DATA / "fer2013" / "images"
 
 @dataclass
 class LabelledFiles:
-    """Image paths with integer labels (FER2013 order)."""
+    """Image paths with integer labels (FER2013 order), and the files of the class folders that were left out."""
 
     paths: list[Path]
     labels: np.ndarray  # (N,) int64
+    skipped: list[str] = field(default_factory=list)  # one "<path>: <reason>" per file left out
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -42,10 +43,12 @@ class LabelledFiles:
 
 @dataclass
 class FaceArrays:
-    """Decoded grayscale faces: images (N, S, S) uint8, labels (N,) int64."""
+    """Decoded grayscale faces: images (N, S, S) uint8, labels (N,) int64; ``skipped`` names the files left out
+    (unsupported format, unreadable), one "<path>: <reason>" each."""
 
     images: np.ndarray
     labels: np.ndarray
+    skipped: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -62,6 +65,7 @@ def list_labelled_folder(root: str | Path) -> LabelledFiles:
         raise FileNotFoundError(f"Not a folder: {root}")
     paths: list[Path] = []
     labels: list[int] = []
+    skipped: list[str] = []
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
         raise ValueError(f"{root} has no class folders; expected <folder>/<class>/<image> with classes {EMOTIONS}.")
@@ -70,12 +74,41 @@ def list_labelled_folder(root: str | Path) -> LabelledFiles:
             label = label_index(d.name)
         except UnknownClassError as e:
             raise UnknownClassError(f"Folder {d} is not an expression class: {e}") from None
-        files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files, left_out = scan_images(d)
         paths += files
         labels += [label] * len(files)
+        skipped += left_out
     if not paths:
-        raise ValueError(f"No images found under {root}.")
-    return LabelledFiles(paths, np.asarray(labels, dtype=np.int64))
+        raise ValueError(f"No images found under {root} (supported: {', '.join(sorted(IMAGE_SUFFIXES))})"
+                         + (f"; left out: {'; '.join(skipped[:5])}." if skipped else "."))
+    return LabelledFiles(paths, np.asarray(labels, dtype=np.int64), skipped)
+
+
+def scan_images(folder: Path) -> tuple[list[Path], list[str]]:
+    """The image files under ``folder`` (recursively, sorted) and one "<path>: <reason>" for every other entry
+    that is left out: unsupported formats and non-files (pipes, devices, broken links). Hidden files and
+    folders (``.DS_Store``, ``.git``) are ignored without a note."""
+    files, skipped = [], []
+    for p in sorted(folder.rglob("*")):
+        if any(part.startswith(".") for part in p.relative_to(folder).parts) or p.is_dir():
+            continue
+        if not p.is_file():
+            skipped.append(f"{p}: not a regular file")
+        elif p.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append(f"{p}: unsupported format ({p.suffix or 'no extension'})")
+        else:
+            files.append(p)
+    return files, skipped
+
+
+def describe_skipped(skipped: list[str], what: str, limit: int = 20) -> str:
+    """A warning that names the files of ``what`` that were left out (at most ``limit``, then a count); '' if none."""
+    if not skipped:
+        return ""
+    lines = [f"warning: {len(skipped)} file(s) of {what} left out:", *(f"  {s}" for s in skipped[:limit])]
+    if len(skipped) > limit:
+        lines.append(f"  ... and {len(skipped) - limit} more")
+    return "\n".join(lines)
 
 
 def resolve_split_dir(root: str | Path, split: str) -> Path:
@@ -108,19 +141,31 @@ def _cache_key(files: LabelledFiles, size: int) -> str:
 
 
 def load_face_arrays(files: LabelledFiles, size: int = 48, cache_dir: str | Path | None = None) -> FaceArrays:
-    """Decode every file once to (N, size, size) uint8; with cache_dir, reuse an .npz keyed on the file list."""
+    """Decode every file once to (N, size, size) uint8; with cache_dir, reuse an .npz keyed on the file list.
+
+    Unreadable files are left out and named in ``skipped`` (after the scan's own ``files.skipped``).
+    """
     cache_path = None
     if cache_dir is not None:
         cache_path = Path(cache_dir) / f"faces_{_cache_key(files, size)}.npz"
         if cache_path.exists():
             with np.load(cache_path) as z:
-                return FaceArrays(z["images"], z["labels"])
-    images = np.stack([decode_gray(p, size) for p in files.paths])
-    arrays = FaceArrays(images, files.labels.copy())
+                unreadable = [str(m) for m in z["skipped"]] if "skipped" in z else []
+                return FaceArrays(z["images"], z["labels"], files.skipped + unreadable)
+    images, keep, unreadable = [], [], []
+    for i, p in enumerate(files.paths):
+        try:
+            images.append(decode_gray(p, size))
+            keep.append(i)
+        except ImageLoadError as e:  # one bad file must not abort a 28k-image run; it is reported instead
+            unreadable.append(f"{p}: unreadable ({e})")
+    if not images:
+        raise ValueError(f"None of the {len(files)} images could be read; the first: {unreadable[0]}")
+    arrays = FaceArrays(np.stack(images), files.labels[keep].copy(), files.skipped + unreadable)
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(".tmp.npz")
-        np.savez(tmp, images=arrays.images, labels=arrays.labels)
+        np.savez(tmp, images=arrays.images, labels=arrays.labels, skipped=np.asarray(unreadable, dtype=str))
         os.replace(tmp, cache_path)
     return arrays
 
@@ -176,23 +221,28 @@ def split_by_person(files: LabelledFiles, part: str, test_fraction: float = 0.3,
     order = np.random.default_rng(seed).permutation(len(people))
     test = {people[i] for i in order[: int(round(test_fraction * len(people)))]}
     keep = [i for i, p in enumerate(files.paths) if (person_of(p) in test) == (part == "test")]
-    return LabelledFiles([files.paths[i] for i in keep], files.labels[keep])
+    return LabelledFiles([files.paths[i] for i in keep], files.labels[keep], files.skipped)
 
 
 def detect_face_arrays(files: LabelledFiles, size: int = 48, detector: str = "retinaface") -> FaceArrays:
     """Whole labelled photos -> the largest face of each, cropped exactly as the app crops it
-    (:func:`fer_core.alignment.face_crop`), as (N, size, size) uint8. Photos without a face are left out."""
+    (:func:`fer_core.alignment.face_crop`), as (N, size, size) uint8. Photos without a face are left out;
+    unreadable photos too, named in ``skipped``."""
     from .alignment import face_crop  # here: alignment imports this module's neighbours, not the reverse
     from .face_detection import make_detector
 
     finder = make_detector(detector)
-    images, labels = [], []
+    images, labels, unreadable = [], [], []
     for path, label in zip(files.paths, files.labels):
-        gray = decode_gray(path)
+        try:
+            gray = decode_gray(path)
+        except ImageLoadError as e:
+            unreadable.append(f"{path}: unreadable ({e})")
+            continue
         faces = finder.detect(gray)
         if faces:
             images.append(face_crop(gray, faces[0], size))
             labels.append(label)
     if not images:
         raise ValueError("No face was found in any of the photos.")
-    return FaceArrays(np.stack(images), np.asarray(labels, dtype=np.int64))
+    return FaceArrays(np.stack(images), np.asarray(labels, dtype=np.int64), files.skipped + unreadable)

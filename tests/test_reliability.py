@@ -177,3 +177,133 @@ def test_display_copy_is_bounded_and_keeps_small_images():
     assert display_copy(small) is small
     assert display_copy(np.zeros((7000, 7000, 3), np.uint8)).shape == (4096, 4096, 3)
     assert display_copy(np.zeros((1, 50_000, 3), np.uint8)).shape == (1, 4096, 3)
+
+
+# ---- training runs on a generated dataset ----------------------------------------------------------
+
+TRAIN_ARGS = ["--cache-dir", "", "--variant", "tiny", "--limit-per-class", "20", "--limit-val", "50",
+              "--batch-size", "32", "--epochs", "2", "--threads", "1"]
+
+
+def train_cli(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "training.train", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, f"{args}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def train_data(tmp_path_factory) -> Path:
+    """Kaggle layout, 20 generated faces per class, plus one truncated image and one unsupported file."""
+    data = make_kaggle_tree(tmp_path_factory.mktemp("reliability") / "data", per_class=20)
+    (data / "train" / "happy" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (data / "train" / "sad" / "notes.txt").write_text("not an image")
+    return data
+
+
+@pytest.fixture(scope="module")
+def runs(train_data, tmp_path_factory) -> dict[str, Path]:
+    """The same 2-epoch run twice: uninterrupted ('full'), and stopped after epoch 1 then resumed ('resumed')."""
+    tmp = tmp_path_factory.mktemp("runs")
+    full = train_cli("--data", str(train_data), "--out", str(tmp / "full"), "--work-dir", str(tmp / "full_w"),
+                     *TRAIN_ARGS)
+    common = ["--data", str(train_data), "--out", str(tmp / "resumed"), "--work-dir", str(tmp / "resumed_w"),
+              *TRAIN_ARGS]
+    train_cli(*common, "--stop-after", "1")
+    (tmp / "epoch1_w").mkdir()
+    (tmp / "epoch1_w" / "last.pt").write_bytes((tmp / "resumed_w" / "last.pt").read_bytes())
+    resumed = train_cli(*common, "--resume")
+    assert "Resumed" in resumed.stdout
+    return {"root": tmp, "full_stderr": full.stderr, "full_stdout": full.stdout}
+
+
+def test_resume_repeats_the_uninterrupted_run_bit_for_bit(runs):
+    root = runs["root"]
+    full, resumed = (pd.read_csv(root / name / "history.csv").drop(columns=["seconds"]) for name in ("full", "resumed"))
+    pd.testing.assert_frame_equal(full, resumed, check_exact=True)
+    for weights in ("full/model.pt", "full_w/last.pt"):
+        a = torch.load(root / weights, weights_only=True)["model"]
+        b = torch.load(root / weights.replace("full", "resumed"), weights_only=True)["model"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), weights
+
+
+def test_unreadable_training_image_is_skipped_with_a_warning(runs):
+    err = runs["full_stderr"]
+    assert "broken.jpg" in err and "notes.txt" in err and "Traceback" not in err
+    assert "Done in" in runs["full_stdout"]
+
+
+def _train_main(*args: str):
+    from training.train import get_args_parser, main
+
+    return main(get_args_parser().parse_args(list(args)))
+
+
+@pytest.mark.parametrize("change", [("--variant", "small"), ("--epochs", "3"), ("--batch-size", "16")])
+def test_resume_with_other_settings_is_a_clear_message(runs, train_data, tmp_path, change):
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "last.pt").write_bytes((runs["root"] / "epoch1_w" / "last.pt").read_bytes())
+    args = dict(zip(TRAIN_ARGS[::2], TRAIN_ARGS[1::2]))
+    args[change[0]] = change[1]
+    with pytest.raises(SystemExit) as exc:
+        _train_main("--data", str(train_data), "--out", str(tmp_path / "out"), "--work-dir", str(work), "--resume",
+                    *[x for kv in args.items() for x in kv])
+    message = str(exc.value.code)
+    assert "other settings" in message and change[0].lstrip("-").replace("-", "_") in message
+    assert str(work / "last.pt") in message
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_resume_from_a_damaged_state_is_a_clear_message(runs, train_data, tmp_path, damage):
+    work = tmp_path / "w"
+    work.mkdir()
+    state = (runs["root"] / "epoch1_w" / "last.pt").read_bytes()
+    if damage == "truncated":
+        (work / "last.pt").write_bytes(state[: len(state) // 2])
+    else:
+        torch.save({"weights": torch.zeros(3)}, work / "last.pt")
+    with pytest.raises(SystemExit) as exc:
+        _train_main("--data", str(train_data), "--out", str(tmp_path / "out"), "--work-dir", str(work), "--resume",
+                    *TRAIN_ARGS)
+    assert str(work / "last.pt") in str(exc.value.code) and "start afresh" in str(exc.value.code)
+
+
+@pytest.mark.parametrize("flag", ["--out", "--work-dir"])
+def test_unusable_output_folder_is_reported_before_any_work(tmp_path, flag, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    target = blocker / "sub"  # cannot be created: its parent is a file (works even as root)
+    args = {"--out": str(tmp_path / "out"), "--work-dir": str(tmp_path / "w"), flag: str(target)}
+    with pytest.raises(SystemExit) as exc:
+        _train_main("--data", str(tmp_path / "no_data_needed"), *[x for kv in args.items() for x in kv], *TRAIN_ARGS)
+    assert f"{flag} {target} is not a writable folder" in str(exc.value.code)
+    assert "Loading data" not in capsys.readouterr().out
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into a read-only folder")
+def test_existing_read_only_output_folder_is_reported_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        with pytest.raises(SystemExit, match="--out .* is not a writable folder"):
+            _train_main("--data", str(tmp_path), "--out", str(out), "--work-dir", str(tmp_path / "w"), *TRAIN_ARGS)
+    finally:
+        out.chmod(stat.S_IRWXU)
+
+
+# ---- defect 10: bf16 autocast only where the CPU has it ----------------------------------------------
+
+@pytest.mark.parametrize("avx512_bf16,amx,expected", [(False, False, False), (True, False, True), (False, True, True)])
+def test_bf16_only_on_cpus_with_native_support(monkeypatch, avx512_bf16, amx, expected):
+    from training.train import get_args_parser, use_bf16
+
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    args = get_args_parser().parse_args([])
+    chosen, why = use_bf16(args, torch.device("cpu"))
+    assert chosen is expected and ("bf16" in why if expected else why.startswith("fp32"))
+    assert use_bf16(get_args_parser().parse_args(["--no-bf16"]), torch.device("cpu"))[0] is False
+    assert use_bf16(args, torch.device("cuda"))[0] is True  # GPUs keep bf16

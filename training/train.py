@@ -28,8 +28,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from fer_core.checkpoint import load_checkpoint, save_checkpoint
-from fer_core.datasets import (FER_IMAGES, FaceArrays, detect_face_arrays, list_labelled_folder, load_split,
-                               split_by_person)
+from fer_core.datasets import (FER_IMAGES, FaceArrays, describe_skipped, detect_face_arrays, list_labelled_folder,
+                               load_split, split_by_person)
 from fer_core.inference import predict_probabilities
 from fer_core.labels import EMOTIONS
 from fer_core.metrics import classification_summary
@@ -37,6 +37,7 @@ from fer_core.model import VARIANTS, build_model, count_macs, count_parameters
 from fer_core.preprocessing import PreprocessConfig, faces_to_tensor
 
 from .augment import AugmentConfig, augment_batch, mix_batch
+from .outputs import require_writable_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = FER_IMAGES
@@ -75,7 +76,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--limit-per-class", type=int, default=0, help="use at most N training images per class, for quick checks (default: all)")
     a("--limit-val", type=int, default=0, help="use a random N validation images, for quick checks (default: all)")
     a("--threads", type=int, default=0, help="torch CPU threads; 0 = all cores (default: %(default)s)")
-    a("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
+    a("--no-bf16", action="store_true",
+      help="train in fp32 instead of bf16 autocast (default: bf16 on a GPU and on CPUs with native bf16, "
+           "AVX512-BF16 or AMX; fp32 on other CPUs, where bf16 is emulated and far slower)")
     a("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     a("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     a("--resume", action="store_true", help="continue from --work-dir/last.pt if it exists (same --epochs as the first run)")
@@ -121,6 +124,8 @@ def add_photo_faces(args: argparse.Namespace, preprocess: PreprocessConfig) -> F
         return None
     files = split_by_person(list_labelled_folder(args.photos), "train", args.photo_test_fraction)
     faces = detect_face_arrays(files, preprocess.image_size)
+    if faces.skipped:
+        print(describe_skipped(faces.skipped, f"--photos {args.photos}"), file=sys.stderr, flush=True)
     print(f"photos: {len(faces)} faces from {len(files)} photos of the training people of {args.photos}, "
           f"x{args.photo_repeat} per epoch", flush=True)
     return faces
@@ -128,6 +133,48 @@ def add_photo_faces(args: argparse.Namespace, preprocess: PreprocessConfig) -> F
 
 def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU does bf16 matrix maths in hardware (AVX512-BF16 or AMX tiles, via oneDNN).
+
+    Without it oneDNN emulates bf16 and a training step is about 20x slower than in fp32. torch.cpu's probes are
+    private; where they are missing, a short timing of both precisions decides.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(probe is None for probe in probes):
+        return _bf16_not_slower()
+    return any(probe() for probe in probes if probe is not None)
+
+
+def _bf16_not_slower(repeats: int = 10) -> bool:
+    """Time a (256, 256) matmul under bf16 autocast and in fp32 on the CPU; True if bf16 is not over 1.5x slower."""
+    cpu = torch.device("cpu")
+    x, w = torch.randn(256, 256), torch.randn(256, 256)
+
+    def seconds(bf16: bool) -> float:
+        with autocast(cpu, bf16):
+            x @ w  # warm-up: kernel selection
+            start = time.perf_counter()
+            for _ in range(repeats):
+                x @ w
+        return time.perf_counter() - start
+
+    return seconds(True) <= 1.5 * seconds(False)
+
+
+def use_bf16(args: argparse.Namespace, device: torch.device) -> tuple[bool, str]:
+    """Whether to train under bf16 autocast, and why (printed): not with --no-bf16, always on a GPU, and on a
+    CPU only when it has native bf16 (:func:`cpu_has_native_bf16`)."""
+    if args.no_bf16:
+        return False, "fp32 (--no-bf16)"
+    if device.type != "cpu":
+        return True, f"bf16 autocast on {device.type}"
+    if cpu_has_native_bf16():
+        return True, "bf16 autocast (this CPU has native bf16: AVX512-BF16 or AMX)"
+    return False, "fp32: this CPU has no native bf16 (AVX512-BF16/AMX), where bf16 autocast is about 20x slower"
 
 
 def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor, labels: torch.Tensor, args,
@@ -181,6 +228,62 @@ def evaluate(model, images: torch.Tensor, labels: np.ndarray, device: torch.devi
     return {"val_loss": nll, "val_acc": summary["accuracy"], "val_macro_f1": summary["macro_f1"], "summary": summary}
 
 
+RESUME_KEYS = {"model", "optimizer", "scheduler", "generator", "history", "best", "epoch", "train_seconds"}
+
+
+def run_identity(args: argparse.Namespace, train_images: int) -> dict:
+    """The settings a resumed run must share with the run that wrote last.pt (stored in last.pt as "run")."""
+    return {"variant": args.variant, "epochs": args.epochs, "batch_size": args.batch_size, "train_images": train_images,
+            "optimizer": args.optimizer, "ema": args.ema_decay > 0, "seed": args.seed}
+
+
+def read_resume_state(path: Path, run: dict) -> dict:
+    """last.pt of an interrupted run, checked to be readable, complete and written by a run with the same ``run``
+    settings; SystemExit with a message that says what to do otherwise (never a traceback)."""
+    fresh = f"delete {path} (or choose another --work-dir) to start afresh"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: torch raises several types
+        raise SystemExit(f"error: cannot read the resume state {path} ({type(e).__name__}: {e}); it is damaged or "
+                         f"not a training state: {fresh}.") from None
+    if not isinstance(state, dict) or not RESUME_KEYS <= state.keys():
+        raise SystemExit(f"error: {path} is not a training.train resume state (missing "
+                         f"{sorted(RESUME_KEYS - set(state) if isinstance(state, dict) else RESUME_KEYS)}): {fresh}.")
+    saved = state.get("run") or {}
+    if not saved and isinstance(state["scheduler"], dict):  # written before "run" was stored: the step count tells
+        saved = {"epochs x steps": state["scheduler"].get("total_steps")}
+        run = {"epochs x steps": run["epochs"] * (run["train_images"] // run["batch_size"])}
+    changed = [f"{k} {saved[k]!r} then, {v!r} now" for k, v in run.items() if k in saved and saved[k] != v]
+    if changed:
+        raise SystemExit(f"error: {path} was written by a run with other settings ({'; '.join(changed)}). Resume "
+                         f"with the first run's arguments, or {fresh}.")
+    return state
+
+
+def restore_resume_state(state: dict, path: Path, model, optimizer, scheduler, ema, gen: torch.Generator,
+                         device: torch.device) -> None:
+    """Load ``state`` into the run's objects, random number generators included, so that the resumed run
+    continues exactly as the uninterrupted one would have (dropout draws from torch's global generator)."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        gen.set_state(state["generator"])
+        if state.get("torch_rng") is not None:
+            torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise SystemExit(f"error: the resume state {path} does not fit this run's model or optimizer "
+                         f"({type(e).__name__}: {str(e)[:300]}); resume with the first run's arguments, or delete "
+                         f"it (or choose another --work-dir) to start afresh.") from None
+    if state.get("torch_rng") is None:
+        print(f"warning: {path} predates saved random states; the resumed run will not repeat the uninterrupted "
+              f"one exactly.", file=sys.stderr)
+
+
 def library_versions() -> dict:
     import cv2
     import sklearn
@@ -197,16 +300,22 @@ def main(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     gen = seed_everything(args.seed)
-    out, work = Path(args.out), Path(args.work_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
+    out = require_writable_dir(args.out, "--out")  # now, not at the end of epoch 1
+    work = require_writable_dir(args.work_dir, "--work-dir")
+    bf16, precision = use_bf16(args, device)
+    args.no_bf16 = not bf16  # the card records the precision actually used
+    print(f"Precision: {precision}", flush=True)
     preprocess = PreprocessConfig()
     aug = AugmentConfig()
     cache = args.cache_dir or None
 
     print(f"Loading data from {args.data} ...", flush=True)
-    train = limit_per_class(load_split(args.data, "train", preprocess.image_size, cache), args.limit_per_class, args.seed)
+    train = load_split(args.data, "train", preprocess.image_size, cache)
     val = load_split(args.data, "validation", preprocess.image_size, cache)
+    for split, data in (("train", train), ("validation", val)):
+        if data.skipped:  # unreadable or unsupported files are named and left out, not an abort
+            print(describe_skipped(data.skipped, f"the {split} split"), file=sys.stderr, flush=True)
+    train = limit_per_class(train, args.limit_per_class, args.seed)
     if args.limit_val:
         keep = np.sort(np.random.default_rng(args.seed).permutation(len(val))[: args.limit_val])
         val = FaceArrays(val.images[keep], val.labels[keep])
@@ -247,14 +356,10 @@ def main(args: argparse.Namespace) -> dict:
     best = {"val_acc": -1.0}
     start_epoch, prior_seconds = 1, 0.0
     state_path = work / "last.pt"
+    run = run_identity(args, len(train_y))
     if args.resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        gen.set_state(state["generator"])
+        state = read_resume_state(state_path, run)
+        restore_resume_state(state, state_path, model, optimizer, scheduler, ema, gen, device)
         history, best = state["history"], state["best"]
         start_epoch, prior_seconds = state["epoch"] + 1, state["train_seconds"]
         print(f"Resumed from {state_path} after epoch {state['epoch']} (best val acc {best['val_acc']:.4f})", flush=True)
@@ -285,7 +390,9 @@ def main(args: argparse.Namespace) -> dict:
         prior_seconds = train_seconds
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "ema": ema.state_dict() if ema is not None else None, "generator": gen.get_state(),
-                    "history": history, "best": best, "epoch": epoch, "train_seconds": train_seconds},
+                    "torch_rng": torch.get_rng_state(),  # dropout's draws; numpy's global generator is not used
+                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                    "run": run, "history": history, "best": best, "epoch": epoch, "train_seconds": train_seconds},
                    work / "last.pt.tmp")
         os.replace(work / "last.pt.tmp", state_path)
 
@@ -302,7 +409,8 @@ def main(args: argparse.Namespace) -> dict:
         "preprocessing": preprocess.to_dict(),
         "augmentation": aug.to_dict(),
         "training": {"command": "python -m training.train " + " ".join(sys.argv[1:]),
-                     "arguments": vars(args), "device": str(device), "wall_time_seconds": round(prior_seconds, 1),
+                     "arguments": vars(args), "device": str(device), "precision": precision,
+                     "wall_time_seconds": round(prior_seconds, 1),
                      "epochs_run": len(history), "selected_epoch": best.get("epoch"),
                      "selection": "highest validation accuracy (no TTA) of the EMA weights"},
         "data": {"source": str(args.data), "train_images": len(train), "train_class_counts": counts,

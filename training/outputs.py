@@ -1,0 +1,34 @@
+"""Output locations, checked before any work starts, so a long run never fails at its first write.
+
+Both raise SystemExit with a message that names the path and the flag, for the command lines to print.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def require_writable_dir(path: str | Path, flag: str) -> Path:
+    """Create folder ``path`` if needed and prove a file can be written in it (the file is removed again)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise SystemExit(f"error: {flag} {path} is not a writable folder ({e.strerror or e}); "
+                         f"choose another {flag} or fix its permissions.") from None
+    return path
+
+
+def require_writable_file(path: str | Path, flag: str) -> Path:
+    """Check that file ``path`` can be written (its folder is created if needed; an existing file is kept)."""
+    path = Path(path)
+    if path.is_dir():
+        raise SystemExit(f"error: {flag} {path} is a folder; give a file name such as {path / 'results.json'}.")
+    require_writable_dir(path.parent, flag)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise SystemExit(f"error: {flag} {path} exists and is not writable; choose another file or fix its permissions.")
+    return path
