@@ -307,3 +307,123 @@ def test_bf16_only_on_cpus_with_native_support(monkeypatch, avx512_bf16, amx, ex
     assert chosen is expected and ("bf16" in why if expected else why.startswith("fp32"))
     assert use_bf16(get_args_parser().parse_args(["--no-bf16"]), torch.device("cpu"))[0] is False
     assert use_bf16(args, torch.device("cuda"))[0] is True  # GPUs keep bf16
+
+
+# ---- defects 6 / 7: malformed checkpoints -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def good_payload(tmp_path_factory) -> dict:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "good.pt"
+    save_checkpoint(path, Xception(VARIANTS["tiny"]).eval(), PreprocessConfig(), meta={"epoch": 1})
+    return torch.load(path, weights_only=True)
+
+
+def _with(payload: dict, **changes) -> dict:
+    out = {**payload, **changes}
+    return {k: v for k, v in out.items() if v is not _DROP}
+
+
+_DROP = object()
+
+
+def _nan_weights(payload: dict, value: float) -> dict:
+    model = {k: v.clone() for k, v in payload["model"].items()}
+    name = next(k for k, v in model.items() if v.is_floating_point() and v.ndim == 4)
+    model[name].view(-1)[0] = value
+    return _with(payload, model=model)
+
+
+BAD_CHECKPOINTS = {
+    "config_not_a_dict": (lambda p: _with(p, config=[1, 2, 3]), "'config' must be a dict"),
+    "config_wrong_type": (lambda p: _with(p, config={**p["config"], "middle_blocks": "8"}), "middle_blocks"),
+    "config_width_text": (lambda p: _with(p, config={**p["config"], "stem_channels": "ab"}), "stem_channels"),
+    "config_dropout_text": (lambda p: _with(p, config={**p["config"], "dropout": "x"}), "dropout"),
+    "config_absurd_width": (lambda p: _with(p, config={**p["config"], "entry_channels": [20000] * 3}), "entry_channels"),
+    "config_three_exit_channels": (lambda p: _with(p, config={**p["config"], "exit_channels": [1, 2, 3]}), "exit_channels"),
+    "config_rgb_input": (lambda p: _with(p, config={**p["config"], "in_channels": 3}), "in_channels"),
+    "class_names_not_a_list": (lambda p: _with(p, class_names="angry"), "'class_names' must be a list"),
+    "class_names_numbers": (lambda p: _with(p, class_names=list(range(7))), "'class_names' must be a list"),
+    "class_names_too_few": (lambda p: _with(p, class_names=list(EMOTIONS[:5])), "5 class names for 7 model outputs"),
+    "class_names_too_many": (lambda p: _with(p, class_names=[*EMOTIONS, "x", "y"]), "9 class names for 7"),
+    "class_names_letters": (lambda p: _with(p, class_names=list("abcdefg")), "not the seven expressions"),
+    "class_names_duplicate": (lambda p: _with(p, class_names=[*EMOTIONS[:6], "angry"]), "exactly once"),
+    "nan_weights": (lambda p: _nan_weights(p, float("nan")), "NaN or infinite"),
+    "inf_weights": (lambda p: _nan_weights(p, float("inf")), "NaN or infinite"),
+    "model_not_a_dict": (lambda p: _with(p, model=[1, 2]), "state dict"),
+    "preprocess_not_a_dict": (lambda p: _with(p, preprocess="48"), "'preprocess' must be a dict"),
+    "preprocess_std_zero": (lambda p: _with(p, preprocess={**p["preprocess"], "std": 0.0}), "std"),
+    "preprocess_std_nan": (lambda p: _with(p, preprocess={**p["preprocess"], "std": float("nan")}), "std"),
+    "preprocess_size_zero": (lambda p: _with(p, preprocess={**p["preprocess"], "image_size": 0}), "image_size"),
+    "preprocess_size_huge": (lambda p: _with(p, preprocess={**p["preprocess"], "image_size": 100_000}), "image_size"),
+    "meta_not_a_dict": (lambda p: _with(p, meta=[1]), "'meta' must be a dict"),
+}
+
+
+@pytest.fixture
+def no_real_build_of_a_bad_config(monkeypatch):
+    """Fail (instead of allocating gigabytes) if load_checkpoint builds a real model wider than any shipped one."""
+    import fer_core.checkpoint as checkpoint
+
+    real = checkpoint.Xception
+
+    def guarded(config, *args, **kwargs):
+        if torch.get_default_device().type != "meta":
+            widths = [*config.stem_channels, *config.entry_channels, *config.exit_channels, *config.exit_convs]
+            assert max(widths) <= 1024, f"a model was allocated for config {config} before it was checked"
+        return real(config, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "Xception", guarded)
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_CHECKPOINTS))
+def test_malformed_checkpoint_is_a_checkpoint_error(good_payload, tmp_path, kind, no_real_build_of_a_bad_config):
+    build, match = BAD_CHECKPOINTS[kind]
+    path = tmp_path / "model.pt"
+    torch.save(build(good_payload), path)
+    with pytest.raises(CheckpointError, match=match) as exc:
+        load_checkpoint(path)
+    assert str(path) in str(exc.value)
+
+
+def test_config_that_does_not_fit_the_weights_is_refused_before_building(good_payload, tmp_path,
+                                                                         no_real_build_of_a_bad_config):
+    wide = {**good_payload["config"], "entry_channels": [2048, 2048, 2048], "middle_blocks": 32}
+    torch.save(_with(good_payload, config=wide), tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match="do not fit the config"):
+        load_checkpoint(tmp_path / "model.pt")
+
+
+def test_class_names_in_another_order_are_mapped_by_name(good_payload, tmp_path):
+    """A checkpoint listing the classes reversed (with its classifier rows to match) is the same model: it loads
+    with EMOTIONS order and gives identical probabilities per expression, so evaluation scores by name."""
+    reversed_model = {k: v.clone() for k, v in good_payload["model"].items()}
+    for key in ("head.5.weight", "head.5.bias"):
+        reversed_model[key] = reversed_model[key].flip(0)
+    torch.save(good_payload, tmp_path / "good.pt")
+    torch.save(_with(good_payload, model=reversed_model, class_names=list(reversed(EMOTIONS))), tmp_path / "rev.pt")
+    model, _, names, _ = load_checkpoint(tmp_path / "good.pt")
+    model_rev, _, names_rev, _ = load_checkpoint(tmp_path / "rev.pt")
+    assert names == names_rev == EMOTIONS
+    x = torch.randn(4, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(model(x), model_rev(x))
+
+
+def test_evaluate_cli_exits_2_with_the_checkpoint_message(good_payload, train_data, tmp_path, capsys):
+    from training.evaluate import get_args_parser, main
+
+    torch.save(_with(good_payload, class_names=list(EMOTIONS[:5])), tmp_path / "model.pt")
+    with pytest.raises(SystemExit) as exc:
+        main(get_args_parser().parse_args([str(train_data / "validation"), "--weights", str(tmp_path / "model.pt")]))
+    assert exc.value.code == 2
+    assert "5 class names for 7 model outputs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["config_not_a_dict", "meta_not_a_dict", "class_names_too_many"])
+def test_home_page_shows_the_could_not_be_loaded_box(good_payload, tmp_path, monkeypatch, kind):
+    torch.save(BAD_CHECKPOINTS[kind][0](good_payload), tmp_path / "model.pt")
+    monkeypatch.setenv(ARTIFACTS_ENV, str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("could not be loaded" in e.value for e in at.error)

@@ -17,11 +17,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fer_core.checkpoint import DEFAULT_WEIGHTS, CheckpointError
-from fer_core.datasets import PERSON_SPLITS, list_labelled_folder, split_by_person
+from fer_core.datasets import PERSON_SPLITS, describe_skipped, list_labelled_folder, split_by_person
 from fer_core.evaluation import evaluate_files
 from fer_core.face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from fer_core.inference import NO_TTA_HELP, Predictor
 from fer_core.labels import UnknownClassError
+
+from .outputs import require_writable_file
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -47,10 +49,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
+    if args.json_out:
+        require_writable_file(args.json_out, "--json")  # before the evaluation, not after it
     try:
         predictor = Predictor.from_checkpoint(args.weights)
     except CheckpointError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     bar = tqdm(total=0, unit="img", desc="evaluating", file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
@@ -59,6 +64,8 @@ def main(args: argparse.Namespace) -> dict:
 
     try:
         files = split_by_person(list_labelled_folder(args.folder), args.person_split, args.test_fraction)
+        if files.skipped:  # unsupported formats, non-files: named, not silently ignored
+            print(describe_skipped(files.skipped, args.folder), file=sys.stderr)
         result = evaluate_files(predictor, files, detect_faces=args.detect_faces, tta=not args.no_tta,
                                 min_face_size=args.min_face_size, detector=args.detector, rotate=args.rotate,
                                 progress=progress, split=args.split or Path(args.folder).name)
@@ -69,6 +76,7 @@ def main(args: argparse.Namespace) -> dict:
     s = result.summary
     s["weights"] = str(args.weights)
     s["person_split"] = args.person_split
+    s["skipped_files"] = files.skipped  # left out by the folder scan: unsupported formats, non-files
     print(result.report)
     print(f"accuracy {s['accuracy']:.4f}  macro-F1 {s['macro_f1']:.4f}  images {s['n_images']}  "
           f"faces found {s['n_faces_found']}  TTA {'on' if s['tta'] else 'off'}")
