@@ -34,16 +34,27 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def expand_paths(paths: list[str]) -> list[Path]:
+    """Files as given; folders replaced by the image files under them (a folder without any is noted on stderr)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                print(f"note: no image files in folder {p}", file=sys.stderr)
+            out += found
         else:
             out.append(p)
     return out
 
 
 def main(args: argparse.Namespace) -> int:
+    """Print the faces of every image; 0 when at least one image was read (or none failed), 1 when every image
+    failed, 2 when there is nothing to do (no image files, unusable weights)."""
+    paths = expand_paths(args.paths)
+    if not paths:
+        print(f"error: no image files in {', '.join(args.paths)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); "
+              f"give image files or folders that contain some.", file=sys.stderr)
+        return 2
     try:
         predictor = Predictor.from_checkpoint(args.weights)
     except CheckpointError as e:
@@ -51,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     detector = make_detector(args.detector, min_face_size=args.min_face_size)
     results, failures = [], 0
-    for path in expand_paths(args.paths):
+    for path in paths:
         try:
             faces = predictor.predict(path, detector, tta=not args.no_tta, whole_image_if_no_face=args.whole_image)
         except ImageLoadError as e:

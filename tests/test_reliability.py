@@ -427,3 +427,93 @@ def test_home_page_shows_the_could_not_be_loaded_box(good_payload, tmp_path, mon
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("could not be loaded" in e.value for e in at.error)
+
+
+# ---- defect 11: evaluate --json checked first; defect 13: misleading or silent handling -------------------
+
+def test_evaluate_checks_the_json_path_before_evaluating(train_data, tmp_path, monkeypatch):
+    import training.evaluate as evaluate
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("evaluated although the results could not be written")
+
+    monkeypatch.setattr(evaluate, "evaluate_files", must_not_run)
+    (tmp_path / "a_file").write_text("")
+    target = tmp_path / "a_file" / "eval.json"
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main(evaluate.get_args_parser().parse_args([str(train_data / "validation"), "--json", str(target)]))
+    assert "--json" in str(exc.value.code) and str(tmp_path / "a_file") in str(exc.value.code)
+
+
+def test_evaluate_keeps_going_past_bad_files_and_names_skipped_ones(mixed_folder, tmp_path, capsys):
+    from training.evaluate import get_args_parser, main
+
+    happy = tmp_path / "labelled" / "happy"
+    happy.mkdir(parents=True)
+    for f in mixed_folder.iterdir():
+        (happy / f.name).write_bytes(f.read_bytes())
+    (happy / "photo.heic").write_bytes(b"\0\0\0\x18ftypheic")
+    (happy / "drawing.svg").write_text("<svg/>")
+    main(get_args_parser().parse_args([str(tmp_path / "labelled"), "--no-tta", "--json", str(tmp_path / "e.json")]))
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["n_images"] == 7 and result["n_unreadable"] == 5 and result["n_faces_found"] == 2
+    assert [Path(s.split(":")[0]).name for s in result["skipped_files"]] == ["drawing.svg", "photo.heic"]
+    err = capsys.readouterr().err
+    assert "2 file(s)" in err and "photo.heic: unsupported format (.heic)" in err
+
+
+def test_folder_scan_reports_what_it_leaves_out(tmp_path):
+    make_kaggle_tree(tmp_path, per_class=2, splits=("train",))
+    (tmp_path / "train" / "fear" / "clip.avif").write_bytes(b"x")
+    (tmp_path / "train" / "fear" / ".DS_Store").write_bytes(b"x")  # hidden: ignored without a note
+    os.mkfifo(tmp_path / "train" / "fear" / "pipe.png")
+    files = list_labelled_folder(tmp_path / "train")
+    assert len(files) == 14
+    assert sorted(Path(s.split(":")[0]).name for s in files.skipped) == ["clip.avif", "pipe.png"]
+    assert any("not a regular file" in s for s in files.skipped)
+
+
+def test_unreadable_image_is_left_out_of_the_decoded_split(train_data):
+    arrays = load_split(train_data, "train", 48, cache_dir=None)
+    assert len(arrays) == 7 * 20
+    assert any("broken.jpg: unreadable" in s for s in arrays.skipped)
+
+
+@pytest.mark.parametrize("header", [b"P5\n10000 6000\n255\n", b"P5\n20000 10000\n255\n", b"P5\n60000 60000\n255\n"])
+def test_every_image_over_the_pixel_limit_is_too_large_not_damaged(header):
+    with pytest.raises(ImageLoadError, match=r"too large \(limit 50 megapixels\)"):
+        load_image(header + b"\0" * 64)
+
+
+def test_float_tiff_in_0_to_1_is_scaled_to_0_to_255():
+    gray = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    rgb = load_image(bytes(_encoded(Image.fromarray(gray), "TIFF")))
+    assert rgb.max() == 255 and abs(int(rgb[32, 32, 0]) - 128) <= 2
+
+
+def test_fifo_is_not_called_missing(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        load_image(tmp_path / "pipe.jpg")
+
+
+@pytest.mark.parametrize("folder_name", ["empty", "dir.jpg"])
+def test_predict_on_a_folder_without_images_says_so_and_fails(tmp_path, capsys, folder_name):
+    from fer_core.predict import get_args_parser, main
+
+    (tmp_path / folder_name).mkdir()
+    (tmp_path / folder_name / "readme.txt").write_text("no images here")
+    rc = main(get_args_parser().parse_args([str(tmp_path / folder_name)]))
+    err = capsys.readouterr().err
+    assert rc == 2 and "no image files" in err and folder_name in err
+
+
+def test_unreadable_file_is_an_image_load_error(tmp_path, monkeypatch):
+    (tmp_path / "locked.jpg").write_bytes(face_png())
+
+    def no_permission(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", no_permission)  # chmod 000 does not stop root
+    with pytest.raises(ImageLoadError, match="locked.jpg: cannot read the file"):
+        load_image(tmp_path / "locked.jpg")
