@@ -13,7 +13,7 @@ import numpy as np
 
 from .datasets import LabelledFiles, list_labelled_folder
 from .alignment import face_crop
-from .face_detection import DEFAULT_DETECTOR, make_detector
+from .face_detection import DEFAULT_DETECTOR, Face, make_detector
 from .images import ImageLoadError, load_image, rotate_image
 from .inference import Predictor
 from .metrics import classification_summary, report_text
@@ -34,13 +34,15 @@ class EvaluationResult:
 
 def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: bool = False, tta: bool = True,
                    min_face_size: int = 20, chunk: int = 256, progress: Progress | None = None,
-                   split: str = "", detector: str = DEFAULT_DETECTOR, rotate: float = 0.0) -> EvaluationResult:
+                   split: str = "", detector: str = DEFAULT_DETECTOR, rotate: float = 0.0,
+                   align: bool = True) -> EvaluationResult:
     """Classify every file and score it against its folder label.
 
     Without ``detect_faces`` each image is a pre-cropped face. With it, the largest detected face is
     classified, cropped exactly as the app crops it (:func:`fer_core.alignment.face_crop`); images with no
     face (or that cannot be read) count as wrong and are counted. ``detector`` names the backend; ``rotate``
-    rolls every image by that many degrees first (a robustness test: tilted heads).
+    rolls every image by that many degrees first (a robustness test: tilted heads); ``align=False`` crops the
+    detector's box instead of aligning on the landmarks (an ablation, to measure what alignment brings).
     """
     names = predictor.class_names
     finder = make_detector(detector, min_face_size=min_face_size) if detect_faces else None
@@ -65,7 +67,8 @@ def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: boo
                 if not faces:
                     continue
                 rec.update(faces[0].to_dict())
-                gray = face_crop(gray, faces[0], predictor.preprocess.image_size, predictor.preprocess.face_margin)
+                face = faces[0] if align else Face(faces[0].box, faces[0].score)
+                gray = face_crop(gray, face, predictor.preprocess.image_size, predictor.preprocess.face_margin)
             rec["face_found"] = True
             crops.append(gray)
             slots.append(i)
@@ -87,6 +90,7 @@ def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: boo
         "detect_faces": detect_faces,
         "detector": detector if detect_faces else None,
         "rotate_degrees": rotate,
+        "aligned": align if detect_faces else None,
         "split": split,
     })
     return EvaluationResult(summary, records, report_text(files.labels, y_pred, names))

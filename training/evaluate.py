@@ -40,6 +40,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "CFEE's cfee_id<subject>_<n>.jpg), split as `training.train --photos` splits them (default: all)")
     p.add_argument("--test-fraction", type=float, default=0.3,
                    help="with --person-split: share of the people in the test part (default: %(default)s)")
+    p.add_argument("--no-align", action="store_true",
+                   help="with --detect-faces: crop the detector's box instead of aligning the face on its landmarks "
+                        "(an ablation; the app always aligns)")
     p.add_argument("--rotate", type=float, default=0.0,
                    help="roll every image by this many degrees before detection, to test tilted heads (default: 0)")
     p.add_argument("--split", default="", help="name of the data split, recorded in the JSON (e.g. 'FER2013 PublicTest')")
@@ -68,6 +71,7 @@ def main(args: argparse.Namespace) -> dict:
             print(describe_skipped(files.skipped, args.folder), file=sys.stderr)
         result = evaluate_files(predictor, files, detect_faces=args.detect_faces, tta=not args.no_tta,
                                 min_face_size=args.min_face_size, detector=args.detector, rotate=args.rotate,
+                                align=not args.no_align,
                                 progress=progress, split=args.split or Path(args.folder).name)
     except (FileNotFoundError, UnknownClassError, ValueError) as e:
         sys.exit(f"error: {e}")
