@@ -68,12 +68,14 @@ def show_loaded_model(predictor: Predictor) -> None:
         source = "artifacts/eval_validation.json"
 
     st.subheader(info["name"])
-    cols = st.columns(4)
-    cols[0].metric("Parameters", f"{info['parameters'] / 1e6:.2f} M")
-    cols[1].metric("Validation accuracy", "n/a" if info["val_acc"] is None else f"{info['val_acc']:.1%}")
-    cols[2].metric("Validation macro-F1", "n/a" if info["val_macro_f1"] is None else f"{info['val_macro_f1']:.3f}")
     trained = format_timestamp(info["trained_at"])
-    cols[3].metric("Trained", trained.split(" ")[0], help=f"Weights written {trained}")
+    with st.container(horizontal=True, gap="large"):  # wraps onto a second row rather than cutting the labels
+        st.metric("Parameters", f"{info['parameters'] / 1e6:.2f} M", width="content")
+        st.metric("Validation accuracy", "n/a" if info["val_acc"] is None else f"{info['val_acc']:.1%}",
+                  width="content")
+        st.metric("Validation macro-F1", "n/a" if info["val_macro_f1"] is None else f"{info['val_macro_f1']:.3f}",
+                  width="content")
+        st.metric("Trained", trained.split(" ")[0], help=f"Weights written {trained}", width="content")
     st.markdown("**Classes** (in the model's output order): " + ", ".join(f"`{c}`" for c in info["classes"]))
     details = [f"weights: `{weights_path()}`"]
     if info["selected_epoch"] is not None:

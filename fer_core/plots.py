@@ -34,8 +34,8 @@ def probability_bars(probabilities: dict[str, float], title: str | None = None, 
         x=values, y=names, orientation="h", marker_color=[color_hex(n) for n in names],
         text=[f"{v:.0%}" for v in values], textposition="outside", cliponaxis=False,
         hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
-    fig.update_layout(title=title, height=height, margin=_MARGIN, showlegend=False,
-                      xaxis=dict(range=[0, 1.15], tickformat=".0%", showgrid=False),
+    fig.update_layout(title=title, height=height, margin={**_MARGIN, "t": _MARGIN["t"] if title else 10},
+                      showlegend=False, xaxis=dict(range=[0, 1.15], tickformat=".0%", showgrid=False),
                       yaxis=dict(autorange="reversed"))
     return fig
 

@@ -11,7 +11,7 @@ from fer_core.results import ImageResult, analyse_image, face_rows, results_csv,
 from fer_core.ui import detector_choice, require_predictor, session_detector
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
-FACES_PER_ROW = 3  # probability bars of the faces of one image, in a grid
+FACE_CELL_WIDTH = 280  # pixels: one face's thumbnail, label and bars; as many per row as the window holds
 MAX_IMAGE_WIDTH = 720  # pixels: a large photo is shown at most this wide (its faces are in the grid below it)
 
 st.set_page_config(page_title="Upload images - expressions", page_icon=":material/image:", layout="wide")
@@ -91,17 +91,17 @@ st.markdown(f"**{len(results)} file(s), {n_faces} face(s)**"
 
 
 def show_faces(up, r: ImageResult) -> None:
-    """The faces of one image in a grid, left to right: thumbnail, label and probability bars side by side."""
-    for start in range(0, len(r.faces), FACES_PER_ROW):
-        cols = st.columns(FACES_PER_ROW)
-        for i, (col, face, thumb) in enumerate(zip(cols, r.faces[start:], r.thumbnails[start:]), start=start + 1):
+    """The faces of one image, left to right, in a grid that wraps to the window's width: per face a thumbnail,
+    its label and its probability bars."""
+    with st.container(horizontal=True):
+        for i, (face, thumb) in enumerate(zip(r.faces, r.thumbnails), start=1):
             x, y, w, h = face.box
-            where = "whole image" if face.whole_image else f"box x={x} y={y} w={w} h={h}"
-            with col.container(border=True):
+            where = "whole image" if face.whole_image else f"{w}x{h} px at x={x}, y={y}"
+            with st.container(border=True, width=FACE_CELL_WIDTH):
                 left, right = st.columns([1, 3], vertical_alignment="center")
-                left.image(thumb, width=72)
+                left.image(thumb, width=64)
                 right.markdown(f"**Face #{i}: {face.label}** ({face.confidence:.0%})  \n{where}")
-                st.plotly_chart(probability_bars(face.probabilities, height=200), key=f"bars_{up.file_id}_{i}",
+                st.plotly_chart(probability_bars(face.probabilities, height=180), key=f"bars_{up.file_id}_{i}",
                                 config={"displayModeBar": False})
 
 
@@ -122,15 +122,16 @@ for up, r in zip(uploads, results):
             st.checkbox("Classify the whole image as one face", key=whole_key)
         factor = r.annotated.shape[1] / r.size[0]
         caption = f"{r.size[0]}x{r.size[1]} px" + (f", shown {factor:.0f}x enlarged" if factor > 1 else "")
-        st.image(r.annotated, caption=caption, width=min(r.annotated.shape[1], MAX_IMAGE_WIDTH))
+        with st.container(width=MAX_IMAGE_WIDTH):  # never wider than the page either
+            st.image(r.annotated, caption=caption, width="content")
         show_faces(up, r)
 
 st.header("All faces")
 rows = face_rows(results, predictor.class_names)
 if rows:
     table = pd.DataFrame(rows)
-    table["box"] = [f"x={r['x']} y={r['y']} w={r['w']} h={r['h']}" for r in rows]
-    st.dataframe(table[["file", "face", "label", "confidence", "box"]], hide_index=True, column_config={
+    # Narrow enough for a small window: the boxes are beside each face above, all numbers in the downloads.
+    st.dataframe(table[["file", "face", "label", "confidence"]], hide_index=True, column_config={
         "confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0.0, max_value=1.0)})
     with st.expander("Probabilities of every face"):
         st.dataframe(table[["file", "face", *predictor.class_names]], hide_index=True, column_config={

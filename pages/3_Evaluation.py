@@ -1,40 +1,22 @@
-"""Evaluation: the shipped validation results, training curves, and evaluation on your own labelled data."""
+"""Evaluation: the shipped validation results, training curves, and evaluation on your own labelled data.
 
+The first view (the headline numbers of the shipped evaluation JSON) is drawn before the charts' libraries are
+imported and before anything is computed; the charts and tables follow.
+"""
+
+import os
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
-from fer_core.archive import ArchiveError, evaluate_zip, record_image
 from fer_core.artifacts import (EVAL_COMMAND, LOCAL_VALIDATION_DIR, TRAIN_COMMAND, ArtifactError, read_eval_summary,
                                 read_history)
-from fer_core.checkpoint import CheckpointError
-from fer_core.evaluation import evaluate_folder
-from fer_core.images import ImageLoadError
-from fer_core.labels import UnknownClassError
-from fer_core.plots import confusion_matrix_figure, per_class_f1_figure, training_curves_figure
-from fer_core.report import NO_FACE, cell_records, classification_table, most_confused
-from fer_core.face_detection import DEFAULT_DETECTOR
-from fer_core.ui import detector_choice, get_predictor, shared_results, weights_version
 
 GALLERY_SIZE = 24
+SERVER_FOLDERS_ENV = "FER_ALLOW_SERVER_FOLDERS"  # "1": visitors may evaluate folders on the server (see README)
+FOLDER_PLACEHOLDER = "e.g. /data/my_faces"
 
 st.set_page_config(page_title="Evaluation - expressions", page_icon=":material/analytics:", layout="wide")
-
-
-def run_with_progress(evaluate, label: str):
-    """Call evaluate(progress=...) under a progress bar; the error text when the data or model is unusable."""
-    bar = st.progress(0.0, text=label)
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / max(total, 1), text=f"{label} {done}/{total} images")
-
-    try:
-        return evaluate(progress=progress), None
-    except (CheckpointError, OSError, UnknownClassError, ArchiveError, ValueError) as e:
-        return None, str(e)
-    finally:
-        bar.empty()
 
 
 def load_artifact(reader, missing: str):
@@ -47,6 +29,81 @@ def load_artifact(reader, missing: str):
     if value is None:
         st.info(missing)
     return value
+
+
+def show_headline(summary: dict) -> None:
+    """Accuracy, macro-F1, image and face counts, and how they were measured (needs only the summary dict)."""
+    with st.container(horizontal=True, gap="large"):  # wraps onto a second row rather than cutting the labels
+        st.metric("Accuracy", f"{summary['accuracy']:.1%}", width="content")
+        st.metric("Macro-F1", f"{summary['macro_f1']:.3f}", width="content")
+        st.metric("Images", f"{summary.get('n_images', sum(map(sum, summary['confusion_matrix']))):,}",
+                  width="content")
+        if summary.get("detect_faces"):
+            st.metric("Faces found", f"{summary.get('n_faces_found', 0):,}", width="content")
+    tta = summary.get("tta")
+    st.caption(f"Split: **{summary.get('split') or 'unnamed'}** · test-time augmentation "
+               f"**{'on' if tta else 'off' if tta is not None else 'unknown'}** · "
+               + ("whole photos, largest detected face classified (no face counts as wrong)"
+                  if summary.get("detect_faces") else "images are pre-cropped faces"))
+    if summary.get("n_unreadable"):
+        st.warning(f"{summary['n_unreadable']} image(s) could not be read; they count as wrong.")
+
+
+st.title("Evaluation")
+st.header("The shipped model on the validation split")
+shipped = load_artifact(read_eval_summary, "No shipped evaluation yet (`artifacts/eval_validation.json`). "
+                        f"Create it with:\n\n`{EVAL_COMMAND}`")
+if shipped is not None:
+    show_headline(shipped)
+
+# Everything below needs plotly, pandas and scikit-learn (through the evaluation code), whose first import takes
+# seconds on a small CPU: imported only now, once the headline numbers are on screen.
+import pandas as pd  # noqa: E402
+
+from fer_core.archive import ArchiveError, evaluate_zip, record_image  # noqa: E402
+from fer_core.checkpoint import CheckpointError  # noqa: E402
+from fer_core.evaluation import evaluate_folder  # noqa: E402
+from fer_core.face_detection import DEFAULT_DETECTOR  # noqa: E402
+from fer_core.images import ImageLoadError  # noqa: E402
+from fer_core.labels import EMOTIONS, UnknownClassError  # noqa: E402
+from fer_core.plots import confusion_matrix_figure, per_class_f1_figure, training_curves_figure  # noqa: E402
+from fer_core.report import NO_FACE, cell_records, classification_table, most_confused  # noqa: E402
+from fer_core.ui import detector_choice, get_predictor, shared_results, weights_version  # noqa: E402
+
+
+def run_with_progress(evaluate, label: str):
+    """Call evaluate(progress=...) under a progress bar: (result, None), or (None, the exception) when the data or
+    model is unusable."""
+    bar = st.progress(0.0, text=label)
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"{label} {done}/{total} images")
+
+    try:
+        return evaluate(progress=progress), None
+    except (CheckpointError, OSError, UnknownClassError, ArchiveError, ValueError) as e:
+        return None, e
+    finally:
+        bar.empty()
+
+
+def server_folders_allowed() -> bool:
+    """Whether the operator lets visitors evaluate folders on the server ($FER_ALLOW_SERVER_FOLDERS=1). Off by
+    default: any visitor could otherwise probe the server's files and see its images in the gallery."""
+    return os.environ.get(SERVER_FOLDERS_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def folder_error(e: Exception) -> str:
+    """What went wrong with a folder typed by a visitor, without revealing the server's files: the same text for
+    a missing path, a file and an unreadable folder, and no names of what the folder holds."""
+    if isinstance(e, CheckpointError):
+        return str(e)
+    if isinstance(e, UnknownClassError):
+        return ("Its sub-folders must all be named after an expression (" + ", ".join(EMOTIONS) +
+                "; aliases such as `happiness` work too); it has others.")
+    if isinstance(e, OSError):
+        return "Not a readable folder on the server (it does not exist, is not a folder, or cannot be read)."
+    return "No labelled images in it: expected `<folder>/<class>/<image>` with expression-named sub-folders."
 
 
 def show_gallery(summary: dict, records: list[dict], key: str, zip_data: bytes | None = None) -> None:
@@ -75,50 +132,37 @@ def show_gallery(summary: dict, records: list[dict], key: str, zip_data: bytes |
                                        for r in chosen[:GALLERY_SIZE]]), hide_index=True)
 
 
-def show_results(summary: dict, key: str, records: list[dict] | None = None, zip_data: bytes | None = None) -> None:
-    """Headline numbers, confusion matrix, classification report, per-class F1 and (with records) the drill-down."""
+def show_results(summary: dict, key: str, records: list[dict] | None = None, zip_data: bytes | None = None,
+                 headline: bool = True) -> None:
+    """Headline numbers (unless already shown), confusion matrix, classification report, per-class F1 and (with
+    records) the drill-down."""
     labels = list(summary["labels"])
-    cols = st.columns(4)
-    cols[0].metric("Accuracy", f"{summary['accuracy']:.1%}")
-    cols[1].metric("Macro-F1", f"{summary['macro_f1']:.3f}")
-    cols[2].metric("Images", f"{summary.get('n_images', sum(map(sum, summary['confusion_matrix']))):,}")
-    if summary.get("detect_faces"):
-        cols[3].metric("Faces found", f"{summary.get('n_faces_found', 0):,}")
-    tta = summary.get("tta")
-    st.caption(f"Split: **{summary.get('split') or 'unnamed'}** · test-time augmentation "
-               f"**{'on' if tta else 'off' if tta is not None else 'unknown'}** · "
-               + ("whole photos, largest detected face classified (no face counts as wrong)"
-                  if summary.get("detect_faces") else "images are pre-cropped faces"))
-    if summary.get("n_unreadable"):
-        st.warning(f"{summary['n_unreadable']} image(s) could not be read; they count as wrong.")
-
+    if headline:
+        show_headline(summary)
     mode = st.radio("Confusion matrix", ["Counts", "Row-normalised"], horizontal=True, key=f"{key}_cm_mode",
                     help="Row-normalised: each row (true class) sums to 100%, so the diagonal is the recall.")
     st.plotly_chart(confusion_matrix_figure(summary["confusion_matrix"], labels, normalize=mode == "Row-normalised",
                                             title="Confusion matrix (rows: true class, columns: predicted)"),
                     key=f"{key}_cm")
-    left, right = st.columns([3, 2])
-    with left:
-        st.markdown("**Classification report**")
-        table = pd.DataFrame(classification_table(summary["per_class"], labels))
-        st.dataframe(table, hide_index=True, column_config={
-            c: st.column_config.NumberColumn(c, format="%.3f") for c in ("precision", "recall", "f1")})
-    with right:
-        st.plotly_chart(per_class_f1_figure(summary["per_class"]), key=f"{key}_f1", config={"displayModeBar": False})
+    # Side by side when there is room; the chart wraps below the table on a narrow window, so that the table keeps
+    # all its columns (support included).
+    with st.container(horizontal=True, gap="large"):
+        with st.container(width="content"):
+            st.markdown("**Classification report**")
+            table = pd.DataFrame(classification_table(summary["per_class"], labels))
+            st.dataframe(table, hide_index=True, width="content", column_config={
+                c: st.column_config.NumberColumn(c, format="%.3f") for c in ("precision", "recall", "f1")})
+        st.plotly_chart(per_class_f1_figure(summary["per_class"]), key=f"{key}_f1", width=420,
+                        config={"displayModeBar": False})
 
     if records:
         st.subheader("Browse the mistakes")
         show_gallery(summary, records, key, zip_data)
 
 
-st.title("Evaluation")
-
-# ---- shipped results ------------------------------------------------------------------------------
-st.header("The shipped model on the validation split")
-shipped = load_artifact(read_eval_summary, "No shipped evaluation yet (`artifacts/eval_validation.json`). "
-                        f"Create it with:\n\n`{EVAL_COMMAND}`")
+# ---- shipped results (the headline is on screen already) -----------------------------------------
 if shipped is not None:
-    show_results(shipped, "shipped")
+    show_results(shipped, "shipped", headline=False)
     st.subheader("Browse the mistakes")
     # Re-evaluating the validation folder takes a while: its result is shared by all sessions of this process
     # and kept while the same weights are served.
@@ -139,7 +183,7 @@ if shipped is not None:
                                                  tta=rerun_key[1], detect_faces=rerun_key[2],
                                                  split=shipped.get("split", "")), "Evaluating")
             if error:
-                st.error(error)
+                st.error(str(error))
             else:
                 store["shipped_rerun"] = (rerun_key, result)
                 st.rerun()
@@ -169,17 +213,7 @@ own_min_face = c3.slider("Minimum face size (pixels)", 20, 300, 20, step=10, key
 own_detector = detector_choice("own_detector", c1) if detect else DEFAULT_DETECTOR
 options = dict(detect_faces=detect, tta=own_tta, min_face_size=own_min_face, detector=own_detector)
 
-folder_tab, zip_tab = st.tabs(["Folder on the server", "Upload a zip"])
-with folder_tab:
-    folder = st.text_input("Folder path", placeholder=str(LOCAL_VALIDATION_DIR), key="own_folder")
-    if st.button("Evaluate folder", key="own_folder_go", disabled=not folder.strip()):
-        result, error = run_with_progress(
-            lambda progress: evaluate_folder(get_predictor(), Path(folder.strip()).expanduser(), progress=progress,
-                                             split=folder.strip(), **options), "Evaluating")
-        if error:
-            st.error(error)
-        else:
-            st.session_state["own_eval"] = {"summary": result.summary, "records": result.records, "zip": None}
+zip_tab, folder_tab = st.tabs(["Upload a zip", "Folder on the server"])
 with zip_tab:
     archive = st.file_uploader("Zip of <class>/<image> folders", type=["zip"], key="own_zip")
     if st.button("Evaluate zip", key="own_zip_go", disabled=archive is None):
@@ -188,9 +222,25 @@ with zip_tab:
             lambda progress: evaluate_zip(get_predictor(), data, progress=progress, split=archive.name, **options),
             "Evaluating")
         if error:
-            st.error(error)
+            st.error(str(error))
         else:
             st.session_state["own_eval"] = {"summary": result.summary, "records": result.records, "zip": data}
+with folder_tab:
+    if not server_folders_allowed():
+        st.info("Evaluating a folder on the server is turned off: any visitor could read the server's images "
+                f"with it. The person running the app can turn it on with `{SERVER_FOLDERS_ENV}=1` (see the "
+                "README); until then, upload a zip.", icon=":material/lock:")
+    else:
+        folder = st.text_input("Folder path", placeholder=FOLDER_PLACEHOLDER, key="own_folder",
+                               help="A folder on the machine that runs this app, holding `<class>/<image>`.")
+        if st.button("Evaluate folder", key="own_folder_go", disabled=not folder.strip()):
+            result, error = run_with_progress(
+                lambda progress: evaluate_folder(get_predictor(), Path(folder.strip()).expanduser(),
+                                                 progress=progress, split=folder.strip(), **options), "Evaluating")
+            if error:
+                st.error(f"Cannot evaluate `{folder.strip()}`. {folder_error(error)}")
+            else:
+                st.session_state["own_eval"] = {"summary": result.summary, "records": result.records, "zip": None}
 
 own = st.session_state.get("own_eval")
 if own is not None:

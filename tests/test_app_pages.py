@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from streamlit.proto.Block_pb2 import Block as BlockProto
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Block
 
 from fer_core.artifacts import ARTIFACTS_ENV
 from fer_core.labels import EMOTIONS
@@ -127,6 +132,15 @@ def test_upload_page_without_weights_says_what_to_do(monkeypatch, tmp_path):
 
 # ---- upload ---------------------------------------------------------------------------------------
 
+def blocks(node) -> list[Block]:
+    """Every container below ``node`` (depth first)."""
+    found = []
+    for child in getattr(node, "children", {}).values():
+        if isinstance(child, Block):
+            found += [child, *blocks(child)]
+    return found
+
+
 def image_captions(at: AppTest) -> list[str]:
     return [img.proto.imgs[0].caption for img in at.image if img.proto.imgs[0].caption]
 
@@ -145,8 +159,8 @@ def test_upload_real_photo_and_a_bad_file(monkeypatch, artifacts_dir, face_photo
     assert "holiday.jpg" in texts(at.error)  # the bad file has its own error ...
     assert "Face #1:" in texts(at.markdown)  # ... and the photo was still processed
     assert image_captions(at) == ["512x512 px"] and len(at.get("plotly_chart")) == 1
-    table = at.dataframe[0].value  # fits the page: no probability columns ...
-    assert list(table.columns) == ["file", "face", "label", "confidence", "box"]
+    table = at.dataframe[0].value  # fits a narrow window: no box or probability columns ...
+    assert list(table.columns) == ["file", "face", "label", "confidence"]
     assert list(table["file"].unique()) == [photo.name]
     probabilities = at.dataframe[1].value  # ... they are in their own table, in an expander
     assert list(probabilities.columns) == ["file", "face", *EMOTIONS]
@@ -176,12 +190,15 @@ def test_upload_group_photo_numbers_faces_left_to_right_in_a_grid(monkeypatch, a
     no_exception(at)
     faces = [m.value for m in at.markdown if m.value.startswith("**Face #")]
     assert [f.split(":")[0] for f in faces] == ["**Face #1", "**Face #2", "**Face #3"]
-    xs = [int(f.split("box x=")[1].split()[0]) for f in faces]
+    xs = [int(f.split("at x=")[1].split(",")[0]) for f in faces]
     assert xs == sorted(xs) and xs[0] < 300 < xs[1] < 600 < xs[2]
     assert list(at.dataframe[0].value["face"]) == [1, 2, 3]
     assert len(at.get("plotly_chart")) == 3
-    # The three faces' bars share one row of the grid (not one column below the image).
-    assert len([c for c in at.columns if c.get("plotly_chart")]) == 3
+    # The three faces' cells are side by side in one wrapping row (not one long column below the image).
+    grids = [b for b in blocks(at.main) if getattr(b.proto, "flex_container", None) and b.proto.flex_container.wrap
+             and b.proto.flex_container.direction == BlockProto.FlexContainer.HORIZONTAL
+             and [bool(c.get("plotly_chart")) for c in b.children.values()] == [True] * 3]
+    assert len(grids) == 1
 
 
 def test_upload_without_face_offers_the_whole_image(monkeypatch, artifacts_dir):
@@ -284,17 +301,83 @@ def test_bad_zip_gets_a_clear_error(monkeypatch, artifacts_dir, members, message
     assert message in texts(at.error)
 
 
+def test_server_folders_are_off_unless_the_operator_allows_them(monkeypatch, artifacts_dir):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    monkeypatch.delenv("FER_ALLOW_SERVER_FOLDERS", raising=False)
+    at = open_page(EVALUATION)
+    no_exception(at)
+    assert not at.text_input and not any(b.key == "own_folder_go" for b in at.button)
+    assert "FER_ALLOW_SERVER_FOLDERS=1" in texts(at.info)
+    assert at.file_uploader(key="own_zip")  # a zip can still be evaluated
+
+
 def test_evaluate_folder_on_the_server(monkeypatch, artifacts_dir, labelled_dir, tmp_path):
     monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    monkeypatch.setenv("FER_ALLOW_SERVER_FOLDERS", "1")
     at = open_page(EVALUATION)
-    at.text_input(key="own_folder").input(str(tmp_path / "missing")).run()
-    at.button(key="own_folder_go").click().run()
-    no_exception(at)
-    assert "Not a folder" in texts(at.error)
+    box = at.text_input(key="own_folder")
+    assert box.placeholder.startswith("e.g. ") and not Path(box.placeholder.removeprefix("e.g. ")).exists()
+    # Errors name nothing of the server's files: a missing path and a file read alike, sub-folders are not listed.
+    (tmp_path / "notes.txt").write_text("private")
+    (tmp_path / "private_scans").mkdir()
+    errors = []
+    for path in (tmp_path / "missing", tmp_path / "notes.txt", tmp_path):
+        at.text_input(key="own_folder").input(str(path)).run()
+        at.button(key="own_folder_go").click().run()
+        no_exception(at)
+        errors.append(texts(at.error).replace(str(path), "<path>"))
+    assert errors[0] == errors[1] and "Not a readable folder" in errors[0]
+    assert "private_scans" not in errors[2] and "notes.txt" not in errors[2] and "expression" in errors[2]
     at.text_input(key="own_folder").input(str(labelled_dir)).run()
     at.button(key="own_folder_go").click().run()
     no_exception(at)
     assert not at.error and f"{len(EMOTIONS) * 3:,}" in [m.value for m in at.metric]
+
+
+def test_one_minimum_face_size_default_on_the_pages_and_the_clis(monkeypatch, artifacts_dir):
+    from fer_core.predict import get_args_parser as predict_args
+    from training.evaluate import get_args_parser as evaluate_args
+
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    upload, evaluation = open_page(UPLOAD), open_page(EVALUATION)
+    assert upload.sidebar.slider[0].label == "Minimum face size (pixels)" and upload.sidebar.slider[0].value == 20
+    assert evaluation.slider(key="own_min_face").value == 20
+    assert predict_args().parse_args(["x.jpg"]).min_face_size == 20
+    assert evaluate_args().parse_args(["folder"]).min_face_size == 20
+
+
+def test_evaluation_page_draws_its_headline_before_the_heavy_imports(artifacts_dir):
+    """AppTest in a fresh process, timed: the headline numbers are drawn from the JSON alone, before scikit-learn
+    (the evaluation code's dependency) is imported and before any chart is built."""
+    probe = f"""
+import json, sys, time
+import streamlit as st
+from streamlit.proto.Block_pb2 import Block as BlockProto
+from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Block
+start, seen, real_metric, real_chart = time.perf_counter(), {{}}, st.metric, st.plotly_chart
+def metric(*args, **kwargs):
+    seen.setdefault("metric_s", time.perf_counter() - start)
+    seen.setdefault("sklearn_before_metric", "sklearn" in sys.modules)
+    return real_metric(*args, **kwargs)
+def chart(*args, **kwargs):
+    seen.setdefault("chart_s", time.perf_counter() - start)
+    return real_chart(*args, **kwargs)
+st.metric, st.plotly_chart = metric, chart
+at = AppTest.from_file({str(ROOT / EVALUATION)!r}, default_timeout={TIMEOUT}).run()
+seen["total_s"] = time.perf_counter() - start
+seen["exception"] = [str(e.value) for e in at.exception]
+print(json.dumps(seen))
+"""
+    env = {**os.environ, ARTIFACTS_ENV: str(artifacts_dir), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not seen["exception"], seen
+    assert seen["sklearn_before_metric"] is False
+    assert seen["metric_s"] < seen["chart_s"] <= seen["total_s"]
+    print(f"evaluation page, cold process: headline at {seen['metric_s']:.2f} s, first chart at "
+          f"{seen['chart_s']:.2f} s, run done at {seen['total_s']:.2f} s")
 
 
 def test_shipped_results_drill_down_reevaluates_the_local_folder(monkeypatch, artifacts_dir, labelled_dir):

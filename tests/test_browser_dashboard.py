@@ -15,10 +15,18 @@ import pytest
 
 from fer_core.labels import EMOTIONS
 
+from helpers import make_zip
+
 pytestmark = pytest.mark.timeout(600)
 ROOT = Path(__file__).resolve().parent.parent
 WAIT_MS = 90_000  # the test machine is slow and may be busy
 FACE_LABEL = re.compile(r"Face #1: (" + "|".join(EMOTIONS) + r")")
+
+
+def generated_face_png(label: int, seed: int = 0) -> bytes:
+    img = np.random.default_rng(seed).integers(0, 60, (48, 48), dtype=np.uint8)
+    cv2.circle(img, (24, 24), 6 + 2 * label, 200, -1)
+    return cv2.imencode(".png", img)[1].tobytes()
 
 
 @pytest.fixture
@@ -77,20 +85,57 @@ def test_evaluation_page_shows_a_confusion_matrix(app_url, page, tmp_path):
     if (ROOT / "artifacts" / "eval_validation.json").is_file():  # the shipped results
         expect(matrices.first).to_be_visible()
     shipped = matrices.count()
+    # Folders on the server are off by default (FER_ALLOW_SERVER_FOLDERS): own data comes as a zip.
+    page.get_by_role("tab", name="Folder on the server").click()
+    expect(page.get_by_text("FER_ALLOW_SERVER_FOLDERS=1")).to_be_visible()
+    expect(page.get_by_label("Folder path")).to_have_count(0)
+    page.get_by_role("tab", name="Upload a zip").click()
 
-    # Own data, from a folder on the server: <class>/<image> with small generated faces.
-    for label, name in enumerate(EMOTIONS):
-        (tmp_path / name).mkdir()
-        for i in range(2):
-            img = np.random.default_rng(i).integers(0, 60, (48, 48), dtype=np.uint8)
-            cv2.circle(img, (24, 24), 6 + 2 * label, 200, -1)
-            cv2.imwrite(str(tmp_path / name / f"{i}.png"), img)
-    box = page.get_by_label("Folder path")
-    box.fill(str(tmp_path))
-    box.press("Enter")
-    button = page.get_by_role("button", name="Evaluate folder")
+    # <class>/<image> with small generated faces.
+    archive = tmp_path / "my_faces.zip"
+    archive.write_bytes(make_zip({f"{name}/{i}.png": generated_face_png(label, seed=i)
+                                  for label, name in enumerate(EMOTIONS) for i in range(2)}))
+    page.locator('[data-testid="stFileUploaderDropzoneInput"], input[type="file"]').first.set_input_files(str(archive))
+    button = page.get_by_role("button", name="Evaluate zip")
     expect(button).to_be_enabled()
     button.click()
-    expect(page.get_by_role("heading", name=f"Results: {tmp_path}")).to_be_visible()
+    expect(page.get_by_role("heading", name="Results: my_faces.zip")).to_be_visible()
     expect(matrices).to_have_count(shipped + 1)
     expect(matrices.last).to_be_visible()
+
+
+# Width of each element's text (not clipped) and of its box: a cut label has a wider text than box.
+TEXT_AND_BOX_WIDTHS = """els => els.map(e => { const r = document.createRange(); r.selectNodeContents(e);
+    return [e.innerText, r.getBoundingClientRect().width, e.getBoundingClientRect().width]; })"""
+
+
+def assert_metrics_not_cut(page) -> None:
+    page.get_by_test_id("stMetric").first.wait_for(state="visible")
+    for part in ("stMetricLabel", "stMetricValue"):  # the markdown box is the one that clips with an ellipsis
+        selector = f'[data-testid="{part}"] [data-testid="stMarkdownContainer"]'
+        widths = page.locator(selector).evaluate_all(TEXT_AND_BOX_WIDTHS)
+        assert widths and all(text <= box + 1 for _, text, box in widths), widths
+
+
+def test_layout_holds_at_800_px(app_url, launch_chromium):
+    """An 800 px window (sidebar open): metric labels and values whole, the classification report with all its
+    columns (support included) without sideways scrolling."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    context = launch_chromium().new_context(viewport={"width": 800, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        page.goto(app_url)
+        assert_metrics_not_cut(page)
+        page.goto(f"{app_url}/Evaluation")
+        assert_metrics_not_cut(page)
+        report = page.get_by_test_id("stDataFrame").first
+        report.scroll_into_view_if_needed()
+        scroller = report.locator(".dvn-scroller").first
+        expect(scroller).to_be_visible()
+        scroll_width, client_width = scroller.evaluate("e => [e.scrollWidth, e.clientWidth]")
+        assert scroll_width <= client_width + 1, (scroll_width, client_width)
+    finally:
+        context.close()
