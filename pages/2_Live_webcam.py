@@ -56,7 +56,9 @@ with st.sidebar:
     st.subheader("Options")
     min_face = st.slider("Minimum face size (pixels)", min_value=30, max_value=300, value=60, step=10,
                          help="Faces smaller than this (in the 640x480 video) are ignored. Raise it to skip "
-                              "faces in the background; it also makes detection faster.")
+                              "faces in the background; it also makes detection faster. The default is 60 px here "
+                              "(20 px on the upload and evaluation pages) because faces are searched on a 320 px "
+                              "copy of each frame, where a 60 px face is 30 px wide.")
     smoothing = st.slider("Smoothing strength", min_value=0.0, max_value=0.95, value=0.6, step=0.05,
                           help="How much of each face's previous probabilities is kept at every frame "
                                "(exponential moving average). 0 turns smoothing off; higher is steadier but slower "
