@@ -66,7 +66,7 @@ def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: boo
                 faces = finder.detect(gray)
                 if not faces:
                     continue
-                rec.update(faces[0].to_dict())
+                rec.update(faces[0].to_dict(), n_faces=len(faces))
                 face = faces[0] if align else Face(faces[0].box, faces[0].score)
                 gray = face_crop(gray, face, predictor.preprocess.image_size, predictor.preprocess.face_margin)
             rec["face_found"] = True
@@ -90,6 +90,7 @@ def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: boo
         "detect_faces": detect_faces,
         "detector": detector if detect_faces else None,
         "rotate_degrees": rotate,
+        "n_images_with_several_faces": sum(r.get("n_faces", 0) > 1 for r in records),
         "aligned": align if detect_faces else None,
         "split": split,
     })
