@@ -1,9 +1,11 @@
-"""Print the README's results table from the shipped artifacts (nothing is typed by hand).
+"""Print the README's results tables from the shipped artifacts (nothing is typed by hand).
 
     python -m training.results_table
 
 Reads artifacts/model_card.json, artifacts/eval_validation.json (TTA),
-artifacts/eval_validation_no_tta.json and, if present, artifacts/eval_photos.json.
+artifacts/eval_validation_no_tta.json and, if present, artifacts/eval_photos.json; then the whole-photo table
+(CFEE's test people: detectors, alignment, the FER2013-only vs the shipped model, rolled heads) from
+artifacts/eval_cfee_test*.json, each written by the `training.evaluate` command in the README.
 """
 
 from __future__ import annotations
@@ -16,8 +18,26 @@ from fer_core.labels import EMOTIONS
 EVALS = (
     ("eval_validation.json", "FER2013 PublicTest (validation), 3,589 faces, TTA on"),
     ("eval_validation_no_tta.json", "FER2013 PublicTest (validation), 3,589 faces, TTA off"),
-    ("eval_photos.json", "../shared/data/photos (126 real photos, noisy labels), Haar detection + TTA"),
+    ("eval_photos.json", "../shared/data/photos (126 real photos, noisy labels), RetinaFace + alignment + TTA"),
 )
+# CFEE's test people (never trained on), TTA on: each pipeline step and each model, then rolled heads.
+REAL_FACE_EVALS = (
+    ("eval_cfee_test_fer2013_haar.json", "FER2013-only model", "Haar, box crop (the previous pipeline)"),
+    ("eval_cfee_test_fer2013_no_align.json", "FER2013-only model", "RetinaFace, box crop"),
+    ("eval_cfee_test_fer2013.json", "FER2013-only model", "RetinaFace + alignment"),
+    ("eval_cfee_test_haar.json", "shipped (fine-tuned)", "Haar, box crop"),
+    ("eval_cfee_test_no_align.json", "shipped (fine-tuned)", "RetinaFace, box crop"),
+    ("eval_cfee_test.json", "shipped (fine-tuned)", "**RetinaFace + alignment (the app's default)**"),
+    ("eval_cfee_test_roll-40.json", "shipped (fine-tuned)", "RetinaFace + alignment, heads rolled -40 deg"),
+    ("eval_cfee_test_roll-20.json", "shipped (fine-tuned)", "RetinaFace + alignment, heads rolled -20 deg"),
+    ("eval_cfee_test_roll20.json", "shipped (fine-tuned)", "RetinaFace + alignment, heads rolled +20 deg"),
+    ("eval_cfee_test_roll40.json", "shipped (fine-tuned)", "RetinaFace + alignment, heads rolled +40 deg"),
+    ("eval_cfee_test_roll40_haar.json", "shipped (fine-tuned)", "Haar, box crop, heads rolled +40 deg"),
+)
+
+
+def _recalls(summary: dict) -> str:
+    return " | ".join(f"{summary['per_class'][c]['recall']:.2f}" for c in EMOTIONS)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -31,16 +51,22 @@ def main(_args: argparse.Namespace) -> str:
         s = read_eval_summary(artifact_path(name))
         if s is None:
             continue
-        recalls = " | ".join(f"{s['per_class'][c]['recall']:.2f}" for c in EMOTIONS)
         found = f" (faces found in {s['n_faces_found']}/{s['n_images']})" if s.get("detect_faces") else ""
-        lines.append(f"| {title}{found} | {s['accuracy']:.2%} | {s['macro_f1']:.3f} | {recalls} |")
+        lines.append(f"| {title}{found} | {s['accuracy']:.2%} | {s['macro_f1']:.3f} | {_recalls(s)} |")
+    lines += ["", "| model | pipeline (CFEE test people, TTA on) | faces found | accuracy | macro-F1 | "
+              + " | ".join(EMOTIONS) + " |", "|---|---|---|---|---|" + "---|" * len(EMOTIONS)]
+    for name, model, pipeline in REAL_FACE_EVALS:
+        s = read_eval_summary(artifact_path(name))
+        if s is not None:
+            lines.append(f"| {model} | {pipeline} | {s['n_faces_found']}/{s['n_images']} | {s['accuracy']:.1%} | "
+                         f"{s['macro_f1']:.3f} | {_recalls(s)} |")
     card = read_model_card()
     if card:
         arch, tr = card["architecture"], card["training"]
         lines += ["", f"Model: Xception-{arch['variant']}, {arch['parameters']:,} parameters, "
-                      f"{arch['macs_per_face'] / 1e6:.0f} M MACs per face; trained from scratch for {tr['epochs_run']} epochs "
-                      f"in {tr['wall_time_seconds'] / 60:.0f} min wall time ({tr['device']}); selected epoch "
-                      f"{tr['selected_epoch']} on validation accuracy."]
+                      f"{arch['macs_per_face'] / 1e6:.0f} M MACs per face; {tr['epochs_run']} epochs in "
+                      f"{tr['wall_time_seconds'] / 60:.0f} min wall time ({tr['device']}); selection: {tr['selection']}, "
+                      f"epoch {tr['selected_epoch']}."]
     table = "\n".join(lines)
     print(table)
     return table
