@@ -6,8 +6,8 @@ loaded, links to the pages).
 
 import streamlit as st
 
-from fer_core.artifacts import (EVAL_COMMAND, ArtifactError, format_timestamp, model_overview, read_eval_summary,
-                                read_model_card)
+from fer_core.artifacts import (EVAL_COMMAND, ArtifactError, artifact_path, format_timestamp, model_overview,
+                                read_eval_summary, read_model_card)
 from fer_core.checkpoint import CheckpointError
 from fer_core.inference import Predictor
 from fer_core.ui import get_predictor, weights_path
@@ -46,6 +46,17 @@ def home() -> None:
                  icon=":material/analytics:")
 
 
+WHOLE_PHOTO_EVAL = "eval_cfee_test.json"  # whole photos of people never trained on (README, "Results")
+
+
+def whole_photo_summary() -> dict | None:
+    """The shipped whole-photo evaluation, or None when absent or unreadable (the home page then omits it)."""
+    try:
+        return read_eval_summary(artifact_path(WHOLE_PHOTO_EVAL))
+    except ArtifactError:
+        return None
+
+
 def show_loaded_model(predictor: Predictor) -> None:
     """Name, size, headline validation numbers and provenance of the model the app serves."""
     try:
@@ -75,6 +86,12 @@ def show_loaded_model(predictor: Predictor) -> None:
                   width="content")
         st.metric("Validation macro-F1", "n/a" if info["val_macro_f1"] is None else f"{info['val_macro_f1']:.3f}",
                   width="content")
+        photos = whole_photo_summary()
+        if photos is not None:
+            st.metric("Whole photos accuracy", f"{photos['accuracy']:.1%}", width="content",
+                      help=f"{photos.get('split') or 'whole photos'}: faces found by the detector, aligned and "
+                           f"classified, as on the upload page ({photos['n_faces_found']}/{photos['n_images']} "
+                           f"faces found; macro-F1 {photos['macro_f1']:.3f}; from artifacts/{WHOLE_PHOTO_EVAL})")
         st.metric("Trained", trained.split(" ")[0], help=f"Weights written {trained}", width="content")
     st.markdown("**Classes** (in the model's output order): " + ", ".join(f"`{c}`" for c in info["classes"]))
     details = [f"weights: `{weights_path()}`"]

@@ -102,6 +102,24 @@ def test_home_shows_the_model_card_and_links(monkeypatch, artifacts_dir):
     assert any("Upload_images" in p for p in links) and any("Evaluation" in p for p in links)
 
 
+def test_home_shows_the_whole_photo_accuracy_when_evaluated(monkeypatch, artifacts_dir, tmp_path):
+    for name in ("model.pt", "model_card.json", "eval_validation.json"):
+        (tmp_path / name).symlink_to(artifacts_dir / name)
+    photos = {**json.loads((artifacts_dir / "eval_validation.json").read_text()),
+              "accuracy": 0.8026, "macro_f1": 0.8084, "n_images": 228, "n_faces_found": 228,
+              "split": "CFEE test people (68 people, 228 photos)", "detect_faces": True}
+    (tmp_path / "eval_cfee_test.json").write_text(json.dumps(photos))
+    monkeypatch.setenv(ARTIFACTS_ENV, str(tmp_path))
+    at = open_page(HOME)
+    no_exception(at)
+    metric = next(m for m in at.metric if m.label == "Whole photos accuracy")
+    assert metric.value == "80.3%" and "CFEE test people" in metric.proto.help
+    (tmp_path / "eval_cfee_test.json").unlink()  # no whole-photo evaluation: no metric, no error
+    at = open_page(HOME)
+    no_exception(at)
+    assert "Whole photos accuracy" not in {m.label for m in at.metric}
+
+
 def test_home_falls_back_on_the_card_without_an_evaluation(monkeypatch, artifacts_dir, tmp_path):
     for name in ("model.pt", "model_card.json"):
         (tmp_path / name).symlink_to(artifacts_dir / name)
