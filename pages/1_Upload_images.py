@@ -48,10 +48,14 @@ for key in [k for k in done if k[0] not in current]:
     del done[key]
 
 
+def whole_image_wanted(up) -> bool:
+    """Whether the user asked to classify this file's whole image as one face (its checkbox below)."""
+    return st.session_state.get(f"whole_{up.file_id}", False)
+
+
 def result_key(up) -> tuple:
     """What a file's result depends on; id(predictor): a reloaded model invalidates old results."""
-    whole = st.session_state.get(f"whole_{up.file_id}", False)
-    return up.file_id, tta, min_face, detector_name, whole, id(predictor)
+    return up.file_id, tta, min_face, detector_name, whole_image_wanted(up), id(predictor)
 
 
 keys = [result_key(up) for up in uploads]
@@ -73,8 +77,7 @@ def analyse_pending() -> None:
                              if faces_done < faces_total else f"{prefix} {faces_total} face(s) done")
 
             r = done[key] = analyse_image(predictor, detector, up.getvalue(), up.name, tta=tta,
-                                          whole_image_if_no_face=st.session_state.get(f"whole_{up.file_id}", False),
-                                          progress=progress)
+                                          whole_image_if_no_face=whole_image_wanted(up), progress=progress)
             st.write(f"{up.name}: " + ("could not be read" if r.error else f"{len(r.faces)} face(s)"))
         bar.progress(1.0, text="Done")
         status.update(label=f"Analysed {len(pending)} image(s)", state="complete", expanded=False)
