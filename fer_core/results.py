@@ -104,7 +104,8 @@ def face_thumbnail(rgb: np.ndarray, box: Sequence[int], side: int = THUMBNAIL_SI
     crop = rgb[y0:min(rgb.shape[0], cy + half), x0:min(rgb.shape[1], cx + half)]
     if crop.size == 0:
         return np.zeros((side, side, 3), np.uint8)
-    return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if min(crop.shape[:2]) > side else cv2.INTER_LINEAR)
+    shrink = min(crop.shape[:2]) > side
+    return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def display_copy(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:

@@ -27,8 +27,8 @@ with st.sidebar:
                     help="Average the predictions of six views of each face: as is and mirrored, each also zoomed in and out "
                          "by 10 % (about one point more accurate, six times the model time).")
     min_face = st.slider("Minimum face size (pixels)", min_value=20, max_value=300, value=20, step=10,
-                         help="Faces narrower than this, in pixels of the uploaded image, are ignored. Raise it to skip "
-                              "faces in the background.")
+                         help="Faces narrower than this, in pixels of the uploaded image, are ignored. Raise it "
+                              "to skip faces in the background.")
     detector_name = detector_choice()
 
 uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, TIFF, GIF)", type=IMAGE_TYPES, accept_multiple_files=True,

@@ -28,7 +28,8 @@ def one_face_frame(face_photos) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def two_face_frame(face_photos) -> np.ndarray:
-    return _bgr(canvas_from_photos([face_photos.arrays["astronaut_head"], face_photos.arrays["astronaut_head_mirrored"]]))
+    heads = [face_photos.arrays["astronaut_head"], face_photos.arrays["astronaut_head_mirrored"]]
+    return _bgr(canvas_from_photos(heads))
 
 
 def test_frames_hold_the_faces_the_live_detector_should_find(one_face_frame, two_face_frame):
