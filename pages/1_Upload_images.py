@@ -6,6 +6,7 @@ Nothing is written to disk: uploads are read from memory. Faces are numbered lef
 import pandas as pd
 import streamlit as st
 
+from fer_core.navigation import run_through_app
 from fer_core.plots import probability_bars
 from fer_core.results import ImageResult, analyse_image, face_rows, results_csv, results_json
 from fer_core.ui import detector_choice, require_predictor, session_detector
@@ -14,6 +15,7 @@ IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 FACE_CELL_WIDTH = 280  # pixels: one face's thumbnail, label and bars; as many per row as the window holds
 MAX_IMAGE_WIDTH = 720  # pixels: a large photo is shown at most this wide (its faces are in the grid below it)
 
+run_through_app()
 st.set_page_config(page_title="Upload images - expressions", page_icon=":material/image:", layout="wide")
 st.title("Expressions in your images")
 st.caption("Upload one or more photos. Every face found is boxed, numbered from left to right and labelled with "

@@ -11,11 +11,13 @@ import streamlit as st
 
 from fer_core.artifacts import (EVAL_COMMAND, LOCAL_VALIDATION_DIR, TRAIN_COMMAND, ArtifactError, read_eval_summary,
                                 read_history)
+from fer_core.navigation import run_through_app
 
 GALLERY_SIZE = 24
 SERVER_FOLDERS_ENV = "FER_ALLOW_SERVER_FOLDERS"  # "1": visitors may evaluate folders on the server (see README)
 FOLDER_PLACEHOLDER = "e.g. /data/my_faces"
 
+run_through_app()
 st.set_page_config(page_title="Evaluation - expressions", page_icon=":material/analytics:", layout="wide")
 
 

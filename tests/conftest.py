@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -80,9 +81,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url():
-    """Base URL of `streamlit run app.py` served on localhost for the whole test session."""
+@contextmanager
+def _served_app():
+    """Serve `streamlit run app.py` on a free localhost port; yields its base URL, stops it afterwards."""
     port = _free_port()
     env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     proc = subprocess.Popen(
@@ -103,12 +104,28 @@ def app_url():
     else:
         proc.kill()
         pytest.fail("streamlit did not become healthy within 90 s")
-    yield url
-    proc.terminate()
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """Base URL of `streamlit run app.py` served on localhost for the whole test session."""
+    with _served_app() as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_app_url():
+    """Base URL of a server of its own that no browser has visited yet (for first-request behaviour)."""
+    with _served_app() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

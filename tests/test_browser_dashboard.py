@@ -58,6 +58,22 @@ def test_home_links_to_the_pages(app_url, page):
     assert page.url.endswith("/Evaluation")
 
 
+def test_deep_link_on_a_fresh_server_shows_the_app_navigation(fresh_app_url, page):
+    """The first request of a new server is a page URL: the sidebar still names the home page "Home" (not the
+    script's file name "app") and lists every page with its icon."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{fresh_app_url}/Upload_images")
+    expect(page.get_by_text("Upload one or more images to see")).to_be_visible()
+    nav = page.get_by_test_id("stSidebarNav")
+    for name in ("Home", "Upload images", "Live webcam", "Evaluation"):
+        expect(nav.get_by_role("link", name=name, exact=True)).to_be_visible()
+    expect(nav.get_by_role("link", name="app", exact=True)).to_have_count(0)
+    assert nav.locator('[data-testid="stIconMaterial"]').count() == 4  # one icon per entry
+    assert page.url.endswith("/Upload_images")
+    assert page.title() == "Upload images - expressions"
+
+
 def test_upload_a_photo_and_see_its_face_label(app_url, page, face_photos):
     from playwright.sync_api import expect
 
