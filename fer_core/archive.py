@@ -1,17 +1,27 @@
 """Labelled zip archives (``<class>/<image>``, optionally inside one top folder) for evaluation.
 
 Members are checked before anything is extracted: absolute paths, ``..`` components, drive letters,
-links, unknown class folders, too many or too large files are refused with an :class:`ArchiveError`
-(or :class:`fer_core.labels.UnknownClassError`) that names the member. Images are extracted into a
-``tempfile.TemporaryDirectory`` that exists only while the evaluation runs; the per-image records
-of the result name the zip members, and :func:`read_member` reads one back from the zip in memory.
+links, the same path twice, unknown class folders, too many or too large files are refused with an
+:class:`ArchiveError` (or :class:`fer_core.labels.UnknownClassError`) that names the member. One zip is
+evaluated in one request, so it may hold at most :data:`MAX_EVAL_IMAGES` images (about 20 minutes of CPU with
+test-time augmentation); larger sets are split into several zips or evaluated with ``python -m training.evaluate``.
+
+Images are extracted into a ``fer_zip_*`` folder under ``tempfile.gettempdir()`` that exists only while the
+evaluation runs. It is also removed when the process exits normally, as Streamlit does on SIGTERM or Ctrl+C;
+folders that a killed process left behind are removed by the next extraction once they are a day old. The
+per-image records of the result name the zip members, and :func:`read_member` reads one back from the zip in
+memory.
 """
 
 from __future__ import annotations
 
+import atexit
 import io
+import shutil
 import stat
 import tempfile
+import threading
+import time
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +39,9 @@ from .preprocessing import crop_face
 MAX_MEMBERS = 20_000
 MAX_MEMBER_BYTES = 50 * 1024 * 1024
 MAX_TOTAL_BYTES = 1024 * 1024 * 1024  # uncompressed; guards against zip bombs
+MAX_EVAL_IMAGES = 5_000  # images evaluated from one zip: about 220 ms each with TTA on a small CPU
+EXTRACT_PREFIX = "fer_zip_"  # extraction folders under tempfile.gettempdir()
+STALE_AFTER_S = 24 * 3600  # a leftover extraction folder older than this belongs to no running evaluation
 _IGNORED_PARTS = {"__MACOSX"}
 
 
@@ -67,12 +80,19 @@ def list_labelled_zip(zf: zipfile.ZipFile) -> list[ZipMember]:
         raise ArchiveError(f"The zip has {len(infos)} members; at most {MAX_MEMBERS} are accepted.")
     total = 0
     entries: list[tuple[tuple[str, ...], zipfile.ZipInfo]] = []
+    seen: set[tuple[str, ...]] = set()
     for info in infos:
         parts = _safe_parts(info.filename)
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
             raise ArchiveError(f"Zip member {info.filename!r} is a symbolic link; refusing it.")
-        if info.is_dir() or not parts or any(p.startswith(".") or p in _IGNORED_PARTS for p in parts):
+        if info.is_dir() or not parts:
+            continue
+        if parts in seen:  # zf.read would silently pick one of them
+            raise ArchiveError(f"Zip member {info.filename!r} appears more than once in the zip; every path must "
+                               "be unique. Re-create the zip from the folder.")
+        seen.add(parts)
+        if any(p.startswith(".") or p in _IGNORED_PARTS for p in parts):
             continue
         if PurePosixPath(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
             continue
@@ -84,6 +104,10 @@ def list_labelled_zip(zf: zipfile.ZipFile) -> list[ZipMember]:
         entries.append((parts, info))
     if not entries:
         raise ArchiveError(f"The zip holds no images. Expected <class>/<image> with classes {', '.join(EMOTIONS)}.")
+    if len(entries) > MAX_EVAL_IMAGES:
+        raise ArchiveError(f"The zip holds {len(entries):,} images; at most {MAX_EVAL_IMAGES:,} are evaluated from "
+                           "one zip. Split it into smaller zips, or run `python -m training.evaluate <folder>` on "
+                           "the server.")
     depths = {len(parts) for parts, _ in entries}
     tops = {parts[0] for parts, _ in entries}
     if depths == {3} and len(tops) == 1:
@@ -112,18 +136,70 @@ def _open(data: bytes) -> zipfile.ZipFile:
         raise ArchiveError(f"Not a readable zip file ({e}).") from None
 
 
+# Extraction folders in use, removed at interpreter exit too: Streamlit turns SIGTERM and Ctrl+C into a normal
+# exit while script threads (daemons) may still be extracting or evaluating.
+_live_folders: set[Path] = set()
+_live_lock = threading.Lock()
+_exiting = threading.Event()
+_exit_hook_registered = False
+
+
+def _remove_live_folders() -> None:
+    _exiting.set()  # an extraction in progress stops before its next write
+    with _live_lock:
+        folders = list(_live_folders)
+    for folder in folders:
+        for _ in range(20):  # retried: a write that was already under way may land after a first pass
+            shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                break
+            time.sleep(0.05)
+
+
+def _register_folder(folder: Path) -> None:
+    global _exit_hook_registered
+    with _live_lock:
+        if not _exit_hook_registered:  # registered on first use: importing this module has no side effects
+            atexit.register(_remove_live_folders)
+            _exit_hook_registered = True
+        _live_folders.add(folder)
+
+
+def remove_stale_extractions(max_age_s: float = STALE_AFTER_S) -> list[Path]:
+    """Delete ``fer_zip_*`` folders under ``tempfile.gettempdir()`` last modified over ``max_age_s`` ago (left by
+    a process that was killed mid-evaluation); returns the ones removed. Folders of running evaluations are far
+    younger: one zip takes well under an hour."""
+    now = time.time()
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(EXTRACT_PREFIX + "*"):
+        try:
+            if folder.is_symlink() or not folder.is_dir() or now - folder.stat().st_mtime <= max_age_s:
+                continue
+        except OSError:  # removed meanwhile by another process
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
 @contextmanager
 def extracted_labelled_zip(data: bytes) -> Iterator[tuple[LabelledFiles, list[str]]]:
     """Check the zip, extract its images to a temporary folder, yield (files, member names) and delete the folder.
 
-    ``files.paths[i]`` is the extracted copy of ``members[i]``; the paths are only valid inside the ``with``.
+    ``files.paths[i]`` is the extracted copy of ``members[i]``; the paths are only valid inside the ``with``. The
+    folder is ``fer_zip_*`` under ``tempfile.gettempdir()``; it is removed on leaving the ``with`` and at
+    interpreter exit, and stale ones left by killed processes are removed first.
     """
     with _open(data) as zf:
         members = list_labelled_zip(zf)
-        with tempfile.TemporaryDirectory(prefix="fer_zip_") as tmp:
-            root = Path(tmp)
+        remove_stale_extractions()
+        root = Path(tempfile.mkdtemp(prefix=EXTRACT_PREFIX))
+        _register_folder(root)
+        try:
             paths = []
             for i, m in enumerate(members):
+                if _exiting.is_set():
+                    raise ArchiveError("The server is shutting down; the zip was not evaluated.")
                 # Our own file names: the member name is never used as a path on disk.
                 target = root / f"{i:06d}{PurePosixPath(m.name).suffix.lower()}"
                 try:
@@ -133,6 +209,10 @@ def extracted_labelled_zip(data: bytes) -> Iterator[tuple[LabelledFiles, list[st
                 paths.append(target)
             labels = np.asarray([m.label for m in members], dtype=np.int64)
             yield LabelledFiles(paths, labels), [m.name for m in members]
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+            with _live_lock:
+                _live_folders.discard(root)
 
 
 def evaluate_zip(predictor, data: bytes, **kwargs):

@@ -62,7 +62,7 @@ if shipped is not None:
 # seconds on a small CPU: imported only now, once the headline numbers are on screen.
 import pandas as pd  # noqa: E402
 
-from fer_core.archive import ArchiveError, evaluate_zip, record_image  # noqa: E402
+from fer_core.archive import MAX_EVAL_IMAGES, ArchiveError, evaluate_zip, record_image  # noqa: E402
 from fer_core.checkpoint import CheckpointError  # noqa: E402
 from fer_core.evaluation import evaluate_folder  # noqa: E402
 from fer_core.face_detection import DEFAULT_DETECTOR  # noqa: E402
@@ -217,7 +217,9 @@ options = dict(detect_faces=detect, tta=own_tta, min_face_size=own_min_face, det
 
 zip_tab, folder_tab = st.tabs(["Upload a zip", "Folder on the server"])
 with zip_tab:
-    archive = st.file_uploader("Zip of <class>/<image> folders", type=["zip"], key="own_zip")
+    archive = st.file_uploader("Zip of <class>/<image> folders", type=["zip"], key="own_zip",
+                               help=f"At most {MAX_EVAL_IMAGES:,} images per zip: evaluating them takes minutes of "
+                                    "server time. Split a larger set into several zips.")
     if st.button("Evaluate zip", key="own_zip_go", disabled=archive is None):
         data = archive.getvalue()
         result, error = run_with_progress(
