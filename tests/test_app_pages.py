@@ -201,6 +201,25 @@ def test_upload_results_are_not_recomputed_on_a_rerun(monkeypatch, artifacts_dir
     assert next(iter(at.session_state["_upload_results"].values())) is first
 
 
+def test_upload_face_detector_choice(monkeypatch, artifacts_dir, face_photos):
+    """RetinaFace (landmarks, aligned crops) by default; the Haar fallback one select box away."""
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    photo = face_photos.path("astronaut")
+    at = open_page(UPLOAD)
+    assert at.selectbox(key="detector").value == "retinaface"
+    at.file_uploader(key="uploads").set_value((photo.name, photo.read_bytes(), "image/jpeg")).run()
+    no_exception(at)
+    def landmarks(detector: str) -> list[int]:  # landmark counts of the faces found with that detector
+        results = at.session_state["_upload_results"].items()
+        return [len(f.face.landmarks) for key, r in results if detector in key for f in r.faces]
+
+    assert landmarks("retinaface") == [5]
+    at.selectbox(key="detector").set_value("haar").run()
+    no_exception(at)
+    assert "Face #1:" in texts(at.markdown)
+    assert landmarks("haar") == [0]  # Haar gives boxes only
+
+
 def test_upload_group_photo_numbers_faces_left_to_right_in_a_grid(monkeypatch, artifacts_dir):
     monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
     at = open_page(UPLOAD)
