@@ -95,7 +95,8 @@ def display_scale(height: int, width: int, min_side: int = DISPLAY_MIN_SIDE) -> 
 
 def annotate(image: np.ndarray, faces: Sequence, numbered: bool = True, show_probabilities: bool = False,
              bgr: bool = False, min_side: int = DISPLAY_MIN_SIDE) -> np.ndarray:
-    """Copy of ``image`` with every FacePrediction boxed and captioned "#n label 87%".
+    """Copy of ``image`` with every FacePrediction boxed and captioned "#n label 87%", and the five landmarks the
+    face was aligned on (eyes, nose tip, mouth corners) marked with small dots when the detector gave them.
 
     An image whose shorter side is under ``min_side`` pixels (e.g. a 48x48 face crop) is first enlarged by a
     whole-number factor with nearest-neighbour pixels (its boxes with it), so that the caption fits and is
@@ -110,4 +111,14 @@ def annotate(image: np.ndarray, faces: Sequence, numbered: bool = True, show_pro
         caption = f"{prefix}{face.label} {face.confidence:.0%}"
         box = tuple(int(v) * factor for v in face.box)
         draw_face(out, box, caption, face.label, face.probabilities if show_probabilities else None, bgr=bgr)
+        draw_landmarks(out, [(x * factor, y * factor) for x, y in getattr(getattr(face, "face", None), "landmarks", ())],
+                       radius=max(1, box[2] // 60))
     return out
+
+
+def draw_landmarks(image: np.ndarray, points: Sequence[tuple[float, float]], radius: int = 2) -> None:
+    """Small white dots with a dark rim at ``points`` (x, y pixels), in place; the same in RGB and BGR."""
+    for x, y in points:
+        centre = (int(round(x)), int(round(y)))
+        cv2.circle(image, centre, radius + 1, (30, 30, 30), -1, cv2.LINE_AA)
+        cv2.circle(image, centre, radius, (255, 255, 255), -1, cv2.LINE_AA)

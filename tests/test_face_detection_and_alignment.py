@@ -178,3 +178,17 @@ def test_person_split_never_puts_one_person_in_both_parts():
     assert len(people(test)) == 12  # 30 % of 40 people
     assert split_by_person(files, "test").paths == test.paths  # deterministic
     assert person_of("cfee_id113_0113.jpg") == "cfee_id113"
+
+
+def test_annotation_marks_the_landmarks_the_face_was_aligned_on(predictor):
+    from fer_core.drawing import annotate
+
+    image = skdata.astronaut()
+    faces = predictor.predict(image, tta=False)
+    out = annotate(image, faces)
+    for x, y in faces[0].face.landmarks:
+        assert tuple(out[int(round(y)), int(round(x))]) == (255, 255, 255)
+    haar = predictor.predict(image, make_detector("haar"), tta=False)  # no landmarks: no dots
+    plain = annotate(image, haar)
+    x, y = faces[0].face.landmarks[2]
+    assert tuple(plain[int(round(y)), int(round(x))]) == tuple(image[int(round(y)), int(round(x))])
