@@ -7,13 +7,15 @@ Decoded 48x48 arrays can be cached on disk so an epoch never re-decodes 28k JPEG
 from __future__ import annotations
 
 import hashlib
-import re
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .alignment import face_crop
+from .face_detection import make_detector
 from .images import ImageLoadError, load_image
 from .labels import EMOTIONS, UnknownClassError, label_index
 from .preprocessing import resize_face, to_gray
@@ -228,9 +230,6 @@ def detect_face_arrays(files: LabelledFiles, size: int = 48, detector: str = "re
     """Whole labelled photos -> the largest face of each, cropped exactly as the app crops it
     (:func:`fer_core.alignment.face_crop`), as (N, size, size) uint8. Photos without a face are left out;
     unreadable photos too, named in ``skipped``."""
-    from .alignment import face_crop  # here: alignment imports this module's neighbours, not the reverse
-    from .face_detection import make_detector
-
     finder = make_detector(detector)
     images, labels, unreadable = [], [], []
     for path, label in zip(files.paths, files.labels):

@@ -111,8 +111,7 @@ def annotate(image: np.ndarray, faces: Sequence, numbered: bool = True, show_pro
         caption = f"{prefix}{face.label} {face.confidence:.0%}"
         box = tuple(int(v) * factor for v in face.box)
         draw_face(out, box, caption, face.label, face.probabilities if show_probabilities else None, bgr=bgr)
-        draw_landmarks(out, [(x * factor, y * factor) for x, y in getattr(getattr(face, "face", None), "landmarks", ())],
-                       radius=max(1, box[2] // 60))
+        draw_landmarks(out, [(x * factor, y * factor) for x, y in face.face.landmarks], radius=max(1, box[2] // 60))
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -126,8 +127,6 @@ def rotate_image(image: np.ndarray, degrees: float) -> np.ndarray:
     (the corners are filled with the nearest edge pixels). Used to test how the pipeline copes with tilted heads."""
     if degrees % 360 == 0:
         return image
-    import cv2
-
     h, w = image.shape[:2]
     m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
     cos, sin = abs(m[0, 0]), abs(m[0, 1])

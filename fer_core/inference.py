@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -138,14 +138,35 @@ class Predictor:
         With no face found, the whole image is classified as one face if ``whole_image_if_no_face`` or if the
         image has the size of a pre-cropped face (FACE_CROP_SIDES); otherwise the result is [].
         """
-        rgb = load_image(image, channel_order=channel_order)
-        gray = to_gray(rgb)
-        detector = detector or make_detector()
-        faces = detector.detect(gray)
-        if not faces and (whole_image_if_no_face or is_face_crop_sized(gray)):
-            whole = Face((0, 0, gray.shape[1], gray.shape[0]))
-            return self.classify_faces(gray, [whole], tta=tta, whole_image=True)
-        return self.classify_faces(gray, faces, tta=tta)
+        gray = to_gray(load_image(image, channel_order=channel_order))
+        faces = (detector or make_detector()).detect(gray)
+        return self.classify_detected(gray, faces, tta=tta, whole_image_if_no_face=whole_image_if_no_face)
+
+    def classify_detected(self, gray: np.ndarray, faces: Sequence[Face], tta: bool = True,
+                          whole_image_if_no_face: bool = False,
+                          progress: Callable[[int, int], None] | None = None) -> list[FacePrediction]:
+        """The faces a detector found in a (H, W) uint8 gray image -> their predictions, in the given order.
+
+        With none found, the whole image is one face if ``whole_image_if_no_face`` or if it has the size of a
+        pre-cropped face (FACE_CROP_SIDES); otherwise []. With ``progress(done, total)``, faces are classified
+        one at a time and it is called before the first and after each (for a progress bar); without it, in
+        one batch.
+        """
+        if not faces:
+            if progress is not None:
+                progress(0, 0)
+            if whole_image_if_no_face or is_face_crop_sized(gray):
+                whole = Face((0, 0, gray.shape[1], gray.shape[0]))
+                return self.classify_faces(gray, [whole], tta=tta, whole_image=True)
+            return []
+        if progress is None:
+            return self.classify_faces(gray, faces, tta=tta)
+        out: list[FacePrediction] = []
+        progress(0, len(faces))
+        for done, face in enumerate(faces, start=1):
+            out += self.classify_faces(gray, [face], tta=tta)
+            progress(done, len(faces))
+        return out
 
     def _prediction(self, face: Face, probs: np.ndarray, whole_image: bool = False) -> FacePrediction:
         top = int(np.argmax(probs))

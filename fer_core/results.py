@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image
 
 from .drawing import annotate
-from .face_detection import Face, FaceDetector
-from .images import ImageLoadError, load_image
+from .face_detection import FaceDetector
+from .images import SUPPORTED_FORMATS, ImageLoadError, load_image
 from .inference import FacePrediction, Predictor
 from .preprocessing import to_gray
 
@@ -45,14 +45,6 @@ class ImageResult:
     thumbnails: list[np.ndarray] = field(default_factory=list)
 
 
-class _NoFaceDetector:
-    """A FaceDetector that finds nothing: hands an image without faces to Predictor.predict's own rule (the
-    whole image as one face when asked for, or when the image is the size of a face crop)."""
-
-    def detect(self, gray: np.ndarray) -> list[Face]:
-        return []
-
-
 def analyse_image(predictor: Predictor, detector: FaceDetector, source, name: str, tta: bool = True,
                   whole_image_if_no_face: bool = False, progress: Progress | None = None) -> ImageResult:
     """Read one image (path / bytes / file-like), classify every face and draw numbered boxes on a copy.
@@ -68,15 +60,8 @@ def analyse_image(predictor: Predictor, detector: FaceDetector, source, name: st
         return ImageResult(name, error=str(e))
     gray = to_gray(rgb)
     found = sorted(detector.detect(gray), key=lambda f: (f.box[0], f.box[1]))
-    if progress is not None:
-        progress(0, len(found))
-    faces: list[FacePrediction] = []
-    for i, face in enumerate(found, start=1):  # one face at a time, so the page can show progress per face
-        faces += predictor.classify_faces(gray, [face], tta=tta)
-        if progress is not None:
-            progress(i, len(found))
-    if not found:
-        faces = predictor.predict(rgb, _NoFaceDetector(), tta=tta, whole_image_if_no_face=whole_image_if_no_face)
+    faces = predictor.classify_detected(gray, found, tta=tta, whole_image_if_no_face=whole_image_if_no_face,
+                                        progress=progress)
     return ImageResult(name, faces, display_copy(annotate(rgb, faces)), (rgb.shape[1], rgb.shape[0]),
                        frames=frame_count(source), thumbnails=[face_thumbnail(rgb, f.box) for f in faces])
 
@@ -89,7 +74,7 @@ def frame_count(source) -> int:
     elif hasattr(source, "seek"):
         source.seek(0)
     try:
-        with Image.open(source) as img:
+        with Image.open(source, formats=SUPPORTED_FORMATS) as img:
             return max(1, int(getattr(img, "n_frames", 1)))
     except (OSError, EOFError, ValueError, SyntaxError):  # the first frame was read: only the count is unknown
         return 1

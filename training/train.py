@@ -122,6 +122,16 @@ def make_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.op
     return torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
 
 
+def ship(path: Path, model, preprocess: PreprocessConfig, args: argparse.Namespace, epoch: int,
+         summary: dict) -> dict:
+    """Write ``model`` as the shipped checkpoint of ``epoch``; returns the model card's record of that epoch
+    (its validation ``summary``: accuracy, macro-F1, per-class recall)."""
+    save_checkpoint(path, model, preprocess, meta={"epoch": epoch, "variant": args.variant, "seed": args.seed,
+                                                   "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return {"epoch": epoch, "val_acc": summary["accuracy"], "val_macro_f1": summary["macro_f1"],
+            "per_class_recall": {k: v["recall"] for k, v in summary["per_class"].items()}}
+
+
 def add_photo_faces(args: argparse.Namespace, preprocess: PreprocessConfig) -> FaceArrays | None:
     """The aligned faces of the training people of --photos (None without --photos)."""
     if not args.photos:
@@ -384,12 +394,8 @@ def main(args: argparse.Namespace) -> dict:
               f"val acc {row['val_acc']:.4f}  val macro-F1 {row['val_macro_f1']:.4f}  lr {row['lr']:.2e}  "
               f"{row['seconds']:.0f}s", flush=True)
         pd.DataFrame(history).to_csv(out / "history.csv", index=False)
-        if row["val_acc"] > best["val_acc"]:
-            best = {"epoch": epoch, "val_acc": row["val_acc"], "val_macro_f1": row["val_macro_f1"],
-                    "per_class_recall": {k: v["recall"] for k, v in summary["per_class"].items()}}
-            save_checkpoint(out / "model.pt", shipped, preprocess,
-                            meta={"epoch": epoch, "variant": args.variant, "seed": args.seed,
-                                  "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        if args.select == "last" or row["val_acc"] > best["val_acc"]:
+            best = ship(out / "model.pt", shipped, preprocess, args, epoch, summary)
         train_seconds = prior_seconds + (time.time() - (t0 if epoch > start_epoch else started))
         prior_seconds = train_seconds
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -403,13 +409,10 @@ def main(args: argparse.Namespace) -> dict:
     if last_epoch < args.epochs:
         print(f"Stopped after epoch {last_epoch} of {args.epochs}; continue with --resume.", flush=True)
         return {}
-    if args.select == "last" and history:
+    if args.select == "last" and history and best.get("epoch") != len(history):
+        # --resume --select last after a run that selected its best epoch: ship the last one's weights now
         summary = evaluate(shipped, val_x, val.labels, device, not args.no_bf16, tta=False)["summary"]
-        best = {"epoch": len(history), "val_acc": summary["accuracy"], "val_macro_f1": summary["macro_f1"],
-                "per_class_recall": {k: v["recall"] for k, v in summary["per_class"].items()}}
-        save_checkpoint(out / "model.pt", shipped, preprocess,
-                        meta={"epoch": len(history), "variant": args.variant, "seed": args.seed,
-                              "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        best = ship(out / "model.pt", shipped, preprocess, args, len(history), summary)
     card = {
         "name": f"FER Xception-{args.variant}",
         "task": "facial expression recognition, 7 classes, 48x48 grayscale faces",
