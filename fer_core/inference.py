@@ -51,25 +51,48 @@ def tta_views(batch: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def predict_probabilities(model: nn.Module, batch: torch.Tensor, tta: bool = True, batch_size: int = 512) -> np.ndarray:
-    """(N, 1, S, S) preprocessed faces -> (N, C) float32 softmax probabilities.
+def predict_view_logits(model: nn.Module, batch: torch.Tensor, tta: bool = True, batch_size: int = 512) -> np.ndarray:
+    """(N, 1, S, S) preprocessed faces -> (V, N, C) float32 logits, one slice per view.
 
-    With ``tta`` the probabilities of the views from :func:`tta_views` (mirror images and zooms) are averaged.
-    ``batch_size`` bounds the images (faces x views) per forward pass.
+    V = TTA_VIEWS with ``tta`` (the views of :func:`tta_views`, in that order), else 1. ``batch_size`` bounds
+    the images (faces x views) per forward pass.
     """
     was_training = model.training
     model.eval()
     chunk = max(1, batch_size // TTA_VIEWS) if tta else batch_size
+    n_views = TTA_VIEWS if tta else 1
     out = []
     for start in range(0, len(batch), chunk):
         x = batch[start:start + chunk]
         views = tta_views(x) if tta else [x]
-        probs = torch.softmax(model(torch.cat(views)).float(), dim=1)  # all views of the chunk in one pass
-        out.append(probs.view(len(views), len(x), -1).mean(dim=0))
+        logits = model(torch.cat(views)).float()  # all views of the chunk in one pass
+        out.append(logits.view(len(views), len(x), -1))
     model.train(was_training)
     if not out:
-        return np.zeros((0, getattr(getattr(model, "config", None), "num_classes", 7)), np.float32)
-    return torch.cat(out).cpu().numpy().astype(np.float32)
+        return np.zeros((n_views, 0, getattr(getattr(model, "config", None), "num_classes", 7)), np.float32)
+    return torch.cat(out, dim=1).cpu().numpy().astype(np.float32)
+
+
+def probabilities_from_view_logits(view_logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """(V, N, C) logits -> (N, C) float32 probabilities: the mean over views of softmax(logits / temperature).
+
+    ``temperature`` (> 0) is the calibration fitted by ``training.calibrate`` (1.0 = uncalibrated).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits = torch.from_numpy(np.asarray(view_logits, np.float32))
+    return torch.softmax(logits / float(temperature), dim=2).mean(dim=0).numpy().astype(np.float32)
+
+
+def predict_probabilities(model: nn.Module, batch: torch.Tensor, tta: bool = True, batch_size: int = 512,
+                          temperature: float = 1.0) -> np.ndarray:
+    """(N, 1, S, S) preprocessed faces -> (N, C) float32 softmax probabilities.
+
+    With ``tta`` the probabilities of the views from :func:`tta_views` (mirror images and zooms) are averaged;
+    each view's logits are divided by ``temperature`` before its softmax (see
+    :func:`probabilities_from_view_logits`). ``batch_size`` bounds the images (faces x views) per forward pass.
+    """
+    return probabilities_from_view_logits(predict_view_logits(model, batch, tta, batch_size), temperature)
 
 
 def is_face_crop_sized(gray: np.ndarray) -> bool:
@@ -110,6 +133,8 @@ class Predictor:
         self.preprocess = preprocess
         self.class_names = tuple(class_names)
         self.meta = meta or {}
+        # Calibration (training.calibrate): each view's logits are divided by it; 1.0 for older checkpoints.
+        self.temperature = float(self.meta.get("temperature", 1.0))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path = DEFAULT_WEIGHTS) -> "Predictor":
@@ -120,7 +145,14 @@ class Predictor:
         """Gray face crops (any size) -> (N, C) probabilities, all in one batch."""
         if len(faces) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
-        return predict_probabilities(self.model, faces_to_tensor(faces, self.preprocess), tta=tta)
+        return predict_probabilities(self.model, faces_to_tensor(faces, self.preprocess), tta=tta,
+                                     temperature=self.temperature)
+
+    def view_logits(self, faces: Sequence[np.ndarray], tta: bool = True) -> np.ndarray:
+        """Gray face crops -> (V, N, C) logits of every view (uncalibrated; see :func:`predict_view_logits`)."""
+        if len(faces) == 0:
+            return np.zeros((TTA_VIEWS if tta else 1, 0, len(self.class_names)), np.float32)
+        return predict_view_logits(self.model, faces_to_tensor(faces, self.preprocess), tta=tta)
 
     def classify_faces(self, gray: np.ndarray, faces: Sequence[Face], tta: bool = True,
                        whole_image: bool = False) -> list[FacePrediction]:
