@@ -1,7 +1,8 @@
 """Live video: the per-frame processor behind the webcam page, its session log, and a latency benchmark.
 
-One :class:`LiveProcessor` serves one video stream. It owns the stateful parts (a face detector,
-the face tracker, the smoothing state); the :class:`~fer_core.inference.Predictor` is shared read-only.
+One :class:`LiveProcessor` serves one video stream. Its frames go through the frame pipeline that video files
+share (:class:`fer_core.frames.FramePipeline`: detector, tracker, smoothing state, drawing); the
+:class:`~fer_core.inference.Predictor` is shared read-only.
 ``process()`` runs in the stream's worker thread; ``latest()`` and ``update_settings()`` may be called from
 any other thread (the page's UI loop): results cross threads under a lock, never through Streamlit.
 
@@ -21,73 +22,23 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
-import torch
 
-from .drawing import draw_face
-from .face_detection import DEFAULT_DETECTOR, DETECTORS, Box, Face, FaceDetector, make_detector
+from .frames import FramePipeline, FrameSettings, TrackedFace
 from .inference import Predictor
 from .labels import EMOTIONS
-from .preprocessing import to_gray
-from .tracking import ExponentialSmoother, FaceTracker
 
 LOGGER = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class LiveSettings:
-    """What the user controls on the live page, plus the speed trade-offs (defaults suit a 2-core CPU)."""
-
-    min_face_size: int = 60  # pixels of the (640x480) frame; smaller faces are ignored
-    detector: str = DEFAULT_DETECTOR  # fer_core.face_detection.DETECTORS
-    smoothing: float = 0.6  # EMA strength in [0, 1); 0 = off
-    show_probabilities: bool = True  # draw the 7 bars beside each face
-    mirror: bool = True  # flip horizontally (selfie view) before anything else
-    tta: bool = False  # test-time augmentation (fer_core.inference.tta_views): ~6x model cost
-    detect_max_side: int = 320  # detect on the frame downscaled to this longer side
-    detect_every: int = 2  # run the detector every k-th frame while faces are followed
-    hold_missed: int = 2  # keep showing a face for this many detections that miss it
-    forget_missed: int = 10  # drop a face's ID after this many detections that miss it
-    torch_threads: int = 1  # intra-op threads of the model in the stream's thread (see LiveProcessor)
-
-    def __post_init__(self) -> None:
-        if self.detector not in DETECTORS:
-            raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
-        if self.min_face_size < 1:
-            raise ValueError(f"min_face_size must be >= 1 pixel, got {self.min_face_size}")
-        if not 0.0 <= self.smoothing < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1) (0 = off), got {self.smoothing}")
-        if self.detect_every < 1:
-            raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
-        if self.detect_max_side < 64:
-            raise ValueError(f"detect_max_side must be >= 64 pixels, got {self.detect_max_side}")
-        if not 0 <= self.hold_missed <= self.forget_missed:
-            raise ValueError("need 0 <= hold_missed <= forget_missed")
-        if self.torch_threads < 1:
-            raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class LiveFace:
-    """One followed face in one frame; probabilities are the smoothed ones."""
-
-    face_id: int
-    box: Box  # x, y, w, h in the (possibly mirrored) frame
-    label: str
-    confidence: float
-    probabilities: dict[str, float]
-
-    @property
-    def caption(self) -> str:
-        return f"Face {self.face_id}: {self.label} {self.confidence:.0%}"
+# The live page's names for the shared frame pipeline's settings and faces (fer_core.frames).
+LiveSettings = FrameSettings
+LiveFace = TrackedFace
 
 
 @dataclass(frozen=True)
@@ -169,23 +120,14 @@ class SessionLog:
         return pd.DataFrame(out[::-1], columns=list(self.columns))
 
 
-def _clip_box(box: Sequence[int], width: int, height: int) -> Box | None:
-    x, y, w, h = (int(v) for v in box)
-    x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
-    return (x0, y0, x1 - x0, y1 - y0) if x1 - x0 >= 2 and y1 - y0 >= 2 else None
-
-
 class LiveProcessor:
     """Frame in, annotated frame out; the latest :class:`LiveResult` kept for the UI and rows for the log.
 
     ``process(frame)`` expects (H, W, 3) uint8 BGR (what ``av.VideoFrame.to_ndarray(format="bgr24")`` gives)
-    and returns a new annotated BGR frame of the same size. Call it from one thread at a time.
-
-    The model runs with ``settings.torch_threads`` intra-op threads, set for the calling thread only
-    (``torch.set_num_threads`` acts on the OpenMP settings of the thread that calls it). One thread is the
-    default because on a 2-core CPU that also decodes and encodes video, two OpenMP threads wait for each
-    other: with both cores busy, a 2-face batch took 10-20 ms with 1 thread, and 20-35 ms with 2 threads
-    once warm but 0.6-3 s on some calls.
+    and returns a new annotated BGR frame of the same size. Call it from one thread at a time. Detection,
+    tracking, classification, smoothing and drawing are the shared :class:`~fer_core.frames.FramePipeline`
+    (the video page uses the same one); this class adds the mirror view, the speed readout, the result for the
+    UI thread and the session log. The model runs with ``settings.torch_threads`` threads (see FramePipeline).
     """
 
     def __init__(self, predictor: Predictor, settings: LiveSettings = LiveSettings(), log: SessionLog | None = None,
@@ -195,18 +137,12 @@ class LiveProcessor:
         self._clock = clock
         self._lock = threading.Lock()
         self._settings = settings
-        self._applied: LiveSettings | None = None
-        self._detector: FaceDetector | None = None
-        self._faces: dict[int, Face] = {}  # track ID -> its latest detection (box + landmarks for alignment)
-        self._tracker = FaceTracker(max_missed=settings.forget_missed)
-        self._smoother = ExponentialSmoother(settings.smoothing)
+        self._pipeline = FramePipeline(predictor, settings, clock=clock)
         self._latest: LiveResult | None = None
-        self._frame_index = 0
-        self._geometry: tuple | None = None  # (frame shape, mirrored) the tracked boxes refer to
+        self._mirrored: bool | None = None  # the orientation the tracked boxes refer to
         self._start = clock()
         self._last_frame_time: float | None = None
         self._fps = 0.0
-        self._threads_set: tuple[int, int] | None = None  # (thread id, torch threads) applied
 
     @property
     def settings(self) -> LiveSettings:
@@ -223,62 +159,24 @@ class LiveProcessor:
         with self._lock:
             return self._latest
 
-    def _apply(self, s: LiveSettings) -> None:
-        old = self._applied
-        key = (s.detector, s.min_face_size, s.detect_max_side)
-        if old is None or (old.detector, old.min_face_size, old.detect_max_side) != key:
-            self._detector = make_detector(s.detector, min_face_size=s.min_face_size, max_side=s.detect_max_side)
-        self._tracker.max_missed = s.forget_missed
-        self._smoother.strength = s.smoothing
-        self._applied = s
-        if self._threads_set != (threading.get_ident(), s.torch_threads):
-            torch.set_num_threads(s.torch_threads)
-            self._threads_set = (threading.get_ident(), s.torch_threads)
-
     def process(self, frame: np.ndarray) -> np.ndarray:
         t0 = self._clock()
         s = self.settings
-        self._apply(s)
+        self._pipeline.apply(s)
         image = np.ascontiguousarray(frame[:, ::-1]) if s.mirror else frame.copy()  # drawn on: never the input
         height, width = image.shape[:2]
-        if self._geometry != (image.shape, s.mirror):
-            self._tracker.reset()  # boxes of another frame size or orientation mean nothing here
-            self._faces.clear()
-            self._smoother.reset()
-            self._geometry = (image.shape, s.mirror)
+        if self._mirrored != s.mirror:
+            self._pipeline.reset()  # boxes of the other orientation mean nothing here
+            self._mirrored = s.mirror
 
-        faces: list[LiveFace] = []
+        faces: tuple[LiveFace, ...] = ()
         detect_ms, classify_ms, error = None, 0.0, None
         try:
-            gray = to_gray(image, channel_order="BGR")
-            following = any(t.missed == 0 for t in self._tracker.tracks)
-            if self._frame_index % s.detect_every == 0 or not following:
-                td = self._clock()
-                detected = self._detector.detect(gray)
-                self._faces.update(zip(self._tracker.update([f.box for f in detected]), detected))
-                detect_ms = (self._clock() - td) * 1000
-            shown = [(t.track_id, _clip_box(t.box, width, height)) for t in self._tracker.tracks
-                     if t.missed <= s.hold_missed]
-            shown = [(i, Face(b, self._faces[i].score, self._faces[i].landmarks)) for i, b in shown if b is not None]
-            tc = self._clock()
-            predictions = self.predictor.classify_faces(gray, [f for _, f in shown], tta=s.tta)
-            classify_ms = (self._clock() - tc) * 1000
-            names = self.predictor.class_names
-            for (face_id, face), pred in zip(shown, predictions):
-                probs = self._smoother.update(face_id, np.array([pred.probabilities[n] for n in names]))
-                top = int(np.argmax(probs))
-                faces.append(LiveFace(face_id, face.box, names[top], float(probs[top]),
-                                      {n: float(p) for n, p in zip(names, probs)}))
-            followed = {t.track_id for t in self._tracker.tracks}
-            self._smoother.keep_only(followed)
-            self._faces = {i: f for i, f in self._faces.items() if i in followed}
-            for face in faces:
-                draw_face(image, face.box, face.caption, face.label,
-                          face.probabilities if s.show_probabilities else None, bgr=True)
+            found = self._pipeline.process(image)
+            faces, detect_ms, classify_ms = found.faces, found.detect_ms, found.classify_ms
         except Exception as e:  # one bad frame must not kill the stream; the UI shows the message
             LOGGER.exception("live frame processing failed")
             error = f"{type(e).__name__}: {e}"
-            faces = []
 
         now = self._clock()
         if self._last_frame_time is not None:
@@ -288,13 +186,12 @@ class LiveProcessor:
         latency_ms = (now - t0) * 1000
         _draw_speed(image, self._fps, latency_ms)
         result = LiveResult(time_s=now - self._start, wall_time=time.time(), frame_size=(width, height),
-                            faces=tuple(faces), latency_ms=latency_ms, fps=self._fps, detect_ms=detect_ms,
+                            faces=faces, latency_ms=latency_ms, fps=self._fps, detect_ms=detect_ms,
                             classify_ms=classify_ms, error=error)
         with self._lock:
             self._latest = result
         if self.log is not None:
             self.log.append(result)
-        self._frame_index += 1
         return image
 
 
