@@ -13,9 +13,10 @@ import numpy as np
 
 from .datasets import LabelledFiles, list_labelled_folder
 from .alignment import face_crop
+from .calibration import calibration_summary, confidence_histograms
 from .face_detection import DEFAULT_DETECTOR, Face, make_detector
 from .images import ImageLoadError, load_image, rotate_image
-from .inference import Predictor
+from .inference import Predictor, probabilities_from_view_logits
 from .metrics import classification_summary, report_text
 from .preprocessing import to_gray
 
@@ -27,6 +28,10 @@ class EvaluationResult:
     summary: dict  # accuracy, macro_f1, labels, confusion_matrix, per_class, n_images, n_faces_found, ...
     records: list[dict] = field(default_factory=list)  # one per image: path, true, predicted, probabilities
     report: str = ""  # sklearn's text report
+    # (V, F, C) uncalibrated logits of every view of the F classified faces, and their indices into records:
+    # what training.calibrate fits the temperature on.
+    view_logits: np.ndarray | None = None
+    face_index: np.ndarray | None = None
 
     def to_json(self) -> dict:
         return {**self.summary, "images": self.records}
@@ -49,6 +54,7 @@ def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: boo
     y_pred = np.full(len(files), -1, dtype=np.int64)
     records: list[dict] = []
     unreadable = 0
+    all_logits: list[np.ndarray] = []
     for start in range(0, len(files), chunk):
         crops, slots = [], []
         for i in range(start, min(start + chunk, len(files))):
@@ -72,7 +78,9 @@ def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: boo
             rec["face_found"] = True
             crops.append(gray)
             slots.append(i)
-        probs = predictor.classify_crops(crops, tta=tta)
+        logits = predictor.view_logits(crops, tta=tta)
+        all_logits.append(logits)
+        probs = probabilities_from_view_logits(logits, predictor.temperature)
         for i, p in zip(slots, probs):
             y_pred[i] = int(np.argmax(p))
             records[i]["predicted"] = names[y_pred[i]]
@@ -94,7 +102,24 @@ def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: boo
         "aligned": align if detect_faces else None,
         "split": split,
     })
-    return EvaluationResult(summary, records, report_text(files.labels, y_pred, names))
+    view_logits = np.concatenate(all_logits, axis=1) if all_logits else np.zeros((0, 0, len(names)), np.float32)
+    summary.update(calibration_fields(view_logits, files.labels[found], predictor.temperature, names))
+    return EvaluationResult(summary, records, report_text(files.labels, y_pred, names), view_logits,
+                            np.flatnonzero(found))
+
+
+def calibration_fields(view_logits: np.ndarray, labels: np.ndarray, temperature: float, names) -> dict:
+    """The calibration part of an evaluation summary, over the faces that were classified: ``ece``, ``nll`` and
+    ``reliability`` (bins) of the probabilities as served (at ``temperature``), ``temperature``,
+    ``confidence_histograms`` (per predicted class) and ``uncalibrated`` (the same three at temperature 1), so
+    that a page can show the effect of calibration on any data set."""
+    if not len(labels):
+        return {"temperature": temperature}
+    served = probabilities_from_view_logits(view_logits, temperature)
+    raw = probabilities_from_view_logits(view_logits, 1.0)
+    return {**calibration_summary(served, labels), "temperature": temperature,
+            "confidence_histograms": confidence_histograms(served, labels, names),
+            "uncalibrated": calibration_summary(raw, labels)}
 
 
 def evaluate_folder(predictor: Predictor, root: str | Path, **kwargs) -> EvaluationResult:

@@ -115,3 +115,54 @@ def timeline_figure(rows, class_names: Sequence[str] = EMOTIONS, seconds: float 
                       yaxis=dict(range=[0, 1], tickformat=".0%"),
                       legend=dict(orientation="h", yanchor="bottom", y=1.0), uirevision="timeline")
     return fig
+
+
+def reliability_figure(curves: dict[str, Sequence[dict]], title: str | None = "Reliability diagram") -> go.Figure:
+    """Confidence bins against accuracy, one line per curve (e.g. {"before calibration": bins, "after": bins}, bins
+    from :func:`fer_core.calibration.reliability_bins`), the diagonal of perfect calibration, and the faces per bin
+    of the last curve as bars below (its own axis): a point under the diagonal is over-confident."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28], vertical_spacing=0.06)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
+                             line=dict(color="#999999", dash="dot"), hoverinfo="skip"), row=1, col=1)
+    colours = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
+    for (name, bins), colour in zip(curves.items(), colours):
+        full = [b for b in bins if b["count"]]
+        fig.add_trace(go.Scatter(
+            x=[b["confidence"] for b in full], y=[b["accuracy"] for b in full], mode="lines+markers", name=name,
+            line=dict(color=colour), marker=dict(size=7), customdata=[[b["count"], b["lower"], b["upper"]] for b in full],
+            hovertemplate=(f"{name}<br>confidence %{{customdata[1]:.0%}}-%{{customdata[2]:.0%}}: mean %{{x:.1%}}"
+                           "<br>accuracy %{y:.1%}<br>%{customdata[0]} faces<extra></extra>")), row=1, col=1)
+    if curves:
+        name, bins = list(curves.items())[-1]
+        fig.add_trace(go.Bar(x=[(b["lower"] + b["upper"]) / 2 for b in bins], y=[b["count"] for b in bins],
+                             width=[b["upper"] - b["lower"] for b in bins], name=f"faces per bin ({name})",
+                             marker_color="#7f7f7f", hovertemplate="%{y} faces<extra></extra>"), row=2, col=1)
+    fig.update_xaxes(range=[0, 1], tickformat=".0%", row=1, col=1)
+    fig.update_xaxes(range=[0, 1], tickformat=".0%", title_text="confidence (top probability)", row=2, col=1)
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", title_text="accuracy", row=1, col=1)
+    fig.update_yaxes(title_text="faces", row=2, col=1)
+    fig.update_layout(title=title, height=460, margin=_MARGIN, legend=dict(orientation="h", yanchor="top", y=-0.18))
+    return fig
+
+
+def confidence_histogram_figure(histograms: dict[str, dict], title: str | None = "Confidence per predicted class",
+                                columns: int = 4) -> go.Figure:
+    """One small histogram per predicted class of the top probability, right and wrong predictions stacked
+    (``histograms`` from :func:`fer_core.calibration.confidence_histograms`)."""
+    names = _ordered([n for n in histograms if sum(histograms[n]["correct"]) + sum(histograms[n]["wrong"])])
+    rows = max(1, -(-len(names) // columns))
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=names, shared_yaxes=False,
+                        horizontal_spacing=0.05, vertical_spacing=0.18)
+    for i, name in enumerate(names):
+        h = histograms[name]
+        n_bins = len(h["correct"])
+        centres = [(b + 0.5) / n_bins for b in range(n_bins)]
+        for kind, colour in (("correct", color_hex(name)), ("wrong", "#7f7f7f")):
+            fig.add_trace(go.Bar(x=centres, y=h[kind], width=1 / n_bins, name=kind, marker_color=colour,
+                                 legendgroup=kind, showlegend=i == 0 and kind == "wrong",
+                                 hovertemplate=f"predicted {name}, {kind}<br>confidence %{{x:.0%}}: %{{y}} faces"
+                                               "<extra></extra>"), row=i // columns + 1, col=i % columns + 1)
+    fig.update_xaxes(range=[0, 1], tickformat=".0%", tickvals=[0, 0.5, 1])
+    fig.update_layout(title=title, barmode="stack", height=230 * rows + 40, margin=_MARGIN,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.04, xanchor="right", x=1))
+    return fig

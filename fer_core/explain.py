@@ -1,0 +1,91 @@
+"""Explanations: where in a face crop the model looked for an expression (Grad-CAM).
+
+Grad-CAM (Selvaraju et al., ICCV 2017) weights the feature maps of one convolutional stage by the mean gradient
+of a class's logit with respect to them, keeps the positive part and upsamples it to the crop. It explains the
+logit of *any* class, so the same face can be asked "why happy?" and "why not surprise?".
+
+Which stage: the last one that is still a spatial map of the face with some resolution. The exit flow's output
+is 3x3 cells for a 48x48 face (each cell a third of the face: mouth and eyes can hardly be told apart), the
+middle flow's output is 6x6 (an 8x8-pixel cell each) and is followed only by the exit flow, pooling and the dense
+head, so its gradients are still specific to the class. :data:`DEFAULT_STAGE` is therefore ``"middle_flow"``;
+``"exit_flow"`` is available for comparison.
+
+The network is run stage by stage (no hooks on the shared model): several Streamlit sessions may explain faces
+at once on the one cached model, and a forward hook registered by one would fire in the others' passes.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from .preprocessing import PreprocessConfig, faces_to_tensor
+
+STAGES = ("middle_flow", "exit_flow")  # Xception stages whose output Grad-CAM can explain
+DEFAULT_STAGE = "middle_flow"
+OVERLAY_ALPHA = 0.45  # weight of the heatmap's colours over the face
+
+
+def _split(model: nn.Module, stage: str):
+    """(input -> stage output, stage output -> logits) for an :class:`fer_core.model.Xception`."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if stage == "middle_flow":
+        return (lambda x: model.middle_flow(model.entry_flow(model.stem(x))),
+                lambda a: model.head(model.pool(model.exit_flow(a))))
+    return (lambda x: model.exit_flow(model.middle_flow(model.entry_flow(model.stem(x)))),
+            lambda a: model.head(model.pool(a)))
+
+
+def grad_cam_maps(model: nn.Module, batch: torch.Tensor, classes: Sequence[int] | None = None,
+                  stage: str = DEFAULT_STAGE) -> np.ndarray:
+    """(1, 1, S, S) preprocessed face -> (K, h, w) float32 Grad-CAM maps (>= 0, not normalised) at the stage's
+    resolution, one per class in ``classes`` (all classes by default). ``model`` must be in eval mode."""
+    if batch.ndim != 4 or len(batch) != 1:
+        raise ValueError(f"need one preprocessed face (1, 1, S, S), got {tuple(batch.shape)}")
+    if model.training:
+        raise ValueError("explain an eval-mode model (dropout and batch statistics change the gradients)")
+    features, rest = _split(model, stage)
+    with torch.enable_grad():
+        acts = features(batch)  # (1, K, h, w)
+        logits = rest(acts)[0]
+        classes = list(range(len(logits))) if classes is None else list(classes)
+        maps = []
+        for n, c in enumerate(classes):
+            (grad,) = torch.autograd.grad(logits[c], acts, retain_graph=n < len(classes) - 1)
+            weights = grad.mean(dim=(2, 3), keepdim=True)  # (1, K, 1, 1): how much each channel raises the logit
+            maps.append(torch.relu((weights * acts).sum(dim=1))[0].detach())
+    return torch.stack(maps).cpu().numpy().astype(np.float32)
+
+
+def explain_crop(model: nn.Module, preprocess: PreprocessConfig, crop: np.ndarray,
+                 classes: Sequence[int] | None = None, stage: str = DEFAULT_STAGE) -> np.ndarray:
+    """A (H, W) uint8 gray face crop -> (K, H, W) float32 heatmaps in [0, 1], one per class in ``classes`` (all by
+    default), at the crop's own size. Each map is divided by its own maximum (an all-zero map stays zero: nothing
+    in the face raised that class's logit)."""
+    crop = np.asarray(crop)
+    if crop.ndim != 2:
+        raise ValueError(f"need a (H, W) gray crop, got shape {crop.shape}")
+    maps = grad_cam_maps(model, faces_to_tensor([crop], preprocess), classes, stage)
+    h, w = crop.shape
+    out = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_CUBIC) for m in maps]).clip(0, None)
+    peak = out.reshape(len(out), -1).max(axis=1)
+    return (out / np.where(peak > 0, peak, 1.0)[:, None, None]).astype(np.float32)
+
+
+def overlay(crop: np.ndarray, heatmap: np.ndarray, side: int | None = None, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """(H, W) uint8 gray crop + (H, W) heatmap in [0, 1] -> (side, side, 3) uint8 RGB: the face with the heatmap's
+    colours (blue = no weight, red = most) blended over it; ``side`` enlarges it for display (default: as is)."""
+    if crop.shape != heatmap.shape:
+        raise ValueError(f"crop {crop.shape} and heatmap {heatmap.shape} differ in size")
+    colours = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * np.clip(heatmap, 0, 1)), cv2.COLORMAP_JET),
+                           cv2.COLOR_BGR2RGB)
+    face = cv2.cvtColor(np.asarray(crop, np.uint8), cv2.COLOR_GRAY2RGB)
+    out = cv2.addWeighted(colours, alpha, face, 1 - alpha, 0)
+    if side is not None and side != out.shape[0]:
+        out = cv2.resize(out, (side, side), interpolation=cv2.INTER_CUBIC if side > out.shape[0] else cv2.INTER_AREA)
+    return out

@@ -1,0 +1,182 @@
+"""Fit the temperature of a checkpoint on FER2013 validation, report calibration, and ship the temperature.
+
+    python -m training.calibrate --write          # fit, report, write T into artifacts/model.pt + model card
+
+One scalar T divides the logits of every test-time view before its softmax (the app's probabilities are the
+mean of the views' softmaxes: :func:`fer_core.inference.probabilities_from_view_logits`). T is fitted by
+minimising the negative log-likelihood with test-time augmentation on, as the upload and evaluation pages run.
+
+Splits (labels of each face are its folder's):
+  * ``validation-fit``: half of FER2013 PublicTest (stratified by class, seed 0): T is fitted here only;
+  * ``validation-heldout``: the other half, never fitted on;
+  * ``validation``: all 3,589 images (half of them fitted on: for comparison with the evaluation page);
+  * ``cfee-test``: CFEE's test people (``--person-split test``), whole photos through the app's detector and
+    alignment; never trained or fitted on.
+Each split is reported with TTA (as fitted) and without it (view 0 of the same logits: the live page's setting).
+
+The logits of every view are computed once per split and weights file and cached in ``--cache`` (an .npz per
+split, keyed on the weights file's content), so a second run only refits and reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from fer_core.artifacts import MODEL_CARD_NAME
+from fer_core.calibration import N_BINS, calibration_summary, fit_temperature
+from fer_core.checkpoint import DEFAULT_WEIGHTS, load_checkpoint, save_checkpoint
+from fer_core.datasets import FER_IMAGES, list_labelled_folder, split_by_person
+from fer_core.evaluation import evaluate_files
+from fer_core.inference import Predictor, probabilities_from_view_logits
+
+from .outputs import require_writable_file
+
+CFEE = FER_IMAGES.parent.parent / "cfee"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint to calibrate (default: %(default)s)")
+    p.add_argument("--validation", default=str(FER_IMAGES / "validation"),
+                   help="FER2013 validation folder <dir>/<class>/<image> (default: %(default)s)")
+    p.add_argument("--cfee", default=str(CFEE),
+                   help="CFEE whole photos; its test people are a second held-out split; '' to skip "
+                        "(default: %(default)s)")
+    p.add_argument("--fit-fraction", type=float, default=0.5,
+                   help="share of validation that T is fitted on, stratified by class (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fit / held-out split (default: %(default)s)")
+    p.add_argument("--cache", default="runs/calibration", help="folder of the cached logits (default: %(default)s)")
+    p.add_argument("--json", dest="json_out", default="artifacts/calibration.json",
+                   help="write the report here (default: %(default)s)")
+    p.add_argument("--write", action="store_true",
+                   help="store the fitted temperature in the checkpoint's meta (the other fields unchanged) and in "
+                        "the model card next to it")
+    return p
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of the weights: what cached logits belong to (the temperature is not part of the logits)."""
+    h = hashlib.sha256()
+    model, *_ = load_checkpoint(path)
+    for name, tensor in model.state_dict().items():  # the weights only: writing T must not invalidate the cache
+        h.update(name.encode())
+        h.update(tensor.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_logits(predictor: Predictor, name: str, files, cache: Path, digest: str, **kwargs) -> dict:
+    """{"view_logits": (V, F, C), "labels": (F,), "n_images": N} of a split: from the cache, or computed with
+    :func:`fer_core.evaluation.evaluate_files` (with TTA, exactly as ``training.evaluate`` runs) and cached."""
+    path = cache / f"{name}_{digest}.npz"
+    if path.is_file():
+        with np.load(path) as d:
+            return {k: d[k] for k in d.files}
+    print(f"computing the logits of {name} ({len(files)} images)...", file=sys.stderr)
+    result = evaluate_files(predictor, files, tta=True, **kwargs)
+    out = {"view_logits": result.view_logits, "labels": files.labels[result.face_index],
+           "n_images": np.array(len(files))}
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **out)
+    return out
+
+
+def report_split(view_logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict:
+    """Before (T = 1) and after (T) calibration, with TTA and without (view 0), on one split."""
+    out = {"n_faces": int(len(labels))}
+    for mode, logits in (("tta", view_logits), ("no_tta", view_logits[:1])):
+        before = calibration_summary(probabilities_from_view_logits(logits, 1.0), labels)
+        after = calibration_summary(probabilities_from_view_logits(logits, temperature), labels)
+        accuracy = {k: float(np.mean(probabilities_from_view_logits(logits, t).argmax(1) == labels))
+                    for k, t in (("before", 1.0), ("after", temperature))}
+        out[mode] = {"before": before, "after": after, "accuracy": accuracy}
+    return out
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.json_out:
+        require_writable_file(args.json_out, "--json")
+    weights = Path(args.weights)
+    predictor = Predictor.from_checkpoint(weights)
+    digest = file_digest(weights)
+    cache = Path(args.cache)
+    val_files = list_labelled_folder(args.validation)
+    val = cached_logits(predictor, "validation", val_files, cache, digest, split="FER2013 PublicTest")
+    idx = np.arange(len(val["labels"]))
+    fit_idx, held_idx = train_test_split(idx, train_size=args.fit_fraction, stratify=val["labels"],
+                                         random_state=args.seed)
+    fit_idx, held_idx = np.sort(fit_idx), np.sort(held_idx)
+    temperature = fit_temperature(val["view_logits"][:, fit_idx], val["labels"][fit_idx])
+    print(f"temperature {temperature:.4f} (fitted on {len(fit_idx)} validation faces, TTA on)")
+
+    splits = {
+        "validation-fit": (val["view_logits"][:, fit_idx], val["labels"][fit_idx],
+                           f"FER2013 PublicTest, the {len(fit_idx)} faces T was fitted on"),
+        "validation-heldout": (val["view_logits"][:, held_idx], val["labels"][held_idx],
+                               f"FER2013 PublicTest, the other {len(held_idx)} faces (not fitted on)"),
+        "validation": (val["view_logits"], val["labels"], f"FER2013 PublicTest, all {len(idx)} faces (half fitted on)"),
+    }
+    if args.cfee:
+        cfee_files = split_by_person(list_labelled_folder(args.cfee), "test", 0.3)
+        cfee = cached_logits(predictor, "cfee_test", cfee_files, cache, digest, detect_faces=True,
+                             split="CFEE test people")
+        splits["cfee-test"] = (cfee["view_logits"], cfee["labels"],
+                               f"CFEE test people, whole photos ({int(cfee['n_images'])} photos, "
+                               f"{len(cfee['labels'])} faces found; never trained or fitted on)")
+    report = {
+        "temperature": temperature,
+        "fitted_on": "validation-fit",
+        "objective": "NLL of the mean over the 6 TTA views of softmax(logits / T)",
+        "n_bins": N_BINS,
+        "weights": str(weights),
+        "command": "python -m training.calibrate " + " ".join(sys.argv[1:]),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "splits": {},
+    }
+    print(f"{'split':20s} {'mode':7s} {'n':>5s}  {'ECE before':>10s} {'ECE after':>9s}  {'NLL before':>10s} "
+          f"{'NLL after':>9s}  {'acc before':>10s} {'acc after':>9s}")
+    for name, (logits, labels, description) in splits.items():
+        r = report_split(logits, labels, temperature)
+        report["splits"][name] = {"description": description, **r}
+        for mode in ("tta", "no_tta"):
+            m = r[mode]
+            print(f"{name:20s} {mode:7s} {r['n_faces']:5d}  {m['before']['ece']:10.4f} {m['after']['ece']:9.4f}  "
+                  f"{m['before']['nll']:10.4f} {m['after']['nll']:9.4f}  {m['accuracy']['before']:10.4f} "
+                  f"{m['accuracy']['after']:9.4f}")
+    if args.json_out:
+        out = Path(args.json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {out}")
+    if args.write:
+        write_temperature(weights, temperature, report)
+    return report
+
+
+def write_temperature(weights: Path, temperature: float, report: dict) -> None:
+    """Store T in the checkpoint's meta (weights, config, class names and preprocessing unchanged) and a summary
+    in the model card beside it (when there is one)."""
+    model, preprocess, names, meta = load_checkpoint(weights)
+    held = report["splits"]["validation-heldout"]["tta"]
+    summary = {"temperature": temperature, "fitted_on": "half of FER2013 PublicTest (validation), TTA on",
+               "command": report["command"], "created_at": report["created_at"],
+               "heldout_ece_before": held["before"]["ece"], "heldout_ece_after": held["after"]["ece"]}
+    save_checkpoint(weights, model, preprocess, {**meta, "temperature": temperature, "calibration": summary}, names)
+    print(f"wrote temperature {temperature:.4f} into {weights}")
+    card_path = weights.parent / MODEL_CARD_NAME
+    if card_path.is_file():
+        card = json.loads(card_path.read_text())
+        card["calibration"] = summary
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+        print(f"wrote the calibration into {card_path}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
