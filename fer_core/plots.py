@@ -166,3 +166,29 @@ def confidence_histogram_figure(histograms: dict[str, dict], title: str | None =
     fig.update_layout(title=title, barmode="stack", height=230 * rows + 40, margin=_MARGIN,
                       legend=dict(orientation="h", yanchor="bottom", y=1.04, xanchor="right", x=1))
     return fig
+
+
+def video_timeline_figure(rows: pd.DataFrame, face_id: int, class_names: Sequence[str] = EMOTIONS,
+                          title: str | None = None, moment_s: float | None = None) -> go.Figure:
+    """One face's probabilities over video time (``rows``: the rows of fer_core.video's analysis, COLUMNS).
+
+    One line per expression in its app colour; the hover names the frame, its video time (hh:mm:ss.mmm) and
+    the face's label there; ``moment_s`` draws a vertical line at the moment shown beside the chart. Points
+    can be clicked (Streamlit's ``on_select``): each carries its time in seconds as x.
+    """
+    face = rows[rows["face_id"] == face_id].sort_values("time_s")
+    custom = face[["frame", "timestamp", "label"]].to_numpy()
+    fig = go.Figure()
+    for name in class_names:
+        fig.add_trace(go.Scatter(
+            x=face["time_s"], y=face[name], name=name, mode="lines+markers", customdata=custom,
+            line=dict(color=color_hex(name), width=2), marker=dict(size=4),
+            hovertemplate=f"{name} %{{y:.0%}}<br>%{{customdata[1]}} (frame %{{customdata[0]}})"
+                          f"<br>label: %{{customdata[2]}}<extra></extra>"))
+    if moment_s is not None:
+        fig.add_vline(x=moment_s, line=dict(color="#444", dash="dot", width=1))
+    fig.update_layout(title=title, height=300, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      xaxis=dict(title="video time (s)"), yaxis=dict(range=[0, 1], tickformat=".0%"),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0), hovermode="closest",
+                      clickmode="event+select")
+    return fig
