@@ -17,15 +17,16 @@ st.set_page_config(page_title="Facial expression recognition", page_icon=":mater
 # The sidebar navigation: a "Home" entry instead of the script's file name, then the pages in pages/.
 UPLOAD = st.Page("pages/1_Upload_images.py", title="Upload images", icon=":material/image:")
 LIVE = st.Page("pages/2_Live_webcam.py", title="Live webcam", icon=":material/videocam:")
-EVALUATION = st.Page("pages/3_Evaluation.py", title="Evaluation", icon=":material/analytics:")
+VIDEO = st.Page("pages/3_Video_files.py", title="Video files", icon=":material/movie:")
+EVALUATION = st.Page("pages/4_Evaluation.py", title="Evaluation", icon=":material/analytics:")
 
 
 def home() -> None:
     """What the app does, which model is loaded, and links to the pages."""
     st.title("Facial expression recognition")
-    st.markdown("This app finds the faces in your photos or webcam stream and tells which of seven expressions "
-                "each one shows (angry, disgust, fear, happy, sad, surprise, neutral), with a probability for every "
-                "one. It also shows how well the model does on held-out data, and can evaluate it on your own "
+    st.markdown("This app finds the faces in your photos, videos or webcam stream and tells which of seven "
+                "expressions each one shows (angry, disgust, fear, happy, sad, surprise, neutral), with a probability "
+                "for every one. It also shows how well the model does on held-out data, and can evaluate it on your own "
                 "labelled images.")
 
     st.header("The loaded model")
@@ -42,6 +43,7 @@ def home() -> None:
     st.header("Pages")
     st.page_link(UPLOAD, label="Upload images: every face boxed, labelled and scored", icon=":material/image:")
     st.page_link(LIVE, label="Live webcam: expressions in real time", icon=":material/videocam:")
+    st.page_link(VIDEO, label="Video files: every face's expression over a recording", icon=":material/movie:")
     st.page_link(EVALUATION, label="Evaluation: accuracy, confusion matrix, your own data",
                  icon=":material/analytics:")
 
@@ -111,4 +113,4 @@ def show_loaded_model(predictor: Predictor) -> None:
                    "Re-run training or restore the matching `model_card.json`.")
 
 
-st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), UPLOAD, LIVE, EVALUATION]).run()
+st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), UPLOAD, LIVE, VIDEO, EVALUATION]).run()

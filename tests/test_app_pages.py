@@ -27,7 +27,7 @@ from fer_core.labels import EMOTIONS
 from helpers import group_photo, jpeg_bytes, make_zip
 
 ROOT = Path(__file__).resolve().parent.parent
-HOME, UPLOAD, EVALUATION = "app.py", "pages/1_Upload_images.py", "pages/3_Evaluation.py"
+HOME, UPLOAD, EVALUATION = "app.py", "pages/1_Upload_images.py", "pages/4_Evaluation.py"
 TIMEOUT = 120  # seconds per script run; the test machine can be slow
 
 
