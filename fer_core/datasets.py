@@ -166,10 +166,45 @@ def load_face_arrays(files: LabelledFiles, size: int = 48, cache_dir: str | Path
     arrays = FaceArrays(np.stack(images), files.labels[keep].copy(), files.skipped + unreadable)
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp.npz")
+        tmp = cache_path.with_suffix(f".{os.getpid()}.tmp.npz")  # per process: several ranks may write at once
         np.savez(tmp, images=arrays.images, labels=arrays.labels, skipped=np.asarray(unreadable, dtype=str))
         os.replace(tmp, cache_path)
     return arrays
+
+
+def memmap_face_arrays(files: LabelledFiles, size: int, cache_dir: str | Path) -> FaceArrays:
+    """Like :func:`load_face_arrays`, for sets too large to hold in memory: the faces are decoded once, one file at
+    a time, into ``<cache_dir>/faces_<key>_images.npy`` ((N, size, size) uint8, keyed on the file list like the
+    .npz cache) and returned memory-mapped read-only, so memory stays bounded by what is read, and the processes
+    of one machine share the file's pages. Labels and the names of unreadable files (small) are in memory.
+    """
+    cache_dir = Path(cache_dir)
+    base = f"faces_{_cache_key(files, size)}"
+    images_path, index_path = cache_dir / f"{base}_images.npy", cache_dir / f"{base}_index.npz"
+    if not (images_path.exists() and index_path.exists()):  # the index is written last: it marks a complete file
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp_images = cache_dir / f"{base}_images.{os.getpid()}.tmp.npy"
+        out = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(len(files), size, size))
+        keep, unreadable = [], []
+        for i, p in enumerate(files.paths):
+            try:
+                out[len(keep)] = decode_gray(p, size)
+                keep.append(i)
+            except ImageLoadError as e:  # left out and named, as in load_face_arrays
+                unreadable.append(f"{p}: unreadable ({e})")
+        out.flush()
+        del out
+        if not keep:
+            tmp_images.unlink()
+            raise ValueError(f"None of the {len(files)} images could be read; the first: {unreadable[0]}")
+        tmp_index = cache_dir / f"{base}_index.{os.getpid()}.tmp.npz"
+        np.savez(tmp_index, labels=files.labels[keep], skipped=np.asarray(unreadable, dtype=str))
+        os.replace(tmp_images, images_path)
+        os.replace(tmp_index, index_path)
+    with np.load(index_path) as z:
+        labels, unreadable = z["labels"], [str(m) for m in z["skipped"]]
+    images = np.load(images_path, mmap_mode="r")[: len(labels)]  # rows past the readable images stay unused
+    return FaceArrays(images, labels, files.skipped + unreadable)
 
 
 def read_fer2013_csv(path: str | Path, split: str) -> FaceArrays:
@@ -191,12 +226,21 @@ def read_fer2013_csv(path: str | Path, split: str) -> FaceArrays:
     return FaceArrays(images, labels)
 
 
-def load_split(data: str | Path, split: str, size: int = 48, cache_dir: str | Path | None = None) -> FaceArrays:
-    """A split from either a Kaggle-layout root folder or a fer2013.csv file."""
+def load_split(data: str | Path, split: str, size: int = 48, cache_dir: str | Path | None = None,
+               memmap: bool = False) -> FaceArrays:
+    """A split from either a Kaggle-layout root folder or a fer2013.csv file. With ``memmap`` (folders only, needs
+    ``cache_dir``) the images are a read-only memory map (:func:`memmap_face_arrays`) instead of an array in memory."""
     data = Path(data)
     if data.suffix.lower() == ".csv":
+        if memmap:
+            raise ValueError(f"{data} is a CSV file, read whole into memory; memory-mapped faces need a folder layout.")
         return read_fer2013_csv(data, split)
-    return load_face_arrays(list_labelled_folder(resolve_split_dir(data, split)), size, cache_dir)
+    files = list_labelled_folder(resolve_split_dir(data, split))
+    if memmap:
+        if cache_dir is None:
+            raise ValueError("memory-mapped faces need a cache folder to write them to.")
+        return memmap_face_arrays(files, size, cache_dir)
+    return load_face_arrays(files, size, cache_dir)
 
 
 # A person's photos share the file-name stem up to its last "_<digits>" (CFEE: cfee_id<subject>_<index>.jpg).

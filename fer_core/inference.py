@@ -133,8 +133,15 @@ class Predictor:
         self.preprocess = preprocess
         self.class_names = tuple(class_names)
         self.meta = meta or {}
-        # Calibration (training.calibrate): each view's logits are divided by it; 1.0 for older checkpoints.
+        # Calibration (training.calibrate): each view's logits are divided by it; 1.0 for older checkpoints. Fitted
+        # separately with and without test-time augmentation: the mean of six views' softmaxes is less peaked
+        # than one view's, so one temperature cannot suit both.
         self.temperature = float(self.meta.get("temperature", 1.0))
+        self.temperature_no_tta = float(self.meta.get("temperature_no_tta", 1.0))
+
+    def temperature_for(self, tta: bool) -> float:
+        """The calibrated temperature of the probabilities with (``tta``) or without test-time augmentation."""
+        return self.temperature if tta else self.temperature_no_tta
 
     @classmethod
     def from_checkpoint(cls, path: str | Path = DEFAULT_WEIGHTS) -> "Predictor":
@@ -146,7 +153,7 @@ class Predictor:
         if len(faces) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
         return predict_probabilities(self.model, faces_to_tensor(faces, self.preprocess), tta=tta,
-                                     temperature=self.temperature)
+                                     temperature=self.temperature_for(tta))
 
     def view_logits(self, faces: Sequence[np.ndarray], tta: bool = True) -> np.ndarray:
         """Gray face crops -> (V, N, C) logits of every view (uncalibrated; see :func:`predict_view_logits`)."""

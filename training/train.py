@@ -3,9 +3,11 @@
     python -m training.train                      # default recipe -> artifacts/
     python -m training.train --resume             # continue a killed run from its last epoch
     python -m training.train --data fer2013.csv   # the original CSV instead of the Kaggle folders
+    torchrun --nproc_per_node 2 -m training.train # DistributedDataParallel: 2 processes (GPUs: one each)
 
 Writes to --out: model.pt (best epoch on validation), model_card.json, history.csv.
-Per-epoch resume state goes to --work-dir (not shipped).
+Per-epoch resume state goes to --work-dir (not shipped). Under torchrun, only rank 0 prints and writes them
+(training/distributed.py has the plumbing); --batch-size is per process, the peak lr scales with --lr-scaling.
 """
 
 from __future__ import annotations
@@ -36,8 +38,11 @@ from fer_core.metrics import classification_summary
 from fer_core.model import VARIANTS, build_model, count_macs, count_parameters
 from fer_core.preprocessing import PreprocessConfig, faces_to_tensor
 
+from . import distributed
 from .augment import AugmentConfig, augment_batch, mix_batch
+from .distributed import SINGLE, Dist
 from .outputs import require_writable_dir
+from .streaming import StreamedFaces
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = FER_IMAGES
@@ -53,8 +58,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--cache-dir", default=str(Path.home() / ".cache" / "fer_core"), help="decoded-image cache; '' disables (default: %(default)s)")
     a("--variant", default="small", choices=sorted(VARIANTS), help="model width/depth preset (default: %(default)s)")
     a("--epochs", type=int, default=60, help="training epochs (default: %(default)s)")
-    a("--batch-size", type=int, default=128, help="images per step (default: %(default)s)")
-    a("--lr", type=float, default=3e-3, help="peak AdamW learning rate of the one-cycle schedule (default: %(default)s)")
+    a("--batch-size", type=int, default=128,
+      help="images per step of each process; under torchrun one optimizer step sees world size x this many "
+           "(default: %(default)s)")
+    a("--lr", type=float, default=3e-3,
+      help="peak AdamW learning rate of the one-cycle schedule for one process; under torchrun it is scaled by "
+           "--lr-scaling (default: %(default)s)")
+    a("--lr-scaling", default="linear", choices=["linear", "sqrt", "none"],
+      help="under torchrun, peak lr = --lr x world size (linear), x sqrt(world size), or --lr as given (none); "
+           "a single process uses --lr (default: %(default)s)")
     a("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default: %(default)s)")
     a("--warmup-epochs", type=float, default=3.0, help="linear warm-up length in epochs (default: %(default)s)")
     a("--label-smoothing", type=float, default=0.1, help="cross-entropy label smoothing (default: %(default)s)")
@@ -85,9 +97,23 @@ def get_args_parser() -> argparse.ArgumentParser:
            "AVX512-BF16 or AMX; fp32 on other CPUs, where bf16 is emulated and far slower)")
     a("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     a("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    a("--resume", action="store_true", help="continue from --work-dir/last.pt if it exists (same --epochs as the first run)")
+    a("--resume", action="store_true",
+      help="continue from --work-dir/last.pt if it exists (same --epochs as the first run; under torchrun, the same "
+           "world size: every rank restarts from rank 0's file)")
     a("--stop-after", type=int, default=0,
       help="stop after this many epochs of this invocation; continue later with --resume (default: run to the end)")
+    a("--stream", action="store_true",
+      help="for sets too large to decode into memory (folder layouts): decode each split once into a memory-mapped "
+           "uint8 array in --cache-dir (or --work-dir/faces when --cache-dir is '') and preprocess each batch from "
+           "it, so memory per process stays bounded; the same numbers as the default in-memory path, which "
+           "FER2013 keeps because it is faster")
+    a("--record-shards", action="store_true",
+      help="write the training-set indices each process is given per epoch to "
+           "--work-dir/shards/epoch<E>_rank<R>.txt (indices in the load order of the training set), to check "
+           "that the ranks' shards are disjoint and cover the epoch")
+    a("--dist-timeout", type=float, default=1800.0,
+      help="under torchrun: seconds after which a collective (gradient all-reduce, barrier, the wait for rank 0 "
+           "to decode the data) fails instead of waiting for a rank that hangs (default: %(default)s)")
     return p
 
 
@@ -123,11 +149,13 @@ def make_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.op
 
 
 def ship(path: Path, model, preprocess: PreprocessConfig, args: argparse.Namespace, epoch: int,
-         summary: dict) -> dict:
-    """Write ``model`` as the shipped checkpoint of ``epoch``; returns the model card's record of that epoch
-    (its validation ``summary``: accuracy, macro-F1, per-class recall)."""
-    save_checkpoint(path, model, preprocess, meta={"epoch": epoch, "variant": args.variant, "seed": args.seed,
-                                                   "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+         summary: dict, write: bool = True) -> dict:
+    """Write ``model`` as the shipped checkpoint of ``epoch`` (unless not ``write``: the ranks other than 0 under
+    torchrun); returns the model card's record of that epoch (its validation ``summary``: accuracy, macro-F1,
+    per-class recall)."""
+    if write:
+        save_checkpoint(path, model, preprocess, meta={"epoch": epoch, "variant": args.variant, "seed": args.seed,
+                                                       "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return {"epoch": epoch, "val_acc": summary["accuracy"], "val_macro_f1": summary["macro_f1"],
             "per_class_recall": {k: v["recall"] for k, v in summary["per_class"].items()}}
 
@@ -191,23 +219,28 @@ def use_bf16(args: argparse.Namespace, device: torch.device) -> tuple[bool, str]
     return False, "fp32: this CPU has no native bf16 (AVX512-BF16/AMX), where bf16 autocast is about 20x slower"
 
 
-def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor, labels: torch.Tensor, args,
-                    weights: torch.Tensor, preprocess: PreprocessConfig, aug: AugmentConfig, gen: torch.Generator,
-                    device: torch.device, epoch: int) -> dict:
-    """One pass over the shuffled training set.
+def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | StreamedFaces, labels: torch.Tensor,
+                    args, weights: torch.Tensor, preprocess: PreprocessConfig, aug: AugmentConfig,
+                    gen: torch.Generator, device: torch.device, epoch: int, order: torch.Tensor | None = None,
+                    ctx: Dist = SINGLE) -> dict:
+    """One pass over the shuffled training set, or over this rank's shard of it.
 
-    ``images`` is the (N, 1, S, S) preprocessed tensor and ``labels`` its (N,) labels, both on ``device``:
-    augmentation runs there too (random draws stay on the CPU generator), and the running loss and accuracy
-    stay on the device between progress updates, so a GPU is not stalled by a host sync at every step.
+    ``images`` is the (N, 1, S, S) preprocessed tensor (or :class:`StreamedFaces` standing for it) and ``labels``
+    its (N,) labels, both on ``device``: augmentation runs there too (random draws stay on the CPU generator), and
+    the running loss and accuracy stay on the device between progress updates, so a GPU is not stalled by a host
+    sync at every step. ``order``: the indices to train on, in order (default: a permutation drawn from ``gen``);
+    ``model`` may be wrapped in DistributedDataParallel, and the returned loss and accuracy are over all ranks.
     """
     model.train()
-    order = torch.randperm(len(labels), generator=gen).to(device)  # one transfer per epoch, not per step
+    if order is None:
+        order = torch.randperm(len(labels), generator=gen)
+    order = order.to(device)  # one transfer per epoch, not per step
     steps = len(order) // args.batch_size  # drop the ragged last batch: BatchNorm dislikes tiny batches
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
     bar = tqdm(range(steps), desc=f"epoch {epoch}/{args.epochs}", leave=False, file=sys.stderr,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, disable=not ctx.is_main)
     for step in bar:
         idx = order[step * args.batch_size:(step + 1) * args.batch_size]
         x = augment_batch(images[idx], preprocess.std, aug, gen)
@@ -224,19 +257,29 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor, labe
         optimizer.step()
         scheduler.step()
         if ema is not None:
-            ema.update_parameters(model)
+            ema.update_parameters(distributed.unwrap(model))
         total_loss += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}", refresh=False)
-    return {"train_loss": total_loss.item() / seen, "train_acc": correct.item() / seen}
+    loss_sum, correct_sum, seen_sum = distributed.sum_across_ranks([total_loss, correct, seen], ctx, device)
+    return {"train_loss": loss_sum / seen_sum, "train_acc": correct_sum / seen_sum}
 
 
-def evaluate(model, images: torch.Tensor, labels: np.ndarray, device: torch.device, bf16: bool, tta: bool) -> dict:
-    """Validation metrics of a model on preprocessed faces already on ``device`` (selection uses validation only)."""
+def evaluate(model, images: torch.Tensor | StreamedFaces, labels: np.ndarray, device: torch.device, bf16: bool,
+             tta: bool, ctx: Dist = SINGLE) -> dict:
+    """Validation metrics of a model on preprocessed faces on ``device`` (selection uses validation only).
+
+    Under torchrun every rank predicts one slice and all get the whole set's metrics (``model`` must be the same
+    on every rank: :func:`distributed.broadcast_module`)."""
+    start, stop = distributed.shard_bounds(len(labels), ctx)
     with autocast(device, bf16):
-        probs = predict_probabilities(model, images, tta=tta)
+        if isinstance(images, StreamedFaces):  # a piece at a time: memory bounded
+            probs = np.concatenate([predict_probabilities(model, x, tta=tta) for x in images.chunks(start, stop)])
+        else:
+            probs = predict_probabilities(model, images[start:stop], tta=tta)
+    probs = distributed.gather_rows(probs, len(labels), ctx, device)
     nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1)).mean())
     summary = classification_summary(labels, probs.argmax(1), EMOTIONS)
     return {"val_loss": nll, "val_acc": summary["accuracy"], "val_macro_f1": summary["macro_f1"], "summary": summary}
@@ -245,10 +288,10 @@ def evaluate(model, images: torch.Tensor, labels: np.ndarray, device: torch.devi
 RESUME_KEYS = {"model", "optimizer", "scheduler", "generator", "history", "best", "epoch", "train_seconds"}
 
 
-def run_identity(args: argparse.Namespace, train_images: int) -> dict:
+def run_identity(args: argparse.Namespace, train_images: int, world_size: int = 1) -> dict:
     """The settings a resumed run must share with the run that wrote last.pt (stored in last.pt as "run")."""
     return {"variant": args.variant, "epochs": args.epochs, "batch_size": args.batch_size, "train_images": train_images,
-            "optimizer": args.optimizer, "ema": args.ema_decay > 0, "seed": args.seed}
+            "optimizer": args.optimizer, "ema": args.ema_decay > 0, "seed": args.seed, "world_size": world_size}
 
 
 def read_resume_state(path: Path, run: dict) -> dict:
@@ -264,6 +307,8 @@ def read_resume_state(path: Path, run: dict) -> dict:
         raise SystemExit(f"error: {path} is not a training.train resume state (missing "
                          f"{sorted(RESUME_KEYS - set(state) if isinstance(state, dict) else RESUME_KEYS)}): {fresh}.")
     saved = state.get("run") or {}
+    if saved:
+        saved = {"world_size": 1, **saved}  # written before world sizes were stored: by a single process
     if not saved and isinstance(state["scheduler"], dict):  # written before "run" was stored: the step count tells
         saved = {"epochs x steps": state["scheduler"].get("total_steps")}
         run = {"epochs x steps": run["epochs"] * (run["train_images"] // run["batch_size"])}
@@ -275,20 +320,22 @@ def read_resume_state(path: Path, run: dict) -> dict:
 
 
 def restore_resume_state(state: dict, path: Path, model, optimizer, scheduler, ema, gen: torch.Generator,
-                         device: torch.device) -> None:
+                         device: torch.device, rank: int = 0) -> None:
     """Load ``state`` into the run's objects, random number generators included, so that the resumed run
-    continues exactly as the uninterrupted one would have (dropout draws from torch's global generator)."""
+    continues exactly as the uninterrupted one would have (dropout draws from torch's global generator).
+    Under torchrun each rank takes its own generators from the state's "rank_rng" list."""
+    rng = state["rank_rng"][rank] if state.get("rank_rng") else state
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
-        gen.set_state(state["generator"])
-        if state.get("torch_rng") is not None:
-            torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        gen.set_state(rng["generator"])
+        if rng.get("torch_rng") is not None:
+            torch.set_rng_state(rng["torch_rng"])
+        if device.type == "cuda" and rng.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(rng["cuda_rng"])
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         raise SystemExit(f"error: the resume state {path} does not fit this run's model or optimizer "
                          f"({type(e).__name__}: {str(e)[:300]}); resume with the first run's arguments, or delete "
@@ -306,26 +353,54 @@ def library_versions() -> dict:
 
 
 def main(args: argparse.Namespace) -> dict:
+    """Train as one process, or as one rank of a torchrun job (see training/distributed.py); returns the model
+    card (empty after --stop-after, and on the ranks other than 0)."""
+    ctx, device = distributed.setup(args.device, args.dist_timeout)
+    card = train(args, ctx, device)
+    distributed.cleanup(ctx)
+    return card
+
+
+def record_shard(work: Path, ctx: Dist, epoch: int, order: torch.Tensor, batch_size: int) -> None:
+    """--record-shards: this rank's training-set indices of ``epoch``, one per line, in the order trained."""
+    folder = work / "shards"
+    folder.mkdir(parents=True, exist_ok=True)
+    trained = len(order) // batch_size * batch_size
+    np.savetxt(folder / f"epoch{epoch:03d}_rank{ctx.rank}.txt", order.numpy(), fmt="%d",
+               header=f"epoch {epoch}, rank {ctx.rank} of {ctx.world_size}: {len(order)} indices into the training "
+                      f"set (load order); the first {trained} are trained on (the ragged last batch is dropped)")
+
+
+def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
     started = time.time()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
-    gen = seed_everything(args.seed)
-    out = require_writable_dir(args.out, "--out")  # now, not at the end of epoch 1
-    work = require_writable_dir(args.work_dir, "--work-dir")
-    bf16, precision = use_bf16(args, device)
+    gen = seed_everything(distributed.rank_seed(args.seed, ctx))  # augmentation + dropout: one stream per rank
+    if ctx.is_main:  # now, not at the end of epoch 1
+        out = require_writable_dir(args.out, "--out")
+        work = require_writable_dir(args.work_dir, "--work-dir")
+    else:  # only rank 0 writes there (--record-shards excepted); another machine may not have these folders
+        out, work = Path(args.out), Path(args.work_dir)
+    if args.stream and (Path(args.data).suffix.lower() == ".csv" or args.photos):
+        raise SystemExit("error: --stream reads the train/ and validation/ folders of a folder layout; a CSV file is "
+                         "read whole, and --photos faces are held in memory: leave out --stream or those.")
+    bf16, precision = distributed.from_main(lambda: use_bf16(args, device), ctx)  # one precision for all ranks
     args.no_bf16 = not bf16  # the card records the precision actually used
+    if ctx.enabled:
+        print(f"torchrun: {ctx.world_size} processes, {ctx.backend}, this rank on {device}", flush=True)
     print(f"Precision: {precision}", flush=True)
     preprocess = PreprocessConfig()
     aug = AugmentConfig()
     cache = args.cache_dir or None
+    if args.stream:
+        cache = args.cache_dir or str(work / "faces")
 
     print(f"Loading data from {args.data} ...", flush=True)
-    train = load_split(args.data, "train", preprocess.image_size, cache)
-    val = load_split(args.data, "validation", preprocess.image_size, cache)
+    with distributed.local_main_first(ctx):  # one process per machine decodes and caches, the others read that
+        train = load_split(args.data, "train", preprocess.image_size, cache, memmap=args.stream)
+        val = load_split(args.data, "validation", preprocess.image_size, cache, memmap=args.stream)
     for split, data in (("train", train), ("validation", val)):
         if data.skipped:  # unreadable or unsupported files are named and left out, not an abort
             print(describe_skipped(data.skipped, f"the {split} split"), file=sys.stderr, flush=True)
@@ -338,12 +413,16 @@ def main(args: argparse.Namespace) -> dict:
         train = FaceArrays(np.concatenate([train.images, *[photos.images] * args.photo_repeat]),
                            np.concatenate([train.labels, *[photos.labels] * args.photo_repeat]))
     counts = {name: int((train.labels == i).sum()) for i, name in enumerate(EMOTIONS)}
-    print(f"train: {len(train)} images {counts}; validation: {len(val)} images", flush=True)
+    print(f"train: {len(train)} images {counts}; validation: {len(val)} images"
+          + (" (memory-mapped, preprocessed per batch)" if args.stream else ""), flush=True)
 
-    # (N, 1, 48, 48) once, kept on the training device; augmentation wraps it per batch
-    train_x = faces_to_tensor(train.images, preprocess).to(device)
+    if args.stream:  # uint8 on disk, each batch preprocessed when it is drawn
+        train_x = StreamedFaces(train.images, preprocess, device)
+        val_x = StreamedFaces(val.images, preprocess, device, torch.channels_last)
+    else:  # (N, 1, 48, 48) once, kept on the training device; augmentation wraps it per batch
+        train_x = faces_to_tensor(train.images, preprocess).to(device)
+        val_x = faces_to_tensor(val.images, preprocess).to(device, memory_format=torch.channels_last)  # once
     train_y = torch.from_numpy(train.labels).to(device)
-    val_x = faces_to_tensor(val.images, preprocess).to(device, memory_format=torch.channels_last)  # once, not per epoch
 
     if args.init_weights:
         model, _, names, init_meta = load_checkpoint(args.init_weights)
@@ -354,38 +433,55 @@ def main(args: argparse.Namespace) -> dict:
         print(f"Starting from {args.init_weights} (variant {args.variant})", flush=True)
     else:
         model = build_model(args.variant).to(device, memory_format=torch.channels_last)
+    net = distributed.wrap_model(model, ctx, device)  # before the EMA copies it: rank 0's weights everywhere
     n_params, macs = count_parameters(model), count_macs(build_model(model.config), preprocess.image_size)
     print(f"Xception '{args.variant}': {n_params:,} parameters, {macs / 1e6:.1f} M MACs per face", flush=True)
     optimizer = make_optimizer(model, args)
-    steps_per_epoch = len(train_y) // args.batch_size
+    sampler = distributed.shard_sampler(len(train_y), args.seed, ctx)  # None: one process shuffles as before
+    steps_per_epoch = (len(sampler) if sampler is not None else len(train_y)) // args.batch_size
     if steps_per_epoch == 0:
-        raise SystemExit(f"--batch-size {args.batch_size} is larger than the training set ({len(train_y)} images).")
+        raise SystemExit(f"--batch-size {args.batch_size} is larger than the training set "
+                         f"({len(sampler) if sampler is not None else len(train_y)} images per process).")
+    peak_lr = args.lr * distributed.lr_factor(args.lr_scaling, ctx.world_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
+        optimizer, max_lr=peak_lr, total_steps=args.epochs * steps_per_epoch,
         pct_start=min(0.5, max(args.warmup_epochs / args.epochs, 1.5 / (args.epochs * steps_per_epoch))), anneal_strategy="cos", div_factor=25, final_div_factor=1e3)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True) if args.ema_decay > 0 else None
     weights = class_weights(train.labels, args.class_weight_power).to(device)
+    spread = {**distributed.describe(ctx, device), "batch_size_per_process": args.batch_size,
+              "batch_size_per_step": args.batch_size * ctx.world_size, "lr_scaling": args.lr_scaling,
+              "peak_lr": peak_lr}
+    if ctx.enabled:
+        print(f"batch {args.batch_size} per process x {ctx.world_size} = {spread['batch_size_per_step']} per step; "
+              f"peak lr {peak_lr:.2e} ({args.lr_scaling} scaling of --lr {args.lr:g})", flush=True)
 
     history: list[dict] = []
     best = {"val_acc": -1.0}
     start_epoch, prior_seconds = 1, 0.0
     state_path = work / "last.pt"
-    run = run_identity(args, len(train_y))
-    if args.resume and state_path.exists():
-        state = read_resume_state(state_path, run)
-        restore_resume_state(state, state_path, model, optimizer, scheduler, ema, gen, device)
-        history, best = state["history"], state["best"]
-        start_epoch, prior_seconds = state["epoch"] + 1, state["train_seconds"]
-        print(f"Resumed from {state_path} after epoch {state['epoch']} (best val acc {best['val_acc']:.4f})", flush=True)
+    run = run_identity(args, len(train_y), ctx.world_size)
+    if args.resume:  # rank 0 reads the file; every rank gets its contents
+        state = distributed.from_main(lambda: read_resume_state(state_path, run) if state_path.exists() else None, ctx)
+        if state is not None:
+            restore_resume_state(state, state_path, model, optimizer, scheduler, ema, gen, device, ctx.rank)
+            history, best = state["history"], state["best"]
+            start_epoch, prior_seconds = state["epoch"] + 1, state["train_seconds"]
+            print(f"Resumed from {state_path} after epoch {state['epoch']} (best val acc {best['val_acc']:.4f})",
+                  flush=True)
 
     shipped = ema.module if ema is not None else model
     last_epoch = args.epochs if not args.stop_after else min(args.epochs, start_epoch + args.stop_after - 1)
     for epoch in range(start_epoch, last_epoch + 1):
         t0 = time.time()
         row = {"epoch": epoch, "lr": scheduler.get_last_lr()[0]}
-        row.update(train_one_epoch(model, ema, optimizer, scheduler, train_x, train_y, args, weights, preprocess,
-                                   aug, gen, device, epoch))
-        metrics = evaluate(shipped, val_x, val.labels, device, not args.no_bf16, tta=False)
+        order = (distributed.epoch_indices(sampler, epoch) if sampler is not None
+                 else torch.randperm(len(train_y), generator=gen))
+        if args.record_shards:
+            record_shard(work, ctx, epoch, order, args.batch_size)
+        row.update(train_one_epoch(net, ema, optimizer, scheduler, train_x, train_y, args, weights, preprocess,
+                                   aug, gen, device, epoch, order, ctx))
+        distributed.broadcast_module(shipped, ctx)  # rank 0's EMA (BatchNorm statistics) on every rank
+        metrics = evaluate(shipped, val_x, val.labels, device, not args.no_bf16, tta=False, ctx=ctx)
         summary = metrics.pop("summary")
         row.update(metrics)
         row["seconds"] = time.time() - t0
@@ -393,26 +489,36 @@ def main(args: argparse.Namespace) -> dict:
         print(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
               f"val acc {row['val_acc']:.4f}  val macro-F1 {row['val_macro_f1']:.4f}  lr {row['lr']:.2e}  "
               f"{row['seconds']:.0f}s", flush=True)
-        pd.DataFrame(history).to_csv(out / "history.csv", index=False)
+        if ctx.is_main:
+            pd.DataFrame(history).to_csv(out / "history.csv", index=False)
         if args.select == "last" or row["val_acc"] > best["val_acc"]:
-            best = ship(out / "model.pt", shipped, preprocess, args, epoch, summary)
+            best = ship(out / "model.pt", shipped, preprocess, args, epoch, summary, write=ctx.is_main)
         train_seconds = prior_seconds + (time.time() - (t0 if epoch > start_epoch else started))
         prior_seconds = train_seconds
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None, "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),  # dropout's draws; numpy's global generator is not used
-                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                    "run": run, "history": history, "best": best, "epoch": epoch, "train_seconds": train_seconds},
-                   work / "last.pt.tmp")
-        os.replace(work / "last.pt.tmp", state_path)
+        rank_rng = distributed.gather_objects(  # every rank's generators, so that each resumes exactly
+            {"generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}, ctx)
+        if ctx.is_main:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                        **rank_rng[0],  # rank 0's (the only) generators: dropout draws from torch_rng
+                        "rank_rng": rank_rng if ctx.world_size > 1 else None,
+                        "run": run, "history": history, "best": best, "epoch": epoch, "train_seconds": train_seconds},
+                       work / "last.pt.tmp")
+            os.replace(work / "last.pt.tmp", state_path)
 
     if last_epoch < args.epochs:
         print(f"Stopped after epoch {last_epoch} of {args.epochs}; continue with --resume.", flush=True)
         return {}
     if args.select == "last" and history and best.get("epoch") != len(history):
         # --resume --select last after a run that selected its best epoch: ship the last one's weights now
-        summary = evaluate(shipped, val_x, val.labels, device, not args.no_bf16, tta=False)["summary"]
-        best = ship(out / "model.pt", shipped, preprocess, args, len(history), summary)
+        distributed.broadcast_module(shipped, ctx)
+        summary = evaluate(shipped, val_x, val.labels, device, not args.no_bf16, tta=False, ctx=ctx)["summary"]
+        best = ship(out / "model.pt", shipped, preprocess, args, len(history), summary, write=ctx.is_main)
+    if not ctx.is_main:
+        return {}
+    launcher = (f"torchrun --nnodes {spread['nodes']} --nproc_per_node {ctx.local_world_size} -m training.train "
+                if ctx.enabled else "python -m training.train ")
     card = {
         "name": f"FER Xception-{args.variant}",
         "task": "facial expression recognition, 7 classes, 48x48 grayscale faces",
@@ -422,8 +528,9 @@ def main(args: argparse.Namespace) -> dict:
                          "parameters": n_params, "macs_per_face": macs},
         "preprocessing": preprocess.to_dict(),
         "augmentation": aug.to_dict(),
-        "training": {"command": "python -m training.train " + " ".join(sys.argv[1:]),
+        "training": {"command": launcher + " ".join(sys.argv[1:]),
                      "arguments": vars(args), "device": str(device), "precision": precision,
+                     "distributed": spread,
                      "wall_time_seconds": round(prior_seconds, 1),
                      "epochs_run": len(history), "selected_epoch": best.get("epoch"),
                      "selection": ("highest validation accuracy (no TTA) of the EMA weights" if args.select == "best"
