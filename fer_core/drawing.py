@@ -94,9 +94,10 @@ def display_scale(height: int, width: int, min_side: int = DISPLAY_MIN_SIDE) -> 
 
 
 def annotate(image: np.ndarray, faces: Sequence, numbered: bool = True, show_probabilities: bool = False,
-             bgr: bool = False, min_side: int = DISPLAY_MIN_SIDE) -> np.ndarray:
+             bgr: bool = False, min_side: int = DISPLAY_MIN_SIDE, labels: Sequence[str] | None = None) -> np.ndarray:
     """Copy of ``image`` with every FacePrediction boxed and captioned "#n label 87%", and the five landmarks the
     face was aligned on (eyes, nose tip, mouth corners) marked with small dots when the detector gave them.
+    ``labels`` replaces the faces' own labels in the captions (e.g. "uncertain", see fer_core.calibration).
 
     An image whose shorter side is under ``min_side`` pixels (e.g. a 48x48 face crop) is first enlarged by a
     whole-number factor with nearest-neighbour pixels (its boxes with it), so that the caption fits and is
@@ -108,9 +109,10 @@ def annotate(image: np.ndarray, faces: Sequence, numbered: bool = True, show_pro
     out = np.ascontiguousarray(image.copy())
     for i, face in enumerate(faces, start=1):
         prefix = f"#{i} " if numbered else ""
-        caption = f"{prefix}{face.label} {face.confidence:.0%}"
+        label = labels[i - 1] if labels is not None else face.label
+        caption = f"{prefix}{label} {face.confidence:.0%}"
         box = tuple(int(v) * factor for v in face.box)
-        draw_face(out, box, caption, face.label, face.probabilities if show_probabilities else None, bgr=bgr)
+        draw_face(out, box, caption, label, face.probabilities if show_probabilities else None, bgr=bgr)
         draw_landmarks(out, [(x * factor, y * factor) for x, y in face.face.landmarks], radius=max(1, box[2] // 60))
     return out
 

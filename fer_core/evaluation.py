@@ -80,7 +80,7 @@ def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: boo
             slots.append(i)
         logits = predictor.view_logits(crops, tta=tta)
         all_logits.append(logits)
-        probs = probabilities_from_view_logits(logits, predictor.temperature)
+        probs = probabilities_from_view_logits(logits, predictor.temperature_for(tta))
         for i, p in zip(slots, probs):
             y_pred[i] = int(np.argmax(p))
             records[i]["predicted"] = names[y_pred[i]]
@@ -103,7 +103,7 @@ def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: boo
         "split": split,
     })
     view_logits = np.concatenate(all_logits, axis=1) if all_logits else np.zeros((0, 0, len(names)), np.float32)
-    summary.update(calibration_fields(view_logits, files.labels[found], predictor.temperature, names))
+    summary.update(calibration_fields(view_logits, files.labels[found], predictor.temperature_for(tta), names))
     return EvaluationResult(summary, records, report_text(files.labels, y_pred, names), view_logits,
                             np.flatnonzero(found))
 

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .calibration import check_threshold, uncertain_label
 from .drawing import draw_face
 from .face_detection import DEFAULT_DETECTOR, DETECTORS, Box, Face, FaceDetector, make_detector
 from .inference import Predictor
@@ -46,6 +47,7 @@ class FrameSettings:
     hold_missed: int = 2  # keep showing a face for this many detections that miss it
     forget_missed: int = 10  # drop a face's ID after this many detections that miss it
     torch_threads: int = 1  # intra-op threads of the model in the calling thread (see FramePipeline)
+    uncertain_below: float | None = None  # label a face "uncertain" below this confidence (None: off)
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -62,6 +64,7 @@ class FrameSettings:
             raise ValueError("need 0 <= hold_missed <= forget_missed")
         if self.torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        check_threshold(self.uncertain_below)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -179,7 +182,8 @@ class FramePipeline:
         for (face_id, face), pred in zip(shown, predictions):
             probs = self._smoother.update(face_id, np.array([pred.probabilities[n] for n in names]))
             top = int(np.argmax(probs))
-            faces.append(TrackedFace(face_id, face.box, names[top], float(probs[top]),
+            label = uncertain_label(names[top], float(probs[top]), s.uncertain_below)
+            faces.append(TrackedFace(face_id, face.box, label, float(probs[top]),
                                      {n: float(p) for n, p in zip(names, probs)}))
         followed = {t.track_id for t in self._tracker.tracks}
         self._smoother.keep_only(followed)

@@ -2,6 +2,8 @@
 
     python -m fer_core.predict photo.jpg more_photos/            # one line per face
     python -m fer_core.predict photo.jpg --json                  # machine-readable
+    python -m fer_core.predict photo.jpg --explain heatmaps/     # + one Grad-CAM PNG per face
+    python -m fer_core.predict photo.jpg --uncertain-below 0.5   # label faces under 50 % "uncertain"
 
 Unreadable files are reported on stderr and skipped; the others still run.
 """
@@ -13,11 +15,19 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
+
+from .alignment import face_crop
+from .calibration import UNCERTAIN, check_threshold, uncertain_label
 from .checkpoint import DEFAULT_WEIGHTS, CheckpointError
 from .datasets import IMAGE_SUFFIXES
 from .face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS, make_detector
-from .images import ImageLoadError
+from .explain import explain_crop, overlay
+from .images import ImageLoadError, load_image
 from .inference import NO_TTA_HELP, Predictor
+from .preprocessing import to_gray
+
+HEATMAP_SIDE = 192  # pixels of each --explain PNG (the 48x48 crop enlarged 4x)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -30,7 +40,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR, help=DETECTOR_HELP)
     p.add_argument("--whole-image", action="store_true",
                    help="when no face is detected, classify the whole image as one face (pre-cropped faces)")
+    p.add_argument("--uncertain-below", type=float, default=None, metavar="P",
+                   help=f"label a face '{UNCERTAIN}' when its top probability is below P (0-1; default: off)")
+    p.add_argument("--explain", metavar="DIR",
+                   help="write a Grad-CAM heatmap of the predicted class over each face crop, one PNG per face, into "
+                        "DIR (<n>_<file>_face<i>_<label>.png; n numbers the images in the order given)")
     return p
+
+
+def write_heatmap(predictor: Predictor, gray, prediction, path: Path) -> None:
+    """The face crop the model saw, with the Grad-CAM of its predicted class over it, as a PNG."""
+    p = predictor.preprocess
+    crop = face_crop(gray, prediction.face, p.image_size, p.face_margin)
+    heat = explain_crop(predictor.model, p, crop, classes=[predictor.class_names.index(prediction.label)])[0]
+    if not cv2.imwrite(str(path), cv2.cvtColor(overlay(crop, heat, HEATMAP_SIDE), cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
 
 
 def expand_paths(paths: list[str]) -> list[Path]:
@@ -50,6 +74,11 @@ def expand_paths(paths: list[str]) -> list[Path]:
 def main(args: argparse.Namespace) -> int:
     """Print the faces of every image; 0 when at least one image was read (or none failed), 1 when every image
     failed, 2 when there is nothing to do (no image files, unusable weights)."""
+    try:
+        threshold = check_threshold(args.uncertain_below)
+    except ValueError as e:
+        print(f"error: --uncertain-below: {e}", file=sys.stderr)
+        return 2
     paths = expand_paths(args.paths)
     if not paths:
         print(f"error: no image files in {', '.join(args.paths)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); "
@@ -61,21 +90,34 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     detector = make_detector(args.detector, min_face_size=args.min_face_size)
+    explain_dir = Path(args.explain) if args.explain else None
+    if explain_dir is not None:
+        explain_dir.mkdir(parents=True, exist_ok=True)
     results, failures = [], 0
-    for path in paths:
+    for n, path in enumerate(paths, start=1):
         try:
-            faces = predictor.predict(path, detector, tta=not args.no_tta, whole_image_if_no_face=args.whole_image)
+            gray = to_gray(load_image(path))
         except ImageLoadError as e:
             print(f"skipped: {e}", file=sys.stderr)
             failures += 1
             continue
-        results.append({"path": str(path), "faces": [f.to_dict() for f in faces]})
-        if not args.json:
-            if not faces:
-                print(f"{path}: no face found")
-            for i, f in enumerate(faces, start=1):
+        faces = predictor.classify_detected(gray, detector.detect(gray), tta=not args.no_tta,
+                                            whole_image_if_no_face=args.whole_image)
+        entry = {"path": str(path), "faces": []}
+        for i, f in enumerate(faces, start=1):
+            label = uncertain_label(f.label, f.confidence, threshold)
+            face = {**f.to_dict(), "label": label, "top_label": f.label}
+            if explain_dir is not None:
+                face["heatmap"] = str(explain_dir / f"{n:03d}_{path.stem}_face{i}_{f.label}.png")
+                write_heatmap(predictor, gray, f, Path(face["heatmap"]))
+            entry["faces"].append(face)
+            if not args.json:
                 x, y, w, h = f.box
-                print(f"{path}: face {i} at x={x} y={y} w={w} h={h}: {f.label} ({f.confidence:.1%})")
+                print(f"{path}: face {i} at x={x} y={y} w={w} h={h}: {label} ({f.confidence:.1%})"
+                      + (f", heatmap {face['heatmap']}" if explain_dir is not None else ""))
+        if not args.json and not faces:
+            print(f"{path}: no face found")
+        results.append(entry)
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failures and not results else 0

@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .alignment import face_crop
+from .calibration import check_threshold, uncertain_label
 from .drawing import annotate
 from .face_detection import FaceDetector
 from .images import SUPPORTED_FORMATS, ImageLoadError, load_image
@@ -43,14 +45,24 @@ class ImageResult:
     error: str | None = None
     frames: int = 1  # frames in the file (animated GIF / PNG / WebP, multi-page TIFF); only the first is analysed
     thumbnails: list[np.ndarray] = field(default_factory=list)
+    # (S, S) uint8 gray crop of each face exactly as the model saw it (aligned): what explanations are drawn on
+    crops: list[np.ndarray] = field(default_factory=list)
+    uncertain_below: float | None = None  # the confidence policy the labels were given under (None: off)
+
+    def labels(self) -> list[str]:
+        """The label of each face under the confidence policy: its expression, or "uncertain"."""
+        return [uncertain_label(f.label, f.confidence, self.uncertain_below) for f in self.faces]
 
 
 def analyse_image(predictor: Predictor, detector: FaceDetector, source, name: str, tta: bool = True,
-                  whole_image_if_no_face: bool = False, progress: Progress | None = None) -> ImageResult:
+                  whole_image_if_no_face: bool = False, progress: Progress | None = None,
+                  uncertain_below: float | None = None) -> ImageResult:
     """Read one image (path / bytes / file-like), classify every face and draw numbered boxes on a copy.
 
     ``progress(done, total)`` is called once the faces are found (done = 0) and after each face is classified.
+    ``uncertain_below``: faces whose top probability is below it are labelled "uncertain" (None: off).
     """
+    uncertain_below = check_threshold(uncertain_below)
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
         source.name = name  # so load_image's error messages name the file
@@ -62,8 +74,12 @@ def analyse_image(predictor: Predictor, detector: FaceDetector, source, name: st
     found = sorted(detector.detect(gray), key=lambda f: (f.box[0], f.box[1]))
     faces = predictor.classify_detected(gray, found, tta=tta, whole_image_if_no_face=whole_image_if_no_face,
                                         progress=progress)
-    return ImageResult(name, faces, display_copy(annotate(rgb, faces)), (rgb.shape[1], rgb.shape[0]),
-                       frames=frame_count(source), thumbnails=[face_thumbnail(rgb, f.box) for f in faces])
+    size, margin = predictor.preprocess.image_size, predictor.preprocess.face_margin
+    result = ImageResult(name, faces, None, (rgb.shape[1], rgb.shape[0]), frames=frame_count(source),
+                         thumbnails=[face_thumbnail(rgb, f.box) for f in faces],
+                         crops=[face_crop(gray, f.face, size, margin) for f in faces], uncertain_below=uncertain_below)
+    result.annotated = display_copy(annotate(rgb, faces, labels=result.labels()))
+    return result
 
 
 def frame_count(source) -> int:
@@ -117,9 +133,9 @@ def face_rows(results: Sequence[ImageResult], class_names: Sequence[str], every_
     """
     rows = []
     for r in results:
-        for i, f in enumerate(r.faces, start=1):
+        for i, (f, label) in enumerate(zip(r.faces, r.labels()), start=1):
             x, y, w, h = f.box
-            rows.append({"file": r.name, "face": i, "x": x, "y": y, "w": w, "h": h, "label": f.label,
+            rows.append({"file": r.name, "face": i, "x": x, "y": y, "w": w, "h": h, "label": label,
                          "confidence": round(f.confidence, 6), "whole_image": f.whole_image,
                          **{n: round(float(f.probabilities[n]), 6) for n in class_names}, "error": ""})
         if every_file and not r.faces:
@@ -138,11 +154,14 @@ def results_csv(results: Sequence[ImageResult], class_names: Sequence[str]) -> b
 
 
 def results_json(results: Sequence[ImageResult]) -> bytes:
-    """UTF-8 JSON: a list with one object per file {file, width, height, frames, error, faces: [{face, box, label,
-    confidence, probabilities, whole_image, detector_score, landmarks}]}."""
+    """UTF-8 JSON: a list with one object per file {file, width, height, frames, error, uncertain_below, faces:
+    [{face, box, label, top_label, confidence, probabilities, whole_image, detector_score, landmarks}]}; ``label``
+    is "uncertain" where the confidence policy applies, ``top_label`` always the most probable expression."""
     doc = []
     for r in results:
         doc.append({"file": r.name, "width": r.size[0] if r.size else None, "height": r.size[1] if r.size else None,
                     "frames": r.frames if r.error is None else None, "error": r.error,
-                    "faces": [{"face": i, **f.to_dict()} for i, f in enumerate(r.faces, start=1)]})
+                    **({"uncertain_below": r.uncertain_below} if r.uncertain_below is not None else {}),
+                    "faces": [{"face": i, **f.to_dict(), "label": label, "top_label": f.label}
+                              for i, (f, label) in enumerate(zip(r.faces, r.labels()), start=1)]})
     return json.dumps(doc, indent=2).encode("utf-8")

@@ -5,6 +5,8 @@
 One scalar T divides the logits of every test-time view before its softmax (the app's probabilities are the
 mean of the views' softmaxes: :func:`fer_core.inference.probabilities_from_view_logits`). T is fitted by
 minimising the negative log-likelihood with test-time augmentation on, as the upload and evaluation pages run.
+A second scalar is fitted the same way without it (view 0 alone: the live page, ``--no-tta``), because the mean
+of six views' softmaxes is less peaked than one view's and the two need different temperatures.
 
 Splits (labels of each face are its folder's):
   * ``validation-fit``: half of FER2013 PublicTest (stratified by class, seed 0): T is fitted here only;
@@ -12,7 +14,7 @@ Splits (labels of each face are its folder's):
   * ``validation``: all 3,589 images (half of them fitted on: for comparison with the evaluation page);
   * ``cfee-test``: CFEE's test people (``--person-split test``), whole photos through the app's detector and
     alignment; never trained or fitted on.
-Each split is reported with TTA (as fitted) and without it (view 0 of the same logits: the live page's setting).
+Each split is reported with TTA and without it (view 0 of the same logits), each at its own temperature.
 
 The logits of every view are computed once per split and weights file and cached in ``--cache`` (an .npz per
 split, keyed on the weights file's content), so a second run only refits and reports.
@@ -88,15 +90,15 @@ def cached_logits(predictor: Predictor, name: str, files, cache: Path, digest: s
     return out
 
 
-def report_split(view_logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict:
-    """Before (T = 1) and after (T) calibration, with TTA and without (view 0), on one split."""
+def report_split(view_logits: np.ndarray, labels: np.ndarray, t_tta: float, t_no_tta: float) -> dict:
+    """Before (T = 1) and after calibration, with TTA (at ``t_tta``) and without (view 0, at ``t_no_tta``)."""
     out = {"n_faces": int(len(labels))}
-    for mode, logits in (("tta", view_logits), ("no_tta", view_logits[:1])):
+    for mode, logits, temperature in (("tta", view_logits, t_tta), ("no_tta", view_logits[:1], t_no_tta)):
         before = calibration_summary(probabilities_from_view_logits(logits, 1.0), labels)
         after = calibration_summary(probabilities_from_view_logits(logits, temperature), labels)
         accuracy = {k: float(np.mean(probabilities_from_view_logits(logits, t).argmax(1) == labels))
                     for k, t in (("before", 1.0), ("after", temperature))}
-        out[mode] = {"before": before, "after": after, "accuracy": accuracy}
+        out[mode] = {"temperature": temperature, "before": before, "after": after, "accuracy": accuracy}
     return out
 
 
@@ -114,7 +116,9 @@ def main(args: argparse.Namespace) -> dict:
                                          random_state=args.seed)
     fit_idx, held_idx = np.sort(fit_idx), np.sort(held_idx)
     temperature = fit_temperature(val["view_logits"][:, fit_idx], val["labels"][fit_idx])
-    print(f"temperature {temperature:.4f} (fitted on {len(fit_idx)} validation faces, TTA on)")
+    temperature_no_tta = fit_temperature(val["view_logits"][:1, fit_idx], val["labels"][fit_idx])
+    print(f"temperature {temperature:.4f} with TTA, {temperature_no_tta:.4f} without "
+          f"(fitted on {len(fit_idx)} validation faces)")
 
     splits = {
         "validation-fit": (val["view_logits"][:, fit_idx], val["labels"][fit_idx],
@@ -132,8 +136,9 @@ def main(args: argparse.Namespace) -> dict:
                                f"{len(cfee['labels'])} faces found; never trained or fitted on)")
     report = {
         "temperature": temperature,
+        "temperature_no_tta": temperature_no_tta,
         "fitted_on": "validation-fit",
-        "objective": "NLL of the mean over the 6 TTA views of softmax(logits / T)",
+        "objective": "NLL of the mean over the 6 TTA views of softmax(logits / T); without TTA, of view 0",
         "n_bins": N_BINS,
         "weights": str(weights),
         "command": "python -m training.calibrate " + " ".join(sys.argv[1:]),
@@ -143,7 +148,7 @@ def main(args: argparse.Namespace) -> dict:
     print(f"{'split':20s} {'mode':7s} {'n':>5s}  {'ECE before':>10s} {'ECE after':>9s}  {'NLL before':>10s} "
           f"{'NLL after':>9s}  {'acc before':>10s} {'acc after':>9s}")
     for name, (logits, labels, description) in splits.items():
-        r = report_split(logits, labels, temperature)
+        r = report_split(logits, labels, temperature, temperature_no_tta)
         report["splits"][name] = {"description": description, **r}
         for mode in ("tta", "no_tta"):
             m = r[mode]
@@ -156,20 +161,23 @@ def main(args: argparse.Namespace) -> dict:
         out.write_text(json.dumps(report, indent=2))
         print(f"wrote {out}")
     if args.write:
-        write_temperature(weights, temperature, report)
+        write_temperature(weights, report)
     return report
 
 
-def write_temperature(weights: Path, temperature: float, report: dict) -> None:
-    """Store T in the checkpoint's meta (weights, config, class names and preprocessing unchanged) and a summary
-    in the model card beside it (when there is one)."""
+def write_temperature(weights: Path, report: dict) -> None:
+    """Store both temperatures in the checkpoint's meta (weights, config, class names and preprocessing unchanged)
+    and a summary in the model card beside it (when there is one)."""
     model, preprocess, names, meta = load_checkpoint(weights)
-    held = report["splits"]["validation-heldout"]["tta"]
-    summary = {"temperature": temperature, "fitted_on": "half of FER2013 PublicTest (validation), TTA on",
+    held = report["splits"]["validation-heldout"]
+    temperatures = {"temperature": report["temperature"], "temperature_no_tta": report["temperature_no_tta"]}
+    summary = {**temperatures, "fitted_on": report["splits"]["validation-fit"]["description"],
                "command": report["command"], "created_at": report["created_at"],
-               "heldout_ece_before": held["before"]["ece"], "heldout_ece_after": held["after"]["ece"]}
-    save_checkpoint(weights, model, preprocess, {**meta, "temperature": temperature, "calibration": summary}, names)
-    print(f"wrote temperature {temperature:.4f} into {weights}")
+               "heldout": {mode: {"ece_before": held[mode]["before"]["ece"], "ece_after": held[mode]["after"]["ece"],
+                                  "nll_before": held[mode]["before"]["nll"], "nll_after": held[mode]["after"]["nll"]}
+                           for mode in ("tta", "no_tta")}}
+    save_checkpoint(weights, model, preprocess, {**meta, **temperatures, "calibration": summary}, names)
+    print(f"wrote temperatures {temperatures} into {weights}")
     card_path = weights.parent / MODEL_CARD_NAME
     if card_path.is_file():
         card = json.loads(card_path.read_text())
