@@ -1,0 +1,471 @@
+"""Video files: every face's expression over time, frame by frame, through the live page's frame pipeline.
+
+    python -m fer_core.video INPUT [--fps N] [--csv OUT] [--json OUT] [--annotated OUT.mp4]
+
+:func:`analyse_video` streams: each frame is decoded, analysed (when its time is due) and encoded into the
+annotated mp4 one at a time, so memory does not grow with the length of the video; what grows is one small row
+per analysed face. Frames go through :class:`fer_core.frames.FramePipeline` (detector, tracker with stable IDs,
+smoothing, drawing), the same one the live webcam page uses. Times come from each frame's presentation
+timestamp (PTS), so variable-frame-rate files are right, and a rotation in the file's display matrix (phone
+videos) is applied before anything else. The page (pages/3_Video_files.py) and this command share it.
+
+Every problem with the input is a :class:`VideoError` whose message says what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fractions
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Callable, Iterator
+
+import av
+import cv2
+import numpy as np
+import pandas as pd
+
+from .frames import FramePipeline, FrameSettings, TrackedFace, draw_faces
+from .inference import Predictor
+from .labels import EMOTIONS
+
+LOGGER = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = ("mp4", "mov", "webm", "avi", "mkv")
+DEFAULT_ANALYSIS_FPS = 5.0  # frames analysed per second of video, unless the clip is short
+SHORT_CLIP_S = 10.0  # clips up to this long are analysed frame by frame by default
+_STILL_FORMATS = ("image2", "tty")  # demuxers of still images and text; also any "*_pipe" (jpeg_pipe, png_pipe, ...)
+COLUMNS = ("frame", "time_s", "timestamp", "face_id", "x", "y", "w", "h", "label", "confidence", *EMOTIONS)
+
+
+class VideoError(ValueError):
+    """The input cannot be analysed; the message says why and what to do (shown as is by the page and the CLI)."""
+
+
+def video_settings(**overrides) -> FrameSettings:
+    """The frame pipeline's settings for video files: no mirror; a detection on every analysed frame (analysed
+    frames are 0.2 s apart by default, faces move between them); faces searched on a copy at most 640 px long,
+    from 30 px. Smoothing 0.5 per analysed frame: a change of expression shows within one or two frames."""
+    base = dict(mirror=False, detect_every=1, detect_max_side=640, min_face_size=30, smoothing=0.5)
+    return FrameSettings(**{**base, **overrides})
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about its first video stream. ``width`` x ``height`` is the displayed size
+    (after ``rotation``, degrees counter-clockwise from the display matrix)."""
+
+    width: int
+    height: int
+    rotation: int
+    duration_s: float | None  # None when the container does not say
+    nominal_fps: float | None  # the stream's average frame rate; a variable-rate file varies around it
+    frame_count: int | None  # None when the container does not say
+    codec: str
+    container: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where an analysis stands, for a progress bar."""
+
+    frames_decoded: int
+    frames_analysed: int
+    faces_seen: int  # distinct face IDs so far
+    video_time_s: float  # time of the latest decoded frame
+    duration_s: float | None
+    elapsed_s: float  # wall time
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.duration_s:
+            return None
+        return min(1.0, self.video_time_s / self.duration_s)
+
+    @property
+    def eta_s(self) -> float | None:
+        """Wall seconds left, extrapolated from the speed so far (None before any video time has passed)."""
+        if not self.duration_s or self.video_time_s <= 0:
+            return None
+        return max(0.0, self.elapsed_s * (self.duration_s - self.video_time_s) / self.video_time_s)
+
+
+def timestamp(seconds: float) -> str:
+    """Seconds -> "hh:mm:ss.mmm"."""
+    ms = int(round(max(0.0, seconds) * 1000))
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
+@dataclass
+class VideoAnalysis:
+    """The result: one row per analysed frame and face, a thumbnail per face ID, and what happened."""
+
+    info: VideoInfo
+    analysis_fps: float | None  # None = every frame
+    settings: FrameSettings
+    rows: list[tuple] = field(default_factory=list)  # in COLUMNS order
+    thumbnails: dict[int, np.ndarray] = field(default_factory=dict)  # face ID -> (h, w, 3) uint8 RGB
+    analysed_frames: list[tuple[int, float]] = field(default_factory=list)  # (frame index, time s)
+    frames_decoded: int = 0
+    last_time_s: float = 0.0
+    elapsed_s: float = 0.0
+    complete: bool = False  # False when stopped early (by the user or at damaged data)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def face_ids(self) -> list[int]:
+        return sorted({r[3] for r in self.rows})
+
+    @property
+    def video_seconds(self) -> float:
+        """Seconds of video covered (to the end of the last decoded frame)."""
+        fps = self.info.nominal_fps or 0.0
+        return self.last_time_s + (1.0 / fps if fps > 0 and self.frames_decoded else 0.0)
+
+    @property
+    def rate(self) -> float:
+        """Processing rate: seconds of video per wall-clock second."""
+        return self.video_seconds / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dataframe(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=list(COLUMNS))
+
+    def to_csv_bytes(self) -> bytes:
+        """UTF-8 CSV, a header row and one row per analysed frame and face (COLUMNS)."""
+        return self.to_dataframe().to_csv(index=False).encode("utf-8")
+
+    def to_json_bytes(self) -> bytes:
+        """UTF-8 JSON: the video's properties, the settings, and the same rows as the CSV (box as a list,
+        probabilities as a mapping)."""
+        rows = [{"frame": r[0], "time_s": r[1], "timestamp": r[2], "face_id": r[3], "box": list(r[4:8]),
+                 "label": r[8], "confidence": r[9], "probabilities": dict(zip(EMOTIONS, r[10:]))} for r in self.rows]
+        doc = {"video": vars(self.info), "analysis_fps": self.analysis_fps, "frames_decoded": self.frames_decoded,
+               "frames_analysed": len(self.analysed_frames), "complete": self.complete, "warnings": self.warnings,
+               "settings": self.settings.to_dict(), "rows": rows}
+        return json.dumps(doc, indent=1).encode("utf-8")
+
+
+def _open(source: str | Path | IO[bytes]) -> av.container.InputContainer:
+    """Open a file path or a binary file object, or raise VideoError saying why it is not a usable video."""
+    if hasattr(source, "seek"):
+        source.seek(0)
+    try:
+        container = av.open(source if hasattr(source, "read") else str(source), mode="r")
+    except FileNotFoundError:
+        raise VideoError(f"{source} does not exist.") from None
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise VideoError("This file is not a video that can be read (damaged, truncated before its index, or not a "
+                         f"video at all: {e.__class__.__name__}). Upload an {', '.join(VIDEO_EXTENSIONS)} file; "
+                         "re-exporting it from the recording app usually helps.") from None
+    fmt = container.format.name
+    if fmt in _STILL_FORMATS or fmt.endswith("_pipe"):
+        container.close()
+        raise VideoError("This is a still image or a text file, not a video. For photos use the Upload images page.")
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+        container.close()
+        raise VideoError(f"This file has no video stream (it holds {', '.join(kinds)}). Upload a recording with "
+                         "picture.")
+    return container
+
+
+def _display(frame: av.VideoFrame, fmt: str = "bgr24") -> np.ndarray:
+    """Decoded frame -> (H, W, 3) uint8 in ``fmt``, turned upright by its display matrix (phone videos)."""
+    image = frame.to_ndarray(format=fmt)
+    turns = int(round((frame.rotation or 0) / 90.0)) % 4  # counter-clockwise quarter turns
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+def _frames(container, errors: list[str]) -> Iterator[tuple[int, float, av.VideoFrame]]:
+    """(index, seconds since the stream's start, frame) in presentation order. Damaged data ends the iteration
+    with a message in ``errors`` instead of an exception."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    tb = stream.time_base
+    start = stream.start_time or 0
+    step = 1.0 / float(stream.average_rate) if stream.average_rate else 1 / 30
+    previous = None
+    index = 0
+    try:
+        for frame in container.decode(stream):
+            if frame.pts is not None and tb is not None:
+                t = max(0.0, float((frame.pts - start) * tb))
+            else:  # no timestamp: one nominal frame after the previous one
+                t = 0.0 if previous is None else previous + step
+            previous = t
+            yield index, t, frame
+            index += 1
+    except (av.FFmpegError, OSError) as e:
+        errors.append(f"The video is damaged or truncated after {timestamp(previous or 0.0)} "
+                      f"({e.__class__.__name__}); the results cover the part before it.")
+
+
+def probe(source: str | Path | IO[bytes]) -> VideoInfo:
+    """The video's size (upright), rotation, duration, frame rate and frame count, reading the first frame.
+
+    Raises VideoError for anything that is not a playable video with at least one frame."""
+    container = _open(source)
+    try:
+        stream = container.streams.video[0]
+        errors: list[str] = []
+        first = next(_frames(container, errors), None)
+        if first is None:
+            raise VideoError("This video has no frames (zero length" + (f"; {errors[0]}" if errors else "") +
+                             "). Check that the recording finished and was saved completely.")
+        frame = first[2]
+        turns = int(round((frame.rotation or 0) / 90.0)) % 4
+        w, h = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        fps = float(stream.average_rate) if stream.average_rate else None
+        return VideoInfo(width=w, height=h, rotation=int(frame.rotation or 0), duration_s=duration,
+                         nominal_fps=fps, frame_count=stream.frames or None, codec=stream.codec_context.name,
+                         container=container.format.name)
+    finally:
+        container.close()
+
+
+def default_analysis_fps(info: VideoInfo) -> float | None:
+    """Every frame (None) for a clip of at most SHORT_CLIP_S seconds or of a lower frame rate, else
+    DEFAULT_ANALYSIS_FPS frames per second of video."""
+    if info.duration_s is not None and info.duration_s <= SHORT_CLIP_S:
+        return None
+    if info.nominal_fps is not None and info.nominal_fps <= DEFAULT_ANALYSIS_FPS:
+        return None
+    return DEFAULT_ANALYSIS_FPS
+
+
+class AnnotatedWriter:
+    """H.264 (libx264, yuv420p, +faststart) mp4 that browsers play, written one BGR frame at a time with the
+    input's timestamps (a variable frame rate is kept). Odd sizes are padded by one pixel (4:2:0 needs even)."""
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float | None):
+        self.path = Path(path)
+        self.width, self.height = width + width % 2, height + height % 2
+        self._container = av.open(str(self.path), mode="w", options={"movflags": "+faststart"})
+        rate = fractions.Fraction(fps).limit_denominator(1001) if fps else fractions.Fraction(30)
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, "yuv420p"
+        self._stream.codec_context.time_base = self._tb = fractions.Fraction(1, 1000)  # PTS in milliseconds
+        self._stream.options = {"preset": "veryfast", "crf": "23"}
+        self._last_pts = -1
+        self.frames = 0
+
+    def write(self, image: np.ndarray, time_s: float) -> None:
+        h, w = image.shape[:2]
+        if (w, h) != (self.width, self.height):
+            image = cv2.copyMakeBorder(image, 0, self.height - h, 0, self.width - w, cv2.BORDER_REPLICATE)
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        self._last_pts = frame.pts = max(self._last_pts + 1, int(round(time_s * 1000)))  # strictly increasing
+        frame.time_base = self._tb
+        self._container.mux(self._stream.encode(frame))
+        self.frames += 1
+
+    def close(self) -> None:
+        try:
+            self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+
+
+def _thumbnail(image_bgr: np.ndarray, box, height: int = 96) -> np.ndarray:
+    x, y, w, h = box
+    crop = image_bgr[max(0, y):y + h, max(0, x):x + w, ::-1]
+    scale = height / max(1, crop.shape[0])
+    return cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), height), interpolation=cv2.INTER_AREA)
+
+
+def analyse_video(source: str | Path | IO[bytes], predictor: Predictor, analysis_fps: float | None | str = "auto",
+                  settings: FrameSettings | None = None, annotated: str | Path | None = None,
+                  progress: Callable[[Progress], None] | None = None, progress_every_s: float = 0.25,
+                  should_stop: Callable[[], bool] | None = None, result: VideoAnalysis | None = None
+                  ) -> VideoAnalysis:
+    """Analyse every face of a video over time; optionally write the annotated mp4 to ``annotated``.
+
+    ``analysis_fps``: frames analysed per second of video (by their timestamps), None for every frame, "auto"
+    for :func:`default_analysis_fps`. Frames in between are not analysed; in the annotated video they carry the
+    boxes of the latest analysed frame. ``progress(Progress)`` is called at most every ``progress_every_s``
+    wall seconds and at the end; ``should_stop()`` is checked before each frame: when it says True the analysis
+    ends there and keeps what was done (``complete`` False). Pass ``result`` (from :func:`start_analysis`) to
+    keep the partial result when the caller is interrupted by an exception (the Streamlit page's stop button).
+    Raises VideoError for unusable input; damaged data after a good start ends the analysis with a warning.
+    """
+    info = probe(source)
+    if result is None:
+        result = start_analysis(info, analysis_fps, settings)
+    fps = result.analysis_fps
+    if fps is not None and fps <= 0:
+        raise VideoError(f"The number of frames analysed per second must be positive, got {fps}.")
+    pipeline = FramePipeline(predictor, result.settings)
+    writer = AnnotatedWriter(annotated, info.width, info.height, info.nominal_fps) if annotated else None
+    container = _open(source)
+    t_start, last_report = time.perf_counter(), 0.0
+    faces: tuple[TrackedFace, ...] = ()
+    next_due, first_t = 0.0, None
+    best_area: dict[int, int] = {}
+    seen: set[int] = set()
+
+    def report() -> None:
+        if progress is not None:
+            progress(Progress(result.frames_decoded, len(result.analysed_frames), len(seen), result.last_time_s,
+                              info.duration_s, result.elapsed_s))
+
+    try:
+        for index, t, frame in _frames(container, result.warnings):
+            if should_stop is not None and should_stop():
+                break
+            first_t = t if first_t is None else first_t
+            due = fps is None or t >= next_due - 1e-3  # a millisecond of slack for rounded timestamps
+            image = _display(frame) if (due or writer) else None
+            if due:
+                if fps is not None:
+                    next_due = first_t + (np.floor((t - first_t) * fps + 1e-3) + 1) / fps  # on the grid, never behind
+                faces = pipeline.process(image, draw=False).faces
+                result.analysed_frames.append((index, round(t, 3)))
+                for f in faces:
+                    result.rows.append((index, round(t, 3), timestamp(t), f.face_id, *f.box, f.label,
+                                        round(f.confidence, 4), *(round(f.probabilities[n], 4) for n in EMOTIONS)))
+                    area = f.box[2] * f.box[3]
+                    seen.add(f.face_id)
+                    if area > best_area.get(f.face_id, -1):  # the largest view of each face as its thumbnail
+                        best_area[f.face_id] = area
+                        result.thumbnails[f.face_id] = _thumbnail(image, f.box)
+            if writer is not None:
+                draw_faces(image, faces, result.settings.show_probabilities)
+                writer.write(image, t - first_t)
+            result.frames_decoded = index + 1
+            result.last_time_s = t
+            result.elapsed_s = time.perf_counter() - t_start
+            if result.elapsed_s - last_report >= progress_every_s:
+                last_report = result.elapsed_s
+                report()
+        else:
+            result.complete = not result.warnings
+    finally:
+        container.close()
+        if writer is not None:
+            writer.close()
+        result.elapsed_s = time.perf_counter() - t_start
+    report()
+    if result.frames_decoded == 0 and result.warnings:
+        raise VideoError(result.warnings[0])
+    return result
+
+
+def start_analysis(info: VideoInfo, analysis_fps: float | None | str = "auto",
+                   settings: FrameSettings | None = None) -> VideoAnalysis:
+    """An empty :class:`VideoAnalysis` for ``info`` ("auto" resolved), to be filled by :func:`analyse_video`."""
+    fps = default_analysis_fps(info) if analysis_fps == "auto" else analysis_fps
+    if fps is not None and info.nominal_fps is not None and fps >= info.nominal_fps:
+        fps = None  # at least the video's own rate: every frame
+    return VideoAnalysis(info=info, analysis_fps=None if fps is None else float(fps),
+                         settings=settings or video_settings())
+
+
+def frame_at(source: str | Path | IO[bytes], time_s: float) -> np.ndarray:
+    """The upright (H, W, 3) uint8 RGB frame shown at ``time_s`` seconds (the last frame starting at or before it)."""
+    container = _open(source)
+    try:
+        stream = container.streams.video[0]
+        start = stream.start_time or 0
+        if stream.time_base is not None:
+            container.seek(start + int(max(0.0, time_s - 1.0) / stream.time_base), stream=stream, backward=True)
+        chosen = None
+        for frame in container.decode(stream):
+            t = float((frame.pts - start) * stream.time_base) if frame.pts is not None else 0.0
+            if chosen is not None and t > time_s + 1e-3:
+                break
+            chosen = frame
+        if chosen is None:
+            raise VideoError(f"No frame found at {timestamp(time_s)}.")
+        return _display(chosen, "rgb24")
+    except av.FFmpegError as e:
+        raise VideoError(f"The frame at {timestamp(time_s)} could not be read ({e.__class__.__name__}).") from None
+    finally:
+        container.close()
+
+
+def faces_at(analysis: VideoAnalysis, frame_index: int) -> list[TrackedFace]:
+    """The faces recorded for one analysed frame, as the pipeline gave them."""
+    return [TrackedFace(r[3], tuple(r[4:8]), r[8], r[9], dict(zip(EMOTIONS, r[10:]))) for r in analysis.rows
+            if r[0] == frame_index]
+
+
+def annotated_frame_at(source: str | Path | IO[bytes], analysis: VideoAnalysis, frame_index: int,
+                       time_s: float) -> np.ndarray:
+    """The analysed frame ``frame_index`` (shown at ``time_s``), re-decoded from ``source`` and annotated like the
+    annotated video: (H, W, 3) uint8 RGB."""
+    bgr = np.ascontiguousarray(frame_at(source, time_s)[:, :, ::-1])
+    draw_faces(bgr, faces_at(analysis, frame_index), analysis.settings.show_probabilities)
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fer_core.video", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="video file (" + ", ".join(VIDEO_EXTENSIONS) + ")")
+    p.add_argument("--fps", type=float, default=None,
+                   help=f"frames to analyse per second of video (default: every frame for clips up to "
+                        f"{SHORT_CLIP_S:.0f} s, else {DEFAULT_ANALYSIS_FPS:g}); 0 = every frame")
+    p.add_argument("--csv", help="write one row per analysed frame and face to this CSV (default: none)")
+    p.add_argument("--json", help="write the same rows and the video's properties to this JSON (default: none)")
+    p.add_argument("--annotated", help="write the video with boxes, IDs and labels to this H.264 mp4 (default: none)")
+    p.add_argument("--weights", default=None, help="checkpoint (default: artifacts/model.pt)")
+    p.add_argument("--smoothing", type=float, default=video_settings().smoothing,
+                   help="EMA strength per analysed frame in [0, 1), 0 = off (default: %(default)s)")
+    p.add_argument("--min-face-size", type=int, default=video_settings().min_face_size,
+                   help="ignore smaller faces, pixels (default: %(default)s)")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .checkpoint import DEFAULT_WEIGHTS, CheckpointError
+    from .video_summary import summarise
+
+    try:
+        info = probe(args.input)
+        predictor = Predictor.from_checkpoint(args.weights or DEFAULT_WEIGHTS)
+    except (VideoError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    fps = "auto" if args.fps is None else (None if args.fps == 0 else args.fps)
+    settings = video_settings(smoothing=args.smoothing, min_face_size=args.min_face_size)
+    total = info.duration_s
+    with tqdm(total=round(total, 2) if total else None, unit="s", unit_scale=False, desc=Path(args.input).name,
+              bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} s video [{elapsed}<{remaining}{postfix}]") as bar:
+        def progress(p: Progress) -> None:
+            bar.n = round(min(p.video_time_s, total or p.video_time_s), 2)
+            bar.set_postfix_str(f"{p.frames_analysed} frames analysed, {p.faces_seen} faces", refresh=False)
+            bar.refresh()
+
+        try:
+            result = analyse_video(args.input, predictor, fps, settings, args.annotated, progress)
+        except VideoError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    for path, data in ((args.csv, result.to_csv_bytes), (args.json, result.to_json_bytes)):
+        if path:
+            Path(path).write_bytes(data())
+    every = "every frame" if result.analysis_fps is None else f"{result.analysis_fps:g} frames/s"
+    print(f"{result.frames_decoded} frames ({result.video_seconds:.1f} s of video), {len(result.analysed_frames)} "
+          f"analysed ({every}), {len(result.face_ids)} face(s); {result.elapsed_s:.1f} s -> {result.rate:.2f} s of "
+          f"video per second")
+    table = summarise(result)
+    if not table.empty:
+        print(table.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

@@ -1,0 +1,55 @@
+"""What a video analysis says per face: share of time per expression, dominant expression, largest changes.
+
+Pure pandas over the rows of :class:`fer_core.video.VideoAnalysis` (``COLUMNS``); nothing here decodes video.
+Analysed frames are spread evenly over the video's time, so a face's share of analysed frames with a label is
+its share of (on-screen) time with that expression.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .labels import EMOTIONS
+
+
+def _rows(analysis_or_rows) -> pd.DataFrame:
+    return analysis_or_rows if isinstance(analysis_or_rows, pd.DataFrame) else analysis_or_rows.to_dataframe()
+
+
+def change_moments(rows: pd.DataFrame, face_id: int, n: int = 3) -> pd.DataFrame:
+    """The ``n`` analysed frames of ``face_id`` whose probabilities moved most since the face's previous analysed
+    frame: columns frame, time_s, timestamp, change (total variation distance in [0, 1]: half the L1 distance of
+    the two probability vectors), before, after (the labels), largest first."""
+    face = rows[rows["face_id"] == face_id].sort_values("time_s")
+    probs = face[list(EMOTIONS)].to_numpy(dtype=np.float64)
+    if len(face) < 2:
+        return pd.DataFrame(columns=["frame", "time_s", "timestamp", "change", "before", "after"])
+    change = 0.5 * np.abs(np.diff(probs, axis=0)).sum(axis=1)
+    order = np.argsort(-change, kind="stable")[:n]
+    labels = face["label"].to_numpy()
+    later = face.iloc[1:]
+    return pd.DataFrame({"frame": later["frame"].to_numpy()[order], "time_s": later["time_s"].to_numpy()[order],
+                         "timestamp": later["timestamp"].to_numpy()[order], "change": np.round(change[order], 3),
+                         "before": labels[:-1][order], "after": labels[1:][order]})
+
+
+def summarise(analysis_or_rows, moments: int = 3, min_change: float = 0.1) -> pd.DataFrame:
+    """One row per face ID: first and last time seen, analysed frames, the dominant expression (most frequent
+    label), the share of its analysed frames with each expression (7 columns, summing to 1) and its ``moments``
+    largest changes of at least ``min_change`` as text ("00:00:02.400 happy->surprise (0.71)"; "" when none)."""
+    rows = _rows(analysis_or_rows)
+    out = []
+    for face_id, face in rows.groupby("face_id", sort=True):
+        share = face["label"].value_counts(normalize=True)
+        counts = face["label"].value_counts()
+        dominant = max(EMOTIONS, key=lambda n: (counts.get(n, 0), face.loc[face["label"] == n, "confidence"].sum()))
+        top = change_moments(rows, face_id, moments)
+        top = top[top["change"] >= min_change]
+        out.append({"face_id": int(face_id), "first_seen": face["timestamp"].iloc[0],
+                    "last_seen": face["timestamp"].iloc[-1], "frames": len(face), "dominant": dominant,
+                    **{n: round(float(share.get(n, 0.0)), 3) for n in EMOTIONS},
+                    "largest_changes": "; ".join(f"{r.timestamp} {r.before}->{r.after} ({r.change:.2f})"
+                                                 for r in top.itertuples(index=False))})
+    return pd.DataFrame(out, columns=["face_id", "first_seen", "last_seen", "frames", "dominant", *EMOTIONS,
+                                      "largest_changes"])
