@@ -29,8 +29,9 @@ class StreamedFaces:
 
     def __getitem__(self, idx: torch.Tensor | slice) -> torch.Tensor:
         """``idx``: a 1-D tensor of row indices (any device) or a slice -> (len, 1, S, S) float32 on the device."""
-        rows = self.images[idx] if isinstance(idx, slice) else self.images[idx.cpu().numpy()]
-        return faces_to_tensor(np.asarray(rows), self.preprocess).to(self.device, memory_format=self.memory_format)
+        # a slice of the read-only map is copied (torch wants writable memory); fancy indexing copies already
+        rows = np.array(self.images[idx]) if isinstance(idx, slice) else np.asarray(self.images[idx.cpu().numpy()])
+        return faces_to_tensor(rows, self.preprocess).to(self.device, memory_format=self.memory_format)
 
     def chunks(self, start: int, stop: int, size: int = 4096):
         """Consecutive preprocessed pieces of rows [start, stop), at most ``size`` rows each (bounded memory)."""
