@@ -6,15 +6,16 @@ evaluation, ``training.evaluate``, the CLI and the app pages all go through it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .backends import Backend, as_backend, make_backend
 from .checkpoint import DEFAULT_WEIGHTS, load_checkpoint
 from .alignment import face_crop
 from .face_detection import Face, FaceDetector, make_detector
@@ -30,15 +31,38 @@ NO_TTA_HELP = "disable test-time augmentation (mirror + zoom views, fer_core.inf
 # An image whose sides are all within this range (pixels) is taken to be one face when no face is found in it
 # (a pre-cropped face such as a 48x48 FER2013 image), without the user asking.
 FACE_CROP_SIDES = (24, 96)
+# Images (faces x views) per forward pass: enough to keep the CPU's vector units busy, few enough that the
+# activations stay in its caches (3,072 at a time cost more time in page faults than in arithmetic).
+BATCH_IMAGES = 128
+
+
+@functools.lru_cache(maxsize=16)
+def _zoom_matrix(size: int, factor: float) -> torch.Tensor:
+    """(S, S) bilinear resampling matrix of a zoom by ``factor`` about the centre, borders replicated.
+
+    Row i holds the weights of the source pixels for output pixel i: the same sampling as
+    ``F.grid_sample(..., mode="bilinear", padding_mode="border", align_corners=False)`` on a scaled grid, but
+    separable, so a view costs two small matrix products instead of a 2-D gather.
+    """
+    out = torch.arange(size, dtype=torch.float64)
+    source = ((2 * out + 1) / size - 1) / factor  # normalised source coordinate of each output pixel
+    pos = (((source + 1) * size - 1) / 2).clamp(0, size - 1)  # in pixels; border padding clamps
+    lower = pos.floor().long()
+    upper = (lower + 1).clamp(max=size - 1)
+    weight = pos - lower
+    matrix = torch.zeros(size, size, dtype=torch.float64)
+    matrix[out.long(), lower] += 1 - weight
+    matrix[out.long(), upper] += weight
+    return matrix.float()
 
 
 def zoom(batch: torch.Tensor, factor: float) -> torch.Tensor:
     """(N, 1, S, S) faces magnified by ``factor`` about the centre (< 1 shrinks; borders are replicated)."""
     if factor == 1.0:
         return batch
-    theta = torch.tensor([[1 / factor, 0, 0], [0, 1 / factor, 0]], dtype=batch.dtype, device=batch.device)
-    grid = F.affine_grid(theta.expand(len(batch), 2, 3), list(batch.shape), align_corners=False)
-    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    rows = _zoom_matrix(batch.shape[-2], float(factor)).to(batch.dtype)
+    cols = rows if batch.shape[-1] == batch.shape[-2] else _zoom_matrix(batch.shape[-1], float(factor)).to(batch.dtype)
+    return rows @ batch @ cols.T
 
 
 def tta_views(batch: torch.Tensor) -> list[torch.Tensor]:
@@ -51,23 +75,23 @@ def tta_views(batch: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def predict_view_logits(model: nn.Module, batch: torch.Tensor, tta: bool = True, batch_size: int = 512) -> np.ndarray:
+def predict_view_logits(model: nn.Module | Backend, batch: torch.Tensor, tta: bool = True,
+                        batch_size: int = BATCH_IMAGES) -> np.ndarray:
     """(N, 1, S, S) preprocessed faces -> (V, N, C) float32 logits, one slice per view.
 
-    V = TTA_VIEWS with ``tta`` (the views of :func:`tta_views`, in that order), else 1. ``batch_size`` bounds
-    the images (faces x views) per forward pass.
+    ``model`` is a torch module (run in eval mode) or a :mod:`fer_core.backends` backend. V = TTA_VIEWS with
+    ``tta`` (the views of :func:`tta_views`, in that order), else 1. ``batch_size`` bounds the images
+    (faces x views) per forward pass.
     """
-    was_training = model.training
-    model.eval()
+    backend = as_backend(model)
     chunk = max(1, batch_size // TTA_VIEWS) if tta else batch_size
     n_views = TTA_VIEWS if tta else 1
     out = []
     for start in range(0, len(batch), chunk):
         x = batch[start:start + chunk]
         views = tta_views(x) if tta else [x]
-        logits = model(torch.cat(views)).float()  # all views of the chunk in one pass
+        logits = backend(torch.cat(views)).float()  # all views of the chunk in one pass
         out.append(logits.view(len(views), len(x), -1))
-    model.train(was_training)
     if not out:
         return np.zeros((n_views, 0, getattr(getattr(model, "config", None), "num_classes", 7)), np.float32)
     return torch.cat(out, dim=1).cpu().numpy().astype(np.float32)
@@ -84,7 +108,8 @@ def probabilities_from_view_logits(view_logits: np.ndarray, temperature: float =
     return torch.softmax(logits / float(temperature), dim=2).mean(dim=0).numpy().astype(np.float32)
 
 
-def predict_probabilities(model: nn.Module, batch: torch.Tensor, tta: bool = True, batch_size: int = 512,
+def predict_probabilities(model: nn.Module | Backend, batch: torch.Tensor, tta: bool = True,
+                          batch_size: int = BATCH_IMAGES,
                           temperature: float = 1.0) -> np.ndarray:
     """(N, 1, S, S) preprocessed faces -> (N, C) float32 softmax probabilities.
 
@@ -128,8 +153,11 @@ class Predictor:
     Face detectors hold OpenCV state, so they are passed in per call (one per session / thread).
     """
 
-    def __init__(self, model: nn.Module, preprocess: PreprocessConfig, class_names: tuple[str, ...], meta: dict | None = None):
-        self.model = model.eval()
+    def __init__(self, model: nn.Module, preprocess: PreprocessConfig, class_names: tuple[str, ...],
+                 meta: dict | None = None, backend: str | None = None):
+        self.model = model.eval()  # the torch module (also what explanations differentiate through)
+        # What runs the forward pass: fer_core.backends (ONNX Runtime by default, FER_BACKEND / ``backend``).
+        self.backend = make_backend(self.model, backend, preprocess.image_size)
         self.preprocess = preprocess
         self.class_names = tuple(class_names)
         self.meta = meta or {}
@@ -144,22 +172,22 @@ class Predictor:
         return self.temperature if tta else self.temperature_no_tta
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path = DEFAULT_WEIGHTS) -> "Predictor":
+    def from_checkpoint(cls, path: str | Path = DEFAULT_WEIGHTS, backend: str | None = None) -> "Predictor":
         model, preprocess, names, meta = load_checkpoint(path)
-        return cls(model, preprocess, names, meta)
+        return cls(model, preprocess, names, meta, backend=backend)
 
     def classify_crops(self, faces: Sequence[np.ndarray], tta: bool = True) -> np.ndarray:
         """Gray face crops (any size) -> (N, C) probabilities, all in one batch."""
         if len(faces) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
-        return predict_probabilities(self.model, faces_to_tensor(faces, self.preprocess), tta=tta,
+        return predict_probabilities(self.backend, faces_to_tensor(faces, self.preprocess), tta=tta,
                                      temperature=self.temperature_for(tta))
 
     def view_logits(self, faces: Sequence[np.ndarray], tta: bool = True) -> np.ndarray:
         """Gray face crops -> (V, N, C) logits of every view (uncalibrated; see :func:`predict_view_logits`)."""
         if len(faces) == 0:
             return np.zeros((TTA_VIEWS if tta else 1, 0, len(self.class_names)), np.float32)
-        return predict_view_logits(self.model, faces_to_tensor(faces, self.preprocess), tta=tta)
+        return predict_view_logits(self.backend, faces_to_tensor(faces, self.preprocess), tta=tta)
 
     def classify_faces(self, gray: np.ndarray, faces: Sequence[Face], tta: bool = True,
                        whole_image: bool = False) -> list[FacePrediction]:

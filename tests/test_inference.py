@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fer_core.alignment import face_crop
 from fer_core.datasets import list_labelled_folder, load_face_arrays
 from fer_core.face_detection import make_detector
 from fer_core.images import ImageLoadError, load_image
@@ -166,6 +167,46 @@ def test_tta_views_are_mirrored_and_zoomed_about_the_centre():
     # Zooming in keeps the centre and brings inner pixels to the border.
     assert abs(float(closer[0, 0, 24, 24] - x[0, 0, 24, 24])) < 48
     assert float(closer[0, 0, 0, 0]) > float(x[0, 0, 0, 0]) + 48 * 4
+
+
+@pytest.mark.parametrize("factor", TTA_ZOOMS + (1.25, 0.8))
+def test_zoom_samples_like_grid_sample(factor):
+    """The separable zoom is the bilinear, border-replicating resampling of torch's grid_sample."""
+    x = torch.rand(3, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    theta = torch.tensor([[1 / factor, 0, 0], [0, 1 / factor, 0]]).expand(3, 2, 3)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    expected = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    torch.testing.assert_close(zoom(x, factor), expected, atol=1e-5, rtol=0)
+
+
+def test_onnx_runtime_backend_gives_the_torch_models_probabilities(face_photos, predictor):
+    """The default backend runs the same weights: same labels, probabilities within 1e-4, with and without TTA."""
+    assert predictor.backend.name == "onnxruntime"
+    gray = to_gray(face_photos.arrays["astronaut"])
+    faces = make_detector().detect(gray)
+    crops = [face_crop(gray, faces[0], 48, predictor.preprocess.face_margin)]
+    crops += [np.random.default_rng(i).integers(0, 256, (48, 48), dtype=np.uint8) for i in range(20)]
+    x = faces_to_tensor(crops, predictor.preprocess)
+    for tta in (False, True):
+        fast = predict_probabilities(predictor.backend, x, tta=tta)
+        eager = predict_probabilities(predictor.model, x, tta=tta)
+        np.testing.assert_allclose(fast, eager, atol=1e-4)
+        assert (fast.argmax(1) == eager.argmax(1)).all()
+
+
+def test_backend_is_chosen_by_argument_or_environment(monkeypatch):
+    from fer_core.backends import make_backend
+    from fer_core.model import Xception, XceptionConfig
+
+    model = Xception(XceptionConfig())
+    assert make_backend(model, "torch").name == "torch"
+    monkeypatch.setenv("FER_BACKEND", "torch")
+    assert make_backend(model).name == "torch"
+    monkeypatch.setenv("FER_BACKEND", "tensorflow")
+    with pytest.raises(ValueError, match="FER_BACKEND='tensorflow' is not a backend"):
+        make_backend(model)
+    monkeypatch.delenv("FER_BACKEND")
+    assert make_backend(model).name == "onnxruntime"
 
 
 def test_tta_gives_a_face_and_its_mirror_image_the_same_prediction(face_photos, predictor):

@@ -3,7 +3,8 @@
     python -m training.benchmark                 # all measurements
     python -m training.benchmark --skip-training
 
-Reports: classifier ms per face (batch 1 on one thread, and batched on all threads); each face detector
+Reports: classifier ms per face with each inference backend side by side (batch 1 on one thread, and batched
+on all threads); the upload page's work on six whole photos with TTA; each face detector
 (RetinaFace, Haar; on full 640x480 frames and on 320 px copies): ms per frame and faces found in the whole
 photos of ../shared/data/cfee, upright and rolled by +-20 and +-40 degrees; end-to-end ms per 640x480 frame
 with one face (detection + alignment + classification, with and without TTA, and through the live webcam
@@ -26,10 +27,12 @@ from fer_core.checkpoint import DEFAULT_WEIGHTS
 from fer_core.datasets import SHARED_DATA, decode_gray, list_labelled_folder
 from fer_core.face_detection import DEFAULT_DETECTOR, make_detector
 from fer_core.images import load_image, rotate_image
-from fer_core.inference import Predictor, predict_probabilities
+from fer_core.backends import BACKENDS, make_backend
+from fer_core.inference import BATCH_IMAGES, Predictor, predict_probabilities
 from fer_core.live import LiveSettings, canvas_from_photos, measure_frame_latency
-from fer_core.model import build_model
+from fer_core.model import build_model, count_macs, count_parameters
 from fer_core.preprocessing import PreprocessConfig, to_gray
+from fer_core.results import analyse_image
 
 from .augment import AugmentConfig
 from .train import class_weights, get_args_parser as train_args, make_optimizer, train_one_epoch
@@ -81,17 +84,33 @@ def find_face_frame(explicit: str) -> np.ndarray | None:
     return None
 
 
-def bench_classifier(predictor: Predictor, repeats: int) -> None:
+def bench_classifier(predictor: Predictor, repeats: int, rounds: int = 5) -> None:
+    """Every backend (fer_core.backends) on the same weights, side by side: ms per face at batch 1 on one
+    thread (TTA off and on) and faces per second at BATCH_IMAGES per forward pass on all threads. The backends
+    take turns in ``rounds`` interleaved rounds, so a machine that gets busier mid-run slows them alike."""
+    model = predictor.model
+    print(f"classifier: {count_parameters(model) / 1e6:.2f} M parameters, {count_macs(model) / 1e6:.1f} M "
+          f"multiply-adds per face (one view)")
+    backends = {name: make_backend(model, name) for name in BACKENDS}
     threads = torch.get_num_threads()
     x1 = torch.randn(1, 1, 48, 48)
-    torch.set_num_threads(1)
-    for tta in (False, True):
-        med, p90 = timed(lambda: predict_probabilities(predictor.model, x1, tta=tta), repeats)
-        print(f"classifier, batch 1, 1 thread, TTA {'on ' if tta else 'off'}: {med:6.2f} ms/face (p90 {p90:.2f})")
+    xb = torch.randn(BATCH_IMAGES, 1, 48, 48)
+    cases = [(f"batch 1, 1 thread, TTA {'on ' if tta else 'off'}", 1, x1, tta, max(1, repeats // rounds))
+             for tta in (False, True)]
+    cases.append((f"batch {BATCH_IMAGES}, {threads} threads, TTA off", threads, xb, False, max(2, repeats // 25)))
+    samples = {(case[0], name): [] for case in cases for name in backends}
+    for _ in range(rounds):
+        for label, n_threads, x, tta, n in cases:
+            torch.set_num_threads(n_threads)
+            for name, backend in backends.items():
+                samples[label, name].append(timed(lambda: predict_probabilities(backend, x, tta=tta), n, warmup=1)[0])
     torch.set_num_threads(threads)
-    xb = torch.randn(256, 1, 48, 48)
-    med, _ = timed(lambda: predict_probabilities(predictor.model, xb, tta=False), max(5, repeats // 10), warmup=1)
-    print(f"classifier, batch 256, {threads} threads, TTA off: {med / 256:6.3f} ms/face ({256 / med * 1000:.0f} faces/s)")
+    for label, _, x, _, _ in cases:
+        base = statistics.median(samples[label, "torch"])
+        for name in sorted(backends, key=lambda name: name != "torch"):
+            med = statistics.median(samples[label, name]) / len(x)
+            print(f"classifier, {label}, {name:>11}: {med:6.3f} ms/face ({1000 / med:5.0f} faces/s; "
+                  f"{base / len(x) / med:.1f}x torch)")
 
 
 def bench_frame(predictor: Predictor, frame: np.ndarray | None, repeats: int) -> None:
@@ -114,6 +133,28 @@ def bench_frame(predictor: Predictor, frame: np.ndarray | None, repeats: int) ->
               f"min face {settings.min_face_size}px, TTA {'on' if settings.tta else 'off'}, {r['torch_threads']} thread): "
               f"{r['ms_per_frame_mean']:.1f} ms/frame mean, p90 {r['ms_per_frame_p90']:.1f} -> {r['fps']:.0f} FPS "
               f"(detection {r['detect_ms_mean']} ms, model {r['classify_ms_mean']} ms, {r['faces']} face)")
+
+
+def bench_upload(predictor: Predictor, folder: str, n_photos: int = 6, repeats: int = 3) -> None:
+    """Seconds for the upload page's work on ``n_photos`` whole photos with TTA: each read, searched for faces
+    with the default detector, every face classified and the annotated copy drawn (fer_core.results.analyse_image,
+    what the page runs per file); the median of ``repeats`` runs."""
+    try:
+        files = list_labelled_folder(folder)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"upload benchmark skipped: {e}")
+        return
+    paths = files.paths[:: max(1, len(files) // n_photos)][:n_photos]  # spread over the classes
+    payloads = [(Path(p).name, Path(p).read_bytes()) for p in paths]
+    detector = make_detector(DEFAULT_DETECTOR)
+
+    def run() -> int:
+        return sum(len(analyse_image(predictor, detector, data, name, tta=True).faces) for name, data in payloads)
+
+    faces = run()
+    med, _ = timed(run, repeats, warmup=0)
+    print(f"upload page work, {len(payloads)} photos from {Path(folder).name} ({faces} faces), TTA on, backend "
+          f"{predictor.backend.name}, {torch.get_num_threads()} threads: {med / 1000:.2f} s")
 
 
 def bench_detectors(folder: str, every: int, frame: np.ndarray | None, repeats: int) -> None:
@@ -167,6 +208,7 @@ def main(args: argparse.Namespace) -> None:
     frame = find_face_frame(args.photo)
     bench_detectors(args.detection_set, args.detection_every, frame, max(10, args.repeats // 2))
     bench_frame(predictor, frame, max(10, args.repeats // 2))
+    bench_upload(predictor, args.detection_set)
     if not args.skip_training:
         bench_training(args.train_steps)
 

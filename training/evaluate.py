@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
+from fer_core.backends import BACKEND_HELP, BACKENDS
 from fer_core.checkpoint import DEFAULT_WEIGHTS, CheckpointError
 from fer_core.datasets import PERSON_SPLITS, describe_skipped, list_labelled_folder, split_by_person
 from fer_core.evaluation import evaluate_files
@@ -31,6 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", help="labelled folder: <folder>/<class>/<image>")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint to evaluate (default: %(default)s)")
     p.add_argument("--no-tta", action="store_true", help=NO_TTA_HELP)
+    p.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)
     p.add_argument("--detect-faces", action="store_true",
                    help="images are whole photos: detect faces and classify the largest; no face counts as wrong")
     p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR, help=f"with --detect-faces: {DETECTOR_HELP}")
@@ -55,7 +59,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.json_out:
         require_writable_file(args.json_out, "--json")  # before the evaluation, not after it
     try:
-        predictor = Predictor.from_checkpoint(args.weights)
+        predictor = Predictor.from_checkpoint(args.weights, backend=args.backend)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -65,6 +69,7 @@ def main(args: argparse.Namespace) -> dict:
         bar.total = total
         bar.update(done - bar.n)
 
+    started = time.perf_counter()
     try:
         files = split_by_person(list_labelled_folder(args.folder), args.person_split, args.test_fraction)
         if files.skipped:  # unsupported formats, non-files: named, not silently ignored
@@ -77,6 +82,7 @@ def main(args: argparse.Namespace) -> dict:
         sys.exit(f"error: {e}")
     finally:
         bar.close()
+    seconds = time.perf_counter() - started
     s = result.summary
     s["weights"] = str(args.weights)
     s["person_split"] = args.person_split
@@ -84,6 +90,8 @@ def main(args: argparse.Namespace) -> dict:
     print(result.report)
     print(f"accuracy {s['accuracy']:.4f}  macro-F1 {s['macro_f1']:.4f}  images {s['n_images']}  "
           f"faces found {s['n_faces_found']}  TTA {'on' if s['tta'] else 'off'}")
+    print(f"{seconds:.1f} s for {s['n_images']} images ({s['n_images'] / max(seconds, 1e-9):.1f} images/s; "
+          f"classifier backend {predictor.backend.name}, {torch.get_num_threads()} threads)")
     if args.json_out:
         out = Path(args.json_out)
         out.parent.mkdir(parents=True, exist_ok=True)
