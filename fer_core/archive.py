@@ -30,11 +30,13 @@ from typing import Iterator
 
 import numpy as np
 
+from .alignment import face_crop
 from .datasets import IMAGE_SUFFIXES, LabelledFiles
 from .evaluation import evaluate_files
+from .face_detection import Face
 from .images import load_image
 from .labels import EMOTIONS, UnknownClassError, label_index
-from .preprocessing import crop_face
+from .preprocessing import crop_face, to_gray
 
 MAX_MEMBERS = 20_000
 MAX_MEMBER_BYTES = 50 * 1024 * 1024
@@ -242,11 +244,27 @@ def record_image(record: dict, zip_data: bytes | None = None, margin: float = 0.
 
     Raises fer_core.images.ImageLoadError (or ArchiveError) when it cannot be read.
     """
+    rgb = _record_rgb(record, zip_data)
+    box = record.get("box")
+    return crop_face(rgb, box, margin) if box else rgb
+
+
+def _record_rgb(record: dict, zip_data: bytes | None) -> np.ndarray:
     if record.get("source") == "zip":
         if zip_data is None:
             raise ArchiveError("The zip of this evaluation is no longer available; upload it again.")
-        rgb = load_image(read_member(zip_data, record["path"]))
-    else:
-        rgb = load_image(record["path"])
+        return load_image(read_member(zip_data, record["path"]))
+    return load_image(record["path"])
+
+
+def record_face_crop(record: dict, zip_data: bytes | None = None, size: int = 48, margin: float = 0.0,
+                     align: bool = True) -> np.ndarray:
+    """The (H, W) uint8 gray face the evaluation classified for ``record``: the whole image for pre-cropped faces,
+    else the detected face cropped by :func:`fer_core.alignment.face_crop` (on its landmarks when ``align``), as
+    (size, size). Raises like :func:`record_image`."""
+    gray = to_gray(_record_rgb(record, zip_data))
     box = record.get("box")
-    return crop_face(rgb, box, margin) if box else rgb
+    if not box:
+        return gray
+    landmarks = tuple(tuple(p) for p in record.get("landmarks") or ()) if align else ()
+    return face_crop(gray, Face(tuple(box), float(record.get("score", 1.0)), landmarks), size, margin)

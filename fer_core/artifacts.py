@@ -29,6 +29,9 @@ TRAIN_COMMAND = "python -m training.train"
 EVAL_COMMAND = ('python -m training.evaluate ../shared/data/fer2013/images/validation '
                 '--split "FER2013 PublicTest (validation)" --json artifacts/eval_validation.json')
 
+CALIBRATION_NAME = "calibration.json"  # written by training.calibrate: ECE / NLL before and after, per split
+CALIBRATE_COMMAND = "python -m training.calibrate --write"
+
 EVAL_KEYS = ("accuracy", "macro_f1", "labels", "confusion_matrix", "per_class")
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1")
 
@@ -86,6 +89,31 @@ def read_eval_summary(path: str | Path | None = None) -> dict | None:
     path = Path(path or artifact_path(EVAL_NAME))
     data = _read_json(path)
     return None if data is None else check_eval_summary(data, str(path))
+
+
+def read_calibration_report(path: str | Path | None = None) -> dict | None:
+    """The calibration report of ``training.calibrate`` (temperatures; per split, with and without TTA: ECE, NLL,
+    reliability bins before and after), or None when it has not been written yet."""
+    path = Path(path or artifact_path(CALIBRATION_NAME))
+    data = _read_json(path)
+    if data is not None and not isinstance(data.get("splits"), dict):
+        raise ArtifactError(f"{path} lacks its per-split results; re-create it with `{CALIBRATE_COMMAND}`.")
+    return data
+
+
+def calibration_rows(report: dict) -> list[dict]:
+    """One row per split and mode of a calibration report: split, TTA, faces, temperature, ECE and NLL before and
+    after (a table for the evaluation page and the README)."""
+    rows = []
+    for name, split in report["splits"].items():
+        for mode in ("tta", "no_tta"):
+            if mode in split:
+                m = split[mode]
+                rows.append({"split": name, "TTA": mode == "tta", "faces": split["n_faces"],
+                             "temperature": m.get("temperature", report.get("temperature")),
+                             "ECE before": m["before"]["ece"], "ECE after": m["after"]["ece"],
+                             "NLL before": m["before"]["nll"], "NLL after": m["after"]["nll"]})
+    return rows
 
 
 def read_history(path: str | Path | None = None) -> pd.DataFrame | None:

@@ -66,6 +66,23 @@ def detector_choice(key: str = "detector", container=st) -> str:
                                format_func=DETECTOR_LABELS.get, key=key, help=DETECTOR_CHOICE_HELP)
 
 
+UNCERTAIN_HELP = ("Off by default: every face gets its most likely expression. On: a face whose top probability is "
+                  "below the threshold is labelled \"uncertain\" instead (on the picture, in the table and in the "
+                  "downloads). The probabilities are calibrated on validation data, so 60 % means about 60 % right.")
+
+
+def uncertainty_choice(key: str = "uncertain", container=st) -> float | None:
+    """A toggle (off by default) and a threshold slider: the confidence below which a face is labelled
+    "uncertain" (:func:`fer_core.calibration.uncertain_label`), or None when the policy is off."""
+    on = container.toggle('Label unsure faces "uncertain"', value=False, key=f"{key}_on", help=UNCERTAIN_HELP)
+    if not on:
+        return None
+    return container.slider("Uncertain below (top probability)", min_value=0.20, max_value=0.95, value=0.50,
+                            step=0.05, format="%.2f", key=f"{key}_threshold",
+                            help="A face whose most likely expression has a lower probability than this is labelled "
+                                 "\"uncertain\".")
+
+
 def session_detector(min_face_size: int, name: str = DEFAULT_DETECTOR) -> FaceDetector:
     """This session's face detector of backend ``name`` for ``min_face_size`` pixels (created once per session)."""
     detectors = st.session_state.setdefault("_fer_detectors", {})

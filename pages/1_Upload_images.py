@@ -6,13 +6,15 @@ Nothing is written to disk: uploads are read from memory. Faces are numbered lef
 import pandas as pd
 import streamlit as st
 
+from fer_core.explain import explain_crop, overlay
 from fer_core.navigation import run_through_app
 from fer_core.plots import probability_bars
 from fer_core.results import ImageResult, analyse_image, face_rows, results_csv, results_json
-from fer_core.ui import detector_choice, require_predictor, session_detector
+from fer_core.ui import detector_choice, require_predictor, session_detector, uncertainty_choice
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 FACE_CELL_WIDTH = 280  # pixels: one face's thumbnail, label and bars; as many per row as the window holds
+HEATMAP_SIDE = 144  # pixels: the 48x48 face crop with its Grad-CAM, enlarged 3x
 MAX_IMAGE_WIDTH = 720  # pixels: a large photo is shown at most this wide (its faces are in the grid below it)
 
 run_through_app()
@@ -32,6 +34,11 @@ with st.sidebar:
                          help="Faces narrower than this, in pixels of the uploaded image, are ignored. Raise it "
                               "to skip faces in the background.")
     detector_name = detector_choice()
+    uncertain_below = uncertainty_choice("upload_uncertain")
+    explain = st.toggle("Show where the model looked", value=False, key="explain",
+                        help="Grad-CAM: a heatmap over the face as the model saw it (aligned, 48x48) of what raised "
+                             "the score of an expression, red most. It shows the predicted expression; pick another "
+                             "under each face.")
 
 uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, TIFF, GIF)", type=IMAGE_TYPES, accept_multiple_files=True,
                            key="uploads")
@@ -57,7 +64,7 @@ def whole_image_wanted(up) -> bool:
 
 def result_key(up) -> tuple:
     """What a file's result depends on; id(predictor): a reloaded model invalidates old results."""
-    return up.file_id, tta, min_face, detector_name, whole_image_wanted(up), id(predictor)
+    return up.file_id, tta, min_face, detector_name, whole_image_wanted(up), uncertain_below, id(predictor)
 
 
 keys = [result_key(up) for up in uploads]
@@ -79,7 +86,8 @@ def analyse_pending() -> None:
                              if faces_done < faces_total else f"{prefix} {faces_total} face(s) done")
 
             r = done[key] = analyse_image(predictor, detector, up.getvalue(), up.name, tta=tta,
-                                          whole_image_if_no_face=whole_image_wanted(up), progress=progress)
+                                          whole_image_if_no_face=whole_image_wanted(up), progress=progress,
+                                          uncertain_below=uncertain_below)
             st.write(f"{up.name}: " + ("could not be read" if r.error else f"{len(r.faces)} face(s)"))
         bar.progress(1.0, text="Done")
         status.update(label=f"Analysed {len(pending)} image(s)", state="complete", expanded=False)
@@ -95,19 +103,44 @@ st.markdown(f"**{len(results)} file(s), {n_faces} face(s)**"
             + (f", {n_bad} file(s) could not be read" if n_bad else ""))
 
 
+def heatmaps(up, r: ImageResult, i: int):
+    """(C, S, S) Grad-CAM maps of face ``i`` (1-based) of a file's result, one per class; computed once per session
+    and result (like the results, they are dropped with their file)."""
+    store = st.session_state.setdefault("_upload_heatmaps", {})
+    for old in [k for k in store if k[0][0] not in current]:
+        del store[old]
+    key = (result_key(up), i)
+    if key not in store:
+        store[key] = explain_crop(predictor.model, predictor.preprocess, r.crops[i - 1])
+    return store[key]
+
+
+def show_explanation(up, r: ImageResult, i: int) -> None:
+    """The face crop the model saw with the Grad-CAM of a chosen class (the predicted one first)."""
+    face = r.faces[i - 1]
+    names = list(predictor.class_names)
+    target = st.selectbox("Explain", names, index=names.index(face.label), key=f"explain_{up.file_id}_{i}",
+                          help="Which expression's score to explain: the predicted one, or any other.")
+    st.image(overlay(r.crops[i - 1], heatmaps(up, r, i)[names.index(target)], HEATMAP_SIDE),
+             caption=f"Where the model saw {target} ({face.probabilities[target]:.0%})", width=HEATMAP_SIDE)
+
+
 def show_faces(up, r: ImageResult) -> None:
     """The faces of one image, left to right, in a grid that wraps to the window's width: per face a thumbnail,
-    its label and its probability bars."""
+    its label (or "uncertain") and its probability bars, and with ``explain`` its Grad-CAM heatmap."""
     with st.container(horizontal=True):
-        for i, (face, thumb) in enumerate(zip(r.faces, r.thumbnails), start=1):
+        for i, (face, thumb, label) in enumerate(zip(r.faces, r.thumbnails, r.labels()), start=1):
             x, y, w, h = face.box
             where = "whole image" if face.whole_image else f"{w}x{h} px at x={x}, y={y}"
+            shown = label if label == face.label else f"{label} (most likely {face.label})"
             with st.container(border=True, width=FACE_CELL_WIDTH):
                 left, right = st.columns([1, 3], vertical_alignment="center")
                 left.image(thumb, width=64)
-                right.markdown(f"**Face #{i}: {face.label}** ({face.confidence:.0%})  \n{where}")
+                right.markdown(f"**Face #{i}: {shown}** ({face.confidence:.0%})  \n{where}")
                 st.plotly_chart(probability_bars(face.probabilities, height=180), key=f"bars_{up.file_id}_{i}",
                                 config={"displayModeBar": False})
+                if explain:
+                    show_explanation(up, r, i)
 
 
 for up, r in zip(uploads, results):

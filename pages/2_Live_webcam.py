@@ -16,7 +16,7 @@ from streamlit_webrtc import VideoProcessorBase, WebRtcMode, webrtc_streamer
 from fer_core.live import LiveProcessor, LiveResult, LiveSettings, SessionLog, parse_rtc_configuration
 from fer_core.navigation import run_through_app
 from fer_core.plots import timeline_figure
-from fer_core.ui import detector_choice, require_predictor
+from fer_core.ui import detector_choice, require_predictor, uncertainty_choice
 
 RTC_ENV = "FER_RTC_CONFIGURATION"  # JSON {"iceServers": [...]} for remote deployments (see README)
 RTC_SECRET = "rtc_configuration"  # same, as a [rtc_configuration] table in .streamlit/secrets.toml
@@ -68,6 +68,7 @@ with st.sidebar:
     show_probabilities = st.toggle("Show probabilities on the video", value=True,
                                    help="A small bar per expression beside each face.")
     mirror = st.toggle("Mirror view", value=True, help="Show the video like a mirror (as most video-call apps do).")
+    uncertain_below = uncertainty_choice("live_uncertain")
     with st.expander("Speed"):
         tta = st.toggle("Test-time augmentation", value=False,
                         help="Off for live speed: averaging six views of each face (mirrored, zoomed in and out) "
@@ -84,7 +85,8 @@ with st.sidebar:
                    f"`st.secrets['{RTC_SECRET}']` (see the README).")
 
 settings = LiveSettings(min_face_size=min_face, smoothing=smoothing, show_probabilities=show_probabilities,
-                        mirror=mirror, tta=tta, detect_every=detect_every, detector=live_detector)
+                        mirror=mirror, tta=tta, detect_every=detect_every, detector=live_detector,
+                        uncertain_below=uncertain_below)
 # Rows of what was seen since the last START; kept after STOP so that it can be downloaded.
 log: SessionLog = st.session_state.setdefault("live_session_log", SessionLog(class_names=predictor.class_names))
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from fer_core.artifacts import (EVAL_COMMAND, LOCAL_VALIDATION_DIR, TRAIN_COMMAND, ArtifactError, read_eval_summary,
-                                read_history)
+from fer_core.artifacts import (CALIBRATE_COMMAND, EVAL_COMMAND, LOCAL_VALIDATION_DIR, TRAIN_COMMAND, ArtifactError,
+                                calibration_rows, read_calibration_report, read_eval_summary, read_history)
 from fer_core.navigation import run_through_app
 
 GALLERY_SIZE = 24
+EXPLAIN_SIDE = 96  # pixels of each Grad-CAM picture in the drill-down (a 48x48 crop enlarged 2x)
 SERVER_FOLDERS_ENV = "FER_ALLOW_SERVER_FOLDERS"  # "1": visitors may evaluate folders on the server (see README)
 FOLDER_PLACEHOLDER = "e.g. /data/my_faces"
 
@@ -60,15 +61,18 @@ if shipped is not None:
 
 # Everything below needs plotly, pandas and scikit-learn (through the evaluation code), whose first import takes
 # seconds on a small CPU: imported only now, once the headline numbers are on screen.
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fer_core.archive import MAX_EVAL_IMAGES, ArchiveError, evaluate_zip, record_image  # noqa: E402
+from fer_core.archive import MAX_EVAL_IMAGES, ArchiveError, evaluate_zip, record_face_crop, record_image  # noqa: E402
 from fer_core.checkpoint import CheckpointError  # noqa: E402
 from fer_core.evaluation import evaluate_folder  # noqa: E402
+from fer_core.explain import explain_crop, overlay  # noqa: E402
 from fer_core.face_detection import DEFAULT_DETECTOR  # noqa: E402
 from fer_core.images import ImageLoadError  # noqa: E402
 from fer_core.labels import EMOTIONS, UnknownClassError  # noqa: E402
-from fer_core.plots import confusion_matrix_figure, per_class_f1_figure, training_curves_figure  # noqa: E402
+from fer_core.plots import (confidence_histogram_figure, confusion_matrix_figure, per_class_f1_figure,  # noqa: E402
+                            reliability_figure, training_curves_figure)
 from fer_core.report import NO_FACE, cell_records, classification_table, most_confused  # noqa: E402
 from fer_core.ui import detector_choice, get_predictor, shared_results, weights_version  # noqa: E402
 
@@ -108,8 +112,26 @@ def folder_error(e: Exception) -> str:
     return "No labelled images in it: expected `<folder>/<class>/<image>` with expression-named sub-folders."
 
 
+def explanation_pair(rec: dict, summary: dict, zip_data: bytes | None) -> np.ndarray:
+    """(EXPLAIN_SIDE, 2 * EXPLAIN_SIDE + 4, 3) uint8: the face as the model saw it with the Grad-CAM of its true
+    class (left) and of its predicted class (right); kept for the session."""
+    store = st.session_state.setdefault("_explanations", {})
+    key = (rec["path"], rec["true"], rec["predicted"], id(zip_data), weights_version())
+    if key not in store:
+        predictor = get_predictor()
+        names = list(predictor.class_names)
+        crop = record_face_crop(rec, zip_data, predictor.preprocess.image_size, predictor.preprocess.face_margin,
+                                align=summary.get("aligned") is not False)
+        maps = explain_crop(predictor.model, predictor.preprocess, crop,
+                            classes=[names.index(rec["true"]), names.index(rec["predicted"])])
+        gap = np.full((EXPLAIN_SIDE, 4, 3), 255, np.uint8)
+        store[key] = np.hstack([overlay(crop, maps[0], EXPLAIN_SIDE), gap, overlay(crop, maps[1], EXPLAIN_SIDE)])
+    return store[key]
+
+
 def show_gallery(summary: dict, records: list[dict], key: str, zip_data: bytes | None = None) -> None:
-    """Pick a confusion-matrix cell (true, predicted) and see its images with their probabilities."""
+    """Pick a confusion-matrix cell (true, predicted) and see its images with their probabilities, and with the
+    explanation toggle where the model saw the true and the predicted class."""
     labels = list(summary["labels"])
     default_true, default_pred = most_confused(summary["confusion_matrix"], labels)
     options = labels + ([NO_FACE] if any(r.get("predicted") is None for r in records) else [])
@@ -117,17 +139,30 @@ def show_gallery(summary: dict, records: list[dict], key: str, zip_data: bytes |
     true = c1.selectbox("True class", labels, index=labels.index(default_true), key=f"{key}_true")
     pred = c2.selectbox("Predicted class", options, index=options.index(default_pred), key=f"{key}_pred")
     chosen = cell_records(records, true, pred)
+    explain = pred != NO_FACE and st.toggle(
+        "Show where the model looked: true class | predicted class", value=False, key=f"{key}_explain",
+        help="Grad-CAM heatmaps over each face as the model saw it (aligned, 48x48): on the left what raised the "
+             "score of the true class, on the right of the predicted class; red most.")
     st.caption(f"{len(chosen)} image(s) of true class **{true}** predicted as **{pred}**"
                + (f"; showing the {GALLERY_SIZE} most confident" if len(chosen) > GALLERY_SIZE else ""))
-    cols = st.columns(6)
+    n_cols = 3 if explain else 6
+    cols = st.columns(n_cols)
     for i, rec in enumerate(chosen[:GALLERY_SIZE]):
         probs = rec.get("probabilities") or {}
         caption = (f"{rec['predicted']} {probs[rec['predicted']]:.0%} · {true} {probs.get(true, 0):.0%}"
                    if probs else (rec.get("error") or "no face found"))
+        col = cols[i % n_cols]
         try:
-            cols[i % 6].image(record_image(rec, zip_data), caption=caption, width=110)
+            if explain and probs:
+                with col.container(horizontal=True, gap="small"):
+                    st.image(record_image(rec, zip_data), width=EXPLAIN_SIDE)
+                    st.image(explanation_pair(rec, summary, zip_data), width=2 * EXPLAIN_SIDE + 4,
+                             caption=f"{true} {probs.get(true, 0):.0%} | {rec['predicted']} "
+                                     f"{probs[rec['predicted']]:.0%}")
+            else:
+                col.image(record_image(rec, zip_data), caption=caption, width=110)
         except (ImageLoadError, ArchiveError) as e:
-            cols[i % 6].warning(str(e))
+            col.warning(str(e))
     if chosen:
         with st.expander("Probabilities of these images"):
             st.dataframe(pd.DataFrame([{"image": r["path"], **(r.get("probabilities") or {})}
@@ -156,15 +191,53 @@ def show_results(summary: dict, key: str, records: list[dict] | None = None, zip
                 c: st.column_config.NumberColumn(c, format="%.3f") for c in ("precision", "recall", "f1")})
         st.plotly_chart(per_class_f1_figure(summary["per_class"]), key=f"{key}_f1", width=420,
                         config={"displayModeBar": False})
+    show_calibration(summary, key)
 
     if records:
         st.subheader("Browse the mistakes")
         show_gallery(summary, records, key, zip_data)
 
 
+def show_calibration(summary: dict, key: str) -> None:
+    """How far the probabilities can be trusted on this data: ECE and NLL before and after the temperature, the
+    reliability diagram (before and after) and the confidence histogram of each predicted class."""
+    st.subheader("Calibration: can the probabilities be trusted?")
+    if "reliability" not in summary:
+        st.caption(f"This evaluation has no calibration numbers; re-create it with `{EVAL_COMMAND}`.")
+        return
+    before, t = summary.get("uncalibrated") or {}, summary.get("temperature", 1.0)
+    with st.container(horizontal=True, gap="large"):
+        for name, field, fmt in (("ECE", "ece", "{:.3f}"), ("NLL", "nll", "{:.3f}")):
+            delta = summary[field] - before[field] if field in before else None
+            st.metric(f"{name} calibrated (T = {t:.2f})", fmt.format(summary[field]), width="content",
+                      delta=None if delta is None else f"{delta:+.3f} vs. uncalibrated", delta_color="inverse")
+            if field in before:
+                st.metric(f"{name} uncalibrated (T = 1)", fmt.format(before[field]), width="content")
+    st.caption("ECE: expected calibration error, the mean gap between confidence and accuracy over 15 equal-width "
+               "confidence bins, weighted by the faces in each (0 = a face shown at 70 % is right 70 % of the time). "
+               "NLL: mean negative log-likelihood of the true class. Lower is better for both. Faces with no "
+               "detected face are left out.")
+    curves = ({"uncalibrated (T = 1)": before["reliability"]} if "reliability" in before else {})
+    curves[f"calibrated (T = {t:.2f})"] = summary["reliability"]
+    with st.container(horizontal=True, gap="large"):
+        st.plotly_chart(reliability_figure(curves), key=f"{key}_reliability", width=520)
+        if summary.get("confidence_histograms"):
+            st.plotly_chart(confidence_histogram_figure(summary["confidence_histograms"]), key=f"{key}_confidence",
+                            width=620, config={"displayModeBar": False})
+
+
 # ---- shipped results (the headline is on screen already) -----------------------------------------
 if shipped is not None:
     show_results(shipped, "shipped", headline=False)
+    report = load_artifact(read_calibration_report, "No calibration report yet (`artifacts/calibration.json`). "
+                           f"Create it with:\n\n`{CALIBRATE_COMMAND}`")
+    if report is not None:
+        st.markdown("**Calibration on each split** (the temperature was fitted on `validation-fit` only)")
+        st.dataframe(pd.DataFrame(calibration_rows(report)), hide_index=True, column_config={
+            c: st.column_config.NumberColumn(c, format="%.4f") for c in
+            ("temperature", "ECE before", "ECE after", "NLL before", "NLL after")})
+        st.caption(f"`{report.get('command', CALIBRATE_COMMAND)}`; " + "; ".join(
+            f"`{name}`: {split['description']}" for name, split in report["splits"].items()))
     st.subheader("Browse the mistakes")
     # Re-evaluating the validation folder takes a while: its result is shared by all sessions of this process
     # and kept while the same weights are served.

@@ -56,6 +56,7 @@ def artifacts_dir(tmp_path_factory, labelled_dir, predictor) -> Path:
 
     art = tmp_path_factory.mktemp("artifacts")
     (art / "model.pt").symlink_to(ROOT / "artifacts" / "model.pt")
+    (art / "calibration.json").symlink_to(ROOT / "artifacts" / "calibration.json")
     main(get_args_parser().parse_args([str(labelled_dir), "--split", "generated test set", "--no-tta",
                                        "--json", str(art / "eval_validation.json")]))
     (art / "model_card.json").write_text(json.dumps({
@@ -287,11 +288,36 @@ def test_evaluation_page_shows_shipped_results(monkeypatch, artifacts_dir):
     assert f"{shipped['accuracy']:.1%}" in [m.value for m in at.metric]
     assert "generated test set" in texts(at.caption)
     charts = at.get("plotly_chart")
-    assert len(charts) == 3  # confusion matrix, per-class F1, training curves
+    # confusion matrix, per-class F1, reliability diagram, confidence histograms, training curves
+    assert len(charts) == 5
     report = at.dataframe[0].value
     assert list(report["class"]) == [*EMOTIONS, "macro avg", "weighted avg"]
     at.radio(key="shipped_cm_mode").set_value("Row-normalised").run()
     no_exception(at)
+
+
+def test_evaluation_page_shows_calibration_before_and_after(monkeypatch, artifacts_dir):
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    at = open_page(EVALUATION)
+    no_exception(at)
+    shipped = json.loads((artifacts_dir / "eval_validation.json").read_text())
+    metrics = {m.label: m.value for m in at.metric}
+    t = shipped["temperature"]
+    assert metrics[f"ECE calibrated (T = {t:.2f})"] == f"{shipped['ece']:.3f}"
+    assert metrics["ECE uncalibrated (T = 1)"] == f"{shipped['uncalibrated']['ece']:.3f}"
+    assert metrics["NLL uncalibrated (T = 1)"] == f"{shipped['uncalibrated']['nll']:.3f}"
+    assert "Calibration: can the probabilities be trusted?" in texts(at.subheader)
+    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    reliability = next(f for f in figures if f["layout"]["title"]["text"] == "Reliability diagram")
+    names = [trace.get("name") for trace in reliability["data"]]
+    assert "uncalibrated (T = 1)" in names and f"calibrated (T = {t:.2f})" in names
+    counts = next(trace for trace in reliability["data"] if trace["type"] == "bar")["y"]
+    assert sum(counts) == shipped["n_faces_found"]  # the bin counts cover every classified face
+    assert any(f["layout"]["title"]["text"] == "Confidence per predicted class" for f in figures)
+    # The table of the shipped calibration report: every split, with and without TTA, before and after.
+    table = at.dataframe[1].value
+    assert set(table["split"]) == {"validation-fit", "validation-heldout", "validation", "cfee-test"}
+    assert {"ECE before", "ECE after", "NLL before", "NLL after"} <= set(table.columns)
 
 
 def test_evaluation_page_without_artifacts_says_how_to_create_them(monkeypatch, tmp_path):
@@ -312,7 +338,9 @@ def test_evaluate_own_zip_then_drill_into_a_cell(monkeypatch, artifacts_dir):
     no_exception(at)
     assert not at.error, texts(at.error)
     assert "my_faces.zip" in texts(at.subheader)
-    assert len(at.get("plotly_chart")) == 5  # own run adds its confusion matrix and F1 chart
+    # the own run adds its confusion matrix, F1 chart, reliability diagram and confidence histograms
+    assert len(at.get("plotly_chart")) == 9
+    assert "Calibration: can the probabilities be trusted?" in [s.value for s in at.subheader][-2:]
     records = at.session_state["own_eval"]["records"]
     assert len(records) == 14 and all(r["path"].startswith("my_faces/") for r in records)
     true, pred = records[0]["true"], records[0]["predicted"]
@@ -322,6 +350,14 @@ def test_evaluate_own_zip_then_drill_into_a_cell(monkeypatch, artifacts_dir):
     in_cell = [r for r in records if (r["true"], r["predicted"]) == (true, pred)]
     assert len(at.image) == len(in_cell)  # one picture per image of the chosen cell, read back from the zip
     assert f"{len(in_cell)} image(s) of true class" in texts(at.caption)
+    # Explanations: beside each image, the Grad-CAM of the true class and of the predicted class.
+    at.toggle(key="own_explain").set_value(True).run()
+    no_exception(at)
+    assert len(at.image) == 2 * len(in_cell)
+    pairs = [img.proto.imgs[0] for img in at.image if img.proto.imgs[0].caption]
+    assert len(pairs) == len(in_cell) and all(p.caption.startswith(f"{true} ") and f"| {pred} " in p.caption
+                                              for p in pairs)
+    assert len(at.session_state["_explanations"]) == len(in_cell)
 
 
 @pytest.mark.parametrize("members, message", [

@@ -140,7 +140,7 @@ def main(args: argparse.Namespace) -> dict:
         "fitted_on": "validation-fit",
         "objective": "NLL of the mean over the 6 TTA views of softmax(logits / T); without TTA, of view 0",
         "n_bins": N_BINS,
-        "weights": str(weights),
+        "weights": args.weights if args.weights != str(DEFAULT_WEIGHTS) else "artifacts/model.pt",
         "command": "python -m training.calibrate " + " ".join(sys.argv[1:]),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "splits": {},
