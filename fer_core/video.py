@@ -166,10 +166,13 @@ def _open(source: str | Path | IO[bytes]) -> av.container.InputContainer:
         container.close()
         raise VideoError("This is a still image or a text file, not a video. For photos use the Upload images page.")
     if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+        kinds = sorted({s.type for s in container.streams})
         container.close()
-        raise VideoError(f"This file has no video stream (it holds {', '.join(kinds)}). Upload a recording with "
-                         "picture.")
+        if not kinds:
+            raise VideoError("This video is empty: zero length, no picture and no sound. Check that the recording "
+                             "finished and was saved completely.")
+        raise VideoError(f"This file has no video stream (it holds {', '.join(kinds)} only). Upload a recording "
+                         "with picture.")
     return container
 
 
@@ -214,8 +217,9 @@ def probe(source: str | Path | IO[bytes]) -> VideoInfo:
         errors: list[str] = []
         first = next(_frames(container, errors), None)
         if first is None:
-            raise VideoError("This video has no frames (zero length" + (f"; {errors[0]}" if errors else "") +
-                             "). Check that the recording finished and was saved completely.")
+            raise VideoError("No frame of this video could be decoded: it has no frames (zero length) or is damaged "
+                             "or truncated" + (f" ({errors[0]})" if errors else "") + ". Check that the recording "
+                             "finished and was saved completely.")
         frame = first[2]
         turns = int(round((frame.rotation or 0) / 90.0)) % 4
         w, h = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
@@ -347,6 +351,12 @@ def analyse_video(source: str | Path | IO[bytes], predictor: Predictor, analysis
                 last_report = result.elapsed_s
                 report()
         else:
+            short = info.duration_s is not None and result.frames_decoded and \
+                result.video_seconds < info.duration_s - max(0.5, 2.0 / (info.nominal_fps or 30.0))
+            if short and not result.warnings:  # the decoder just ran out of data: a cut file
+                result.warnings.append(f"The video ends at {timestamp(result.video_seconds)} although its header "
+                                       f"says {timestamp(info.duration_s)}: the file is probably truncated. The "
+                                       "results cover the part that could be read.")
             result.complete = not result.warnings
     finally:
         container.close()
