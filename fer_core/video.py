@@ -113,6 +113,7 @@ class VideoAnalysis:
     frames_decoded: int = 0
     last_time_s: float = 0.0
     elapsed_s: float = 0.0
+    failed_frames: int = 0  # frames whose analysis raised (left out, with a warning)
     complete: bool = False  # False when stopped early (by the user or at damaged data)
     warnings: list[str] = field(default_factory=list)
 
@@ -308,7 +309,10 @@ def analyse_video(source: str | Path | IO[bytes], predictor: Predictor, analysis
     if fps is not None and fps <= 0:
         raise VideoError(f"The number of frames analysed per second must be positive, got {fps}.")
     pipeline = FramePipeline(predictor, result.settings)
-    writer = AnnotatedWriter(annotated, info.width, info.height, info.nominal_fps) if annotated else None
+    try:
+        writer = AnnotatedWriter(annotated, info.width, info.height, info.nominal_fps) if annotated else None
+    except (av.FFmpegError, OSError) as e:
+        raise VideoError(f"The annotated video cannot be written to {annotated} ({e}).") from None
     container = _open(source)
     t_start, last_report = time.perf_counter(), 0.0
     faces: tuple[TrackedFace, ...] = ()
@@ -331,7 +335,16 @@ def analyse_video(source: str | Path | IO[bytes], predictor: Predictor, analysis
             if due:
                 if fps is not None:
                     next_due = first_t + (np.floor((t - first_t) * fps + 1e-3) + 1) / fps  # on the grid, never behind
-                faces = pipeline.process(image, draw=False).faces
+                try:
+                    faces = pipeline.process(image, draw=False).faces
+                except Exception as e:  # one bad frame must not lose the others; said once, in the warnings
+                    LOGGER.exception("video frame %d could not be analysed", index)
+                    if not result.failed_frames:
+                        result.warnings.append(f"Frame {index} ({timestamp(t)}) could not be analysed "
+                                               f"({type(e).__name__}: {e}); such frames are left out.")
+                    result.failed_frames += 1
+                    faces, due = (), False
+            if due:
                 result.analysed_frames.append((index, round(t, 3)))
                 for f in faces:
                     result.rows.append((index, round(t, 3), timestamp(t), f.face_id, *f.box, f.label,
@@ -343,7 +356,11 @@ def analyse_video(source: str | Path | IO[bytes], predictor: Predictor, analysis
                         result.thumbnails[f.face_id] = _thumbnail(image, f.box)
             if writer is not None:
                 draw_faces(image, faces, result.settings.show_probabilities)
-                writer.write(image, t - first_t)
+                try:
+                    writer.write(image, t - first_t)
+                except (av.FFmpegError, OSError) as e:
+                    raise VideoError(f"The annotated video could not be written to {writer.path} ({e}); check the "
+                                     "free disk space, or analyse without the annotated video.") from None
             result.frames_decoded = index + 1
             result.last_time_s = t
             result.elapsed_s = time.perf_counter() - t_start

@@ -1,0 +1,97 @@
+"""The video page with Streamlit's AppTest: every bad input gets an error box that says what to do (never a
+traceback), and a real clip gets its faces, summary, timelines and downloads."""
+
+from __future__ import annotations
+
+import fractions
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from video_helpers import switching_video, write_video
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "3_Video_files.py")
+TIMEOUT = 180  # seconds per script run; the test machine can be slow
+
+
+def upload(name: str, data: bytes) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    return at.file_uploader(key="video_file").set_value((name, data, "video/mp4")).run()
+
+
+def analyse(at: AppTest) -> AppTest:
+    return next(b for b in at.button if b.label == "Analyse video").click().run()
+
+
+def audio_only(path: Path) -> bytes:
+    with av.open(str(path), mode="w") as c:
+        stream = c.add_stream("aac", rate=8000)
+        for i in range(4):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 8000, i * 1024, fractions.Fraction(1, 8000)
+            c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    return path.read_bytes()
+
+
+def zero_length(path: Path) -> bytes:
+    with av.open(str(path), mode="w") as c:
+        stream = c.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        c.start_encoding()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("text", "not a video that can be read"),
+    ("truncated", "truncated before its index"),
+    ("audio", "no video stream"),
+    ("zero", "empty: zero length"),
+])
+def test_bad_inputs_get_a_clear_error(kind, message, tmp_path, predictor):
+    if kind == "text":
+        data = b"not a video\n" * 100
+    elif kind == "truncated":
+        data = switching_video(tmp_path / "clip.mp4", seconds=1.0).read_bytes()
+        data = data[: len(data) // 2]
+    elif kind == "audio":
+        data = audio_only(tmp_path / "voice.mp4")
+    else:
+        data = zero_length(tmp_path / "empty.mp4")
+    at = upload(f"{kind}.mp4", data)
+    assert not at.exception, at.exception
+    assert len(at.error) == 1 and f"{kind}.mp4 cannot be analysed" in at.error[0].value
+    assert message in at.error[0].value
+    assert not [b for b in at.button if b.label == "Analyse video"]  # nothing to analyse
+
+
+def test_a_video_without_faces_says_so(tmp_path, predictor):
+    grey = np.full((240, 320, 3), 90, np.uint8)
+    at = analyse(upload("room.mp4", write_video(tmp_path / "room.mp4", [grey] * 5).read_bytes()))
+    assert not at.exception and not at.error
+    assert any("No face was found in this video" in i.value for i in at.info)
+    assert {b.label for b in at.get("download_button")} >= {"Download CSV", "Download JSON"}
+
+
+def test_a_clip_gets_faces_timelines_and_downloads(tmp_path, predictor):
+    at = upload("two_faces.mp4", switching_video(tmp_path / "clip.mp4", seconds=2.0, switch_s=1.0).read_bytes())
+    assert any("320x240, 0:02.0 long" in c.value for c in at.caption)
+    assert at.sidebar.selectbox[0].value == "every frame"  # a short clip: every frame by default
+    at = analyse(at)
+    assert not at.exception and not at.error and not at.warning
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Faces"] == "2" and metrics["Frames analysed"] == "20 of 20"
+    summary = at.dataframe[0].value
+    assert list(summary["face_id"]) == [1, 2] and set(summary["dominant"]) == {"happy"}
+    assert len(at.get("plotly_chart")) == 2
+    assert {b.label for b in at.get("download_button")} == {"Download CSV", "Download JSON",
+                                                            "Download the annotated video (mp4)"}
+    # Choosing a moment shows that frame, annotated.
+    at.select_slider(key="video_moment").set_value(1.5).run()
+    assert not at.exception
+    captions = [image.proto.imgs[0].caption for image in at.get("image")]
+    assert captions == ["Face 1: mostly happy", "Face 2: mostly happy", "00:00:01.500 (frame 15)"]  # thumbnails, frame
