@@ -117,7 +117,8 @@ def calibration_fields(view_logits: np.ndarray, labels: np.ndarray, temperature:
         return {"temperature": temperature}
     served = probabilities_from_view_logits(view_logits, temperature)
     raw = probabilities_from_view_logits(view_logits, 1.0)
-    return {**calibration_summary(served, labels), "temperature": temperature,
+    calibrated = {k: v for k, v in calibration_summary(served, labels).items() if k != "n"}  # n_faces_found says it
+    return {**calibrated, "temperature": temperature,
             "confidence_histograms": confidence_histograms(served, labels, names),
             "uncalibrated": calibration_summary(raw, labels)}
 

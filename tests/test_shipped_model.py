@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
+from sklearn.model_selection import train_test_split
 
+from fer_core.calibration import expected_calibration_error, negative_log_likelihood
 from fer_core.evaluation import evaluate_folder
+from fer_core.inference import probabilities_from_view_logits
 from fer_core.labels import EMOTIONS
 from fer_core.model import count_parameters
 
@@ -37,11 +42,39 @@ def test_artifacts_describe_the_shipped_weights(predictor):
     assert (ARTIFACTS / "model.pt").stat().st_size < 20 * 2**20, "weights should stay a few MB"
 
 
-def test_shipped_weights_reproduce_their_recorded_validation_accuracy(predictor, fer_images_dir):
+@pytest.fixture(scope="module")
+def validation_result(predictor, fer_images_dir):
+    """The shipped model on FER2013 validation with TTA, as the app runs it (evaluated once for this module)."""
+    return evaluate_folder(predictor, fer_images_dir / "validation", tta=True)
+
+
+def test_shipped_weights_reproduce_their_recorded_validation_accuracy(validation_result):
     recorded = _json("eval_validation.json")
     assert recorded["tta"] is True and recorded["n_images"] == 3589
-    result = evaluate_folder(predictor, fer_images_dir / "validation", tta=True)
+    result = validation_result
     assert result.summary["n_images"] == recorded["n_images"]
     assert abs(result.summary["accuracy"] - recorded["accuracy"]) <= 0.01, (
         f"validation accuracy {result.summary['accuracy']:.4f} vs recorded {recorded['accuracy']:.4f}")
     assert abs(result.summary["macro_f1"] - recorded["macro_f1"]) <= 0.01
+
+
+def test_shipped_temperature_lowers_validation_ece(predictor, validation_result):
+    """On all of validation and on the half it was not fitted on (``training.calibrate``'s split), the shipped
+    temperature lowers the expected calibration error and the NLL of the app's TTA probabilities."""
+    s = validation_result.summary
+    assert s["temperature"] == predictor.temperature != 1.0
+    assert s["ece"] < s["uncalibrated"]["ece"] and s["nll"] < s["uncalibrated"]["nll"]
+    logits, labels = validation_result.view_logits, _labels(validation_result)
+    _, held = train_test_split(np.arange(len(labels)), train_size=0.5, stratify=labels, random_state=0)
+    before = probabilities_from_view_logits(logits[:, held], 1.0)
+    after = probabilities_from_view_logits(logits[:, held], predictor.temperature)
+    assert expected_calibration_error(after, labels[held]) < expected_calibration_error(before, labels[held])
+    assert negative_log_likelihood(after, labels[held]) < negative_log_likelihood(before, labels[held])
+    recorded = _json("calibration.json")["splits"]["validation-heldout"]["tta"]
+    assert abs(expected_calibration_error(after, labels[held]) - recorded["after"]["ece"]) < 0.005
+
+
+def _labels(result) -> np.ndarray:
+    """Class indices of the classified faces, in the order of ``result.view_logits``."""
+    names = list(result.summary["labels"])
+    return np.array([names.index(result.records[i]["true"]) for i in result.face_index])
