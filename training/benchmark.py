@@ -8,7 +8,8 @@ on all threads); the upload page's work on six whole photos with TTA; each face 
 (RetinaFace, Haar; on full 640x480 frames and on 320 px copies): ms per frame and faces found in the whole
 photos of ../shared/data/cfee, upright and rolled by +-20 and +-40 degrees; end-to-end ms per 640x480 frame
 with one face (detection + alignment + classification, with and without TTA, and through the live webcam
-page's processor); and training seconds per FER2013 epoch with the default recipe (extrapolated from timed
+page's processor); the processing rate of video files (seconds of 720p video per second, at the default
+analysis rate and at every frame, training.video_benchmark); and training seconds per FER2013 epoch with the default recipe (extrapolated from timed
 steps of the real training loop on random data).
 """
 
@@ -35,6 +36,7 @@ from fer_core.preprocessing import PreprocessConfig, to_gray
 from fer_core.results import analyse_image
 
 from .augment import AugmentConfig
+from .video_benchmark import bench_video
 from .train import class_weights, get_args_parser as train_args, make_optimizer, train_one_epoch
 
 FER_TRAIN_IMAGES = 28_709
@@ -57,6 +59,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--detection-every", type=int, default=1,
                    help="use every k-th photo of --detection-set, for a quicker run (default: %(default)s)")
     p.add_argument("--train-steps", type=int, default=15, help="timed training steps (default: %(default)s)")
+    p.add_argument("--video-seconds", type=float, default=20.0,
+                   help="length of the generated 720p video for the video-file rate, 0 to skip (default: %(default)s)")
     return p
 
 
@@ -209,6 +213,8 @@ def main(args: argparse.Namespace) -> None:
     bench_detectors(args.detection_set, args.detection_every, frame, max(10, args.repeats // 2))
     bench_frame(predictor, frame, max(10, args.repeats // 2))
     bench_upload(predictor, args.detection_set)
+    if args.video_seconds > 0:
+        bench_video(predictor, frame, args.video_seconds)
     if not args.skip_training:
         bench_training(args.train_steps)
 
