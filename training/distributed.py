@@ -70,8 +70,9 @@ def setup(device_arg: str, timeout_s: float) -> tuple[Dist, torch.device]:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"]))
     if use_cuda:
         if env["LOCAL_RANK"] >= torch.cuda.device_count():
-            raise SystemExit(f"error: local rank {env['LOCAL_RANK']} has no GPU of its own ({torch.cuda.device_count()} "
-                             f"visible): start at most that many processes per node (--nproc_per_node).")
+            raise SystemExit(f"error: local rank {env['LOCAL_RANK']} has no GPU of its own "
+                             f"({torch.cuda.device_count()} visible): start at most that many processes per node "
+                             f"(--nproc_per_node).")
         device = torch.device("cuda", env["LOCAL_RANK"])
         torch.cuda.set_device(device)
     else:

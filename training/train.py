@@ -154,8 +154,9 @@ def ship(path: Path, model, preprocess: PreprocessConfig, args: argparse.Namespa
     torchrun); returns the model card's record of that epoch (its validation ``summary``: accuracy, macro-F1,
     per-class recall)."""
     if write:
-        save_checkpoint(path, model, preprocess, meta={"epoch": epoch, "variant": args.variant, "seed": args.seed,
-                                                       "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        trained_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        save_checkpoint(path, model, preprocess,
+                        meta={"epoch": epoch, "variant": args.variant, "seed": args.seed, "trained_at": trained_at})
     return {"epoch": epoch, "val_acc": summary["accuracy"], "val_macro_f1": summary["macro_f1"],
             "per_class_recall": {k: v["recall"] for k, v in summary["per_class"].items()}}
 
