@@ -190,6 +190,40 @@ def test_upload_real_photo_and_a_bad_file(monkeypatch, artifacts_dir, face_photo
     assert "Face #1:" in texts(at.markdown)
 
 
+def test_upload_uncertain_policy_and_explanations(monkeypatch, artifacts_dir, face_photos):
+    """Off by default; with the policy on and a threshold above the face's confidence, the face is "uncertain" on
+    the page, in the table and in the downloads. The explanation toggle shows the Grad-CAM of the predicted class
+    over the face crop, and the class picker shows it for another class."""
+    monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
+    photo = face_photos.path("astronaut")
+    at = open_page(UPLOAD)
+    assert at.toggle(key="upload_uncertain_on").value is False and at.toggle(key="explain").value is False
+    at.file_uploader(key="uploads").set_value((photo.name, photo.read_bytes(), "image/jpeg")).run()
+    no_exception(at)
+    assert "**Face #1: happy**" in texts(at.markdown)
+    assert not [s for s in at.selectbox if s.label == "Explain"]  # explanations are off by default
+
+    at.toggle(key="upload_uncertain_on").set_value(True).run()
+    at.slider(key="upload_uncertain_threshold").set_value(0.95).run()
+    no_exception(at)
+    assert "**Face #1: uncertain (most likely happy)**" in texts(at.markdown)
+    assert list(at.dataframe[0].value["label"]) == ["uncertain"]
+    result = next(r for k, r in at.session_state["_upload_results"].items() if 0.95 in k)
+    assert result.labels() == ["uncertain"]
+
+    at.toggle(key="explain").set_value(True).run()
+    no_exception(at)
+    picker = next(s for s in at.selectbox if s.label == "Explain")
+    assert picker.value == "happy"  # the predicted class first
+    heat = next(img for img in at.image if img.proto.imgs[0].caption.startswith("Where the model saw"))
+    assert heat.proto.imgs[0].caption.startswith("Where the model saw happy")
+    picker.set_value("surprise").run()
+    no_exception(at)
+    captions = [img.proto.imgs[0].caption for img in at.image]
+    assert any(c.startswith("Where the model saw surprise") for c in captions)
+    assert len(next(iter(at.session_state["_upload_heatmaps"].values()))) == len(EMOTIONS)  # computed once
+
+
 def test_upload_results_are_not_recomputed_on_a_rerun(monkeypatch, artifacts_dir, face_photos):
     monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
     photo = face_photos.path("astronaut_head")

@@ -20,3 +20,16 @@ def test_an_invalid_rtc_configuration_is_reported_not_crashed(predictor, monkeyp
     assert not at.exception, at.exception
     assert any("FER_RTC_CONFIGURATION" in e.value and "iceServers" in e.value for e in at.error)
     assert [s.label for s in at.sidebar.slider][:2] == ["Minimum face size (pixels)", "Smoothing strength"]
+
+
+def test_the_uncertain_policy_is_offered_and_off_by_default(predictor, monkeypatch):
+    # The page stops before the WebRTC component (which AppTest cannot run) on a bad RTC configuration; the
+    # sidebar with the policy is drawn before that.
+    monkeypatch.setenv("FER_RTC_CONFIGURATION", "not json")
+    at = AppTest.from_file(LIVE, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    toggle = at.sidebar.toggle(key="live_uncertain_on")
+    assert toggle.value is False and not [s for s in at.sidebar.slider if s.key == "live_uncertain_threshold"]
+    toggle.set_value(True).run()
+    assert not at.exception, at.exception
+    assert at.sidebar.slider(key="live_uncertain_threshold").value == 0.5
