@@ -120,6 +120,22 @@ def test_evaluation_page_shows_a_confusion_matrix(app_url, page, tmp_path):
     expect(matrices.last).to_be_visible()
 
 
+def test_evaluation_page_shows_the_reliability_diagram(app_url, page):
+    """The shipped evaluation's calibration: the reliability diagram (before and after the temperature, faces per
+    bin) and the ECE metrics, drawn by the browser."""
+    from playwright.sync_api import expect
+
+    if not (ROOT / "artifacts" / "eval_validation.json").is_file():
+        pytest.skip("no shipped evaluation (artifacts/eval_validation.json)")
+    page.goto(f"{app_url}/Evaluation")
+    diagram = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Reliability diagram")
+    diagram.first.scroll_into_view_if_needed()
+    expect(diagram.first).to_be_visible()
+    expect(diagram.first.get_by_text("perfectly calibrated")).to_be_visible()  # the legend of the diagonal
+    expect(diagram.first.get_by_text("uncalibrated (T = 1)")).to_be_visible()
+    expect(page.get_by_test_id("stMetric").filter(has_text="ECE calibrated").first).to_be_visible()
+
+
 # Width of each element's text (not clipped) and of its box: a cut label has a wider text than box.
 TEXT_AND_BOX_WIDTHS = """els => els.map(e => { const r = document.createRange(); r.selectNodeContents(e);
     return [e.innerText, r.getBoundingClientRect().width, e.getBoundingClientRect().width]; })"""
