@@ -14,7 +14,7 @@ import streamlit as st
 
 from fer_core.navigation import run_through_app
 from fer_core.plots import video_timeline_figure
-from fer_core.ui import detector_choice, require_predictor
+from fer_core.ui import detector_choice, require_predictor, uncertainty_choice
 from fer_core.video import (DEFAULT_ANALYSIS_FPS, SHORT_CLIP_S, VIDEO_EXTENSIONS, Progress, VideoError,
                             analyse_video, annotated_frame_at, default_analysis_fps, probe, start_analysis, timestamp,
                             video_settings)
@@ -80,11 +80,13 @@ with st.sidebar:
     min_face = st.slider("Minimum face size (pixels)", 10, 300, video_settings().min_face_size, 10,
                          help="Faces smaller than this in the video are ignored.")
     detector = detector_choice("video_detector")
+    uncertain_below = uncertainty_choice("video_uncertain")
     make_video = st.toggle("Make the annotated video", value=True,
                            help="An mp4 (H.264, plays in the browser) with every face boxed, numbered and labelled. "
                                 "Encoding every frame takes extra time.")
 
-settings = video_settings(smoothing=smoothing, min_face_size=min_face, detector=detector)
+settings = video_settings(smoothing=smoothing, min_face_size=min_face, detector=detector,
+                          uncertain_below=uncertain_below)
 fps = None if fps_choice == EVERY_FRAME else float(fps_choice)
 key = (uploaded.file_id, fps, settings, make_video)
 state = st.session_state.get("video_run")

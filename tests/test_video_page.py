@@ -95,3 +95,15 @@ def test_a_clip_gets_faces_timelines_and_downloads(tmp_path, predictor):
     assert not at.exception
     captions = [image.proto.imgs[0].caption for image in at.get("image")]
     assert captions == ["Face 1: mostly happy", "Face 2: mostly happy", "00:00:01.500 (frame 15)"]  # thumbnails, frame
+
+
+def test_the_uncertain_policy_labels_unsure_faces(tmp_path, predictor):
+    """Off by default; on, every analysed face below the threshold is "uncertain" (and only those)."""
+    at = upload("two_faces.mp4", switching_video(tmp_path / "clip.mp4", seconds=1.0, switch_s=0.5).read_bytes())
+    assert at.sidebar.toggle(key="video_uncertain_on").value is False
+    at.sidebar.toggle(key="video_uncertain_on").set_value(True).run()
+    at.sidebar.slider(key="video_uncertain_threshold").set_value(0.95).run()
+    at = analyse(at)
+    assert not at.exception and not at.error
+    rows = at.session_state["video_run"]["analysis"].rows  # (frame, time_s, timestamp, face_id, box, label, conf, ..)
+    assert rows and all((r[8] == "uncertain") == (r[9] < 0.95) for r in rows)
