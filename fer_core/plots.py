@@ -129,7 +129,8 @@ def reliability_figure(curves: dict[str, Sequence[dict]], title: str | None = "R
         full = [b for b in bins if b["count"]]
         fig.add_trace(go.Scatter(
             x=[b["confidence"] for b in full], y=[b["accuracy"] for b in full], mode="lines+markers", name=name,
-            line=dict(color=colour), marker=dict(size=7), customdata=[[b["count"], b["lower"], b["upper"]] for b in full],
+            line=dict(color=colour), marker=dict(size=7),
+            customdata=[[b["count"], b["lower"], b["upper"]] for b in full],
             hovertemplate=(f"{name}<br>confidence %{{customdata[1]:.0%}}-%{{customdata[2]:.0%}}: mean %{{x:.1%}}"
                            "<br>accuracy %{y:.1%}<br>%{customdata[0]} faces<extra></extra>")), row=1, col=1)
     if curves:
