@@ -61,3 +61,31 @@ def test_upload_a_video_and_see_timelines_and_downloads(app_url, launch_chromium
         assert download.value.suggested_filename == "two_faces_annotated.mp4"
     finally:
         context.close()
+
+
+def test_stop_keeps_what_was_analysed(app_url, launch_chromium, tmp_path):
+    from playwright.sync_api import expect
+
+    video = switching_video(tmp_path / "long.mp4", seconds=60.0, switch_s=30.0)  # minutes of work at every frame
+    expect.set_options(timeout=WAIT_MS)
+    context = launch_chromium().new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        page.goto(app_url + VIDEO_PAGE)
+        page.locator('[data-testid="stFileUploaderDropzoneInput"], input[type="file"]').first.set_input_files(str(video))
+        expect(page.get_by_text(re.compile(r"320x240, 1:00\.0 long"))).to_be_visible()
+        page.get_by_role("button", name="Analyse video").click()
+        progress = page.get_by_text(re.compile(r"\d+ frames read, [1-9]\d* analysed · \d face\(s\) seen"))
+        expect(progress).to_be_visible()
+        page.get_by_role("button", name="Stop").click()
+
+        expect(page.get_by_text(re.compile(r"Stopped at 0:\d\d\.\d: the results below cover"))).to_be_visible()
+        expect(page.get_by_role("heading", name="Timelines")).to_be_visible()
+        expect(page.get_by_test_id("stStatusWidget")).to_be_hidden()
+        expect(page.get_by_role("button", name="Download CSV", exact=True)).to_be_visible()
+        analysed = page.get_by_test_id("stMetric").filter(has_text="Frames analysed")
+        done, total = map(int, re.search(r"(\d+) of (\d+)", analysed.inner_text()).groups())
+        assert 0 < done < 300 and total < 600  # part of the video, not all of it
+    finally:
+        context.close()
