@@ -4,7 +4,8 @@
     python -m training.evaluate ../shared/data/photos --detect-faces
 
 Prints sklearn's classification report; ``--json`` writes accuracy, macro_f1, n_images,
-n_faces_found, labels, confusion_matrix (rows = true, columns = predicted) and per_class.
+n_faces_found, labels, confusion_matrix (rows = true, columns = predicted), per_class, and the calibration of the
+classified faces: ece, nll, reliability (15 bins), temperature, confidence_histograms and uncalibrated (at T = 1).
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def main(args: argparse.Namespace) -> dict:
     print(result.report)
     print(f"accuracy {s['accuracy']:.4f}  macro-F1 {s['macro_f1']:.4f}  images {s['n_images']}  "
           f"faces found {s['n_faces_found']}  TTA {'on' if s['tta'] else 'off'}")
+    if "ece" in s:
+        print(f"calibration at T = {s['temperature']:.3f}: ECE {s['ece']:.4f}  NLL {s['nll']:.4f}  "
+              f"(at T = 1: ECE {s['uncalibrated']['ece']:.4f}  NLL {s['uncalibrated']['nll']:.4f})")
     print(f"{seconds:.1f} s for {s['n_images']} images ({s['n_images'] / max(seconds, 1e-9):.1f} images/s; "
           f"classifier backend {predictor.backend.name}, {torch.get_num_threads()} threads)")
     if args.json_out:
