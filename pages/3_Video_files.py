@@ -200,19 +200,22 @@ else:
 
 st.subheader("Downloads")
 stem = Path(uploaded.name).stem
+video_file = Path(state["video"]) if state.get("video") else None
+if video_file is not None and not video_file.is_file():
+    video_file = None
+# The files are handed over only when a button is clicked (callables), not copied into memory at every rerun.
 with st.container(horizontal=True):
-    st.download_button("Download CSV", analysis.to_csv_bytes(), f"{stem}_expressions.csv", "text/csv", on_click="ignore",
+    st.download_button("Download CSV", analysis.to_csv_bytes, f"{stem}_expressions.csv", "text/csv", on_click="ignore",
                        icon=":material/download:",
                        help="One row per analysed frame and face: frame, time (s and hh:mm:ss.mmm), face id, box, "
                             "label, confidence, 7 probabilities.")
-    st.download_button("Download JSON", analysis.to_json_bytes(), f"{stem}_expressions.json", "application/json",
+    st.download_button("Download JSON", analysis.to_json_bytes, f"{stem}_expressions.json", "application/json",
                        on_click="ignore", icon=":material/download:", help="The same rows, with the video's properties.")
-    video_file = Path(state["video"]) if state.get("video") else None
-    if video_file is not None and video_file.is_file():
-        st.download_button("Download the annotated video (mp4)", video_file.read_bytes(), f"{stem}_annotated.mp4", "video/mp4",
-                           on_click="ignore", icon=":material/download:",
+    if video_file is not None:
+        st.download_button("Download the annotated video (mp4)", video_file.read_bytes, f"{stem}_annotated.mp4",
+                           "video/mp4", on_click="ignore", icon=":material/download:",
                            help="H.264, every frame of the video with the boxes, face numbers and labels of the "
                                 "latest analysed frame.")
-if video_file is not None and video_file.is_file():
-    with st.expander("Annotated video"):
-        st.video(str(video_file))
+if video_file is not None and st.toggle("Play the annotated video here", key="video_play",
+                                        help=f"{video_file.stat().st_size / 1e6:.1f} MB, sent to the browser."):
+    st.video(str(video_file))
