@@ -479,6 +479,9 @@ def main(args: argparse.Namespace) -> int:
         except VideoError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        if result.complete and total:
+            bar.n = round(total, 2)  # the last frame's start time is one frame short of the end
+            bar.refresh()
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     for path, data in ((args.csv, result.to_csv_bytes), (args.json, result.to_json_bytes)):
