@@ -9,20 +9,20 @@ smoothing, drawing), the same one the live webcam page uses. Times come from eac
 timestamp (PTS), so variable-frame-rate files are right, and a rotation in the file's display matrix (phone
 videos) is applied before anything else. The page (pages/3_Video_files.py) and this command share it.
 
-Every problem with the input is a :class:`VideoError` whose message says what to do.
+Reading and writing the files is :mod:`fer_core.video_io`. Every problem with the input is a :class:`VideoError`
+whose message says what to do.
 """
 
 from __future__ import annotations
 
 import argparse
-import fractions
 import json
 import logging
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO, Callable
 
 import av
 import cv2
@@ -32,18 +32,14 @@ import pandas as pd
 from .frames import FramePipeline, FrameSettings, TrackedFace, draw_faces
 from .inference import Predictor
 from .labels import EMOTIONS
+from .video_io import (VIDEO_EXTENSIONS, AnnotatedWriter, VideoError, VideoInfo, frame_at, iter_frames, open_video,
+                       probe, timestamp, upright)
 
 LOGGER = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = ("mp4", "mov", "webm", "avi", "mkv")
 DEFAULT_ANALYSIS_FPS = 5.0  # frames analysed per second of video, unless the clip is short
 SHORT_CLIP_S = 10.0  # clips up to this long are analysed frame by frame by default
-_STILL_FORMATS = ("image2", "tty")  # demuxers of still images and text; also any "*_pipe" (jpeg_pipe, png_pipe, ...)
 COLUMNS = ("frame", "time_s", "timestamp", "face_id", "x", "y", "w", "h", "label", "confidence", *EMOTIONS)
-
-
-class VideoError(ValueError):
-    """The input cannot be analysed; the message says why and what to do (shown as is by the page and the CLI)."""
 
 
 def video_settings(**overrides) -> FrameSettings:
@@ -52,21 +48,6 @@ def video_settings(**overrides) -> FrameSettings:
     from 30 px. Smoothing 0.5 per analysed frame: a change of expression shows within one or two frames."""
     base = dict(mirror=False, detect_every=1, detect_max_side=640, min_face_size=30, smoothing=0.5)
     return FrameSettings(**{**base, **overrides})
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the container says about its first video stream. ``width`` x ``height`` is the displayed size
-    (after ``rotation``, degrees counter-clockwise from the display matrix)."""
-
-    width: int
-    height: int
-    rotation: int
-    duration_s: float | None  # None when the container does not say
-    nominal_fps: float | None  # the stream's average frame rate; a variable-rate file varies around it
-    frame_count: int | None  # None when the container does not say
-    codec: str
-    container: str
 
 
 @dataclass(frozen=True)
@@ -92,12 +73,6 @@ class Progress:
         if not self.duration_s or self.video_time_s <= 0:
             return None
         return max(0.0, self.elapsed_s * (self.duration_s - self.video_time_s) / self.video_time_s)
-
-
-def timestamp(seconds: float) -> str:
-    """Seconds -> "hh:mm:ss.mmm"."""
-    ms = int(round(max(0.0, seconds) * 1000))
-    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
 
 
 @dataclass
@@ -150,93 +125,6 @@ class VideoAnalysis:
         return json.dumps(doc, indent=1).encode("utf-8")
 
 
-def _open(source: str | Path | IO[bytes]) -> av.container.InputContainer:
-    """Open a file path or a binary file object, or raise VideoError saying why it is not a usable video."""
-    if hasattr(source, "seek"):
-        source.seek(0)
-    try:
-        container = av.open(source if hasattr(source, "read") else str(source), mode="r")
-    except FileNotFoundError:
-        raise VideoError(f"{source} does not exist.") from None
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise VideoError("This file is not a video that can be read (damaged, truncated before its index, or not a "
-                         f"video at all: {e.__class__.__name__}). Upload an {', '.join(VIDEO_EXTENSIONS)} file; "
-                         "re-exporting it from the recording app usually helps.") from None
-    fmt = container.format.name
-    if fmt in _STILL_FORMATS or fmt.endswith("_pipe"):
-        container.close()
-        raise VideoError("This is a still image or a text file, not a video. For photos use the Upload images page.")
-    if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams})
-        container.close()
-        if not kinds:
-            raise VideoError("This video is empty: zero length, no picture and no sound. Check that the recording "
-                             "finished and was saved completely.")
-        raise VideoError(f"This file has no video stream (it holds {', '.join(kinds)} only). Upload a recording "
-                         "with picture.")
-    return container
-
-
-def _display(frame: av.VideoFrame, fmt: str = "bgr24") -> np.ndarray:
-    """Decoded frame -> (H, W, 3) uint8 in ``fmt``, turned upright by its display matrix (phone videos)."""
-    image = frame.to_ndarray(format=fmt)
-    turns = int(round((frame.rotation or 0) / 90.0)) % 4  # counter-clockwise quarter turns
-    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
-
-
-def _frames(container, errors: list[str]) -> Iterator[tuple[int, float, av.VideoFrame]]:
-    """(index, seconds since the stream's start, frame) in presentation order. Damaged data ends the iteration
-    with a message in ``errors`` instead of an exception."""
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    tb = stream.time_base
-    start = stream.start_time or 0
-    step = 1.0 / float(stream.average_rate) if stream.average_rate else 1 / 30
-    previous = None
-    index = 0
-    try:
-        for frame in container.decode(stream):
-            if frame.pts is not None and tb is not None:
-                t = max(0.0, float((frame.pts - start) * tb))
-            else:  # no timestamp: one nominal frame after the previous one
-                t = 0.0 if previous is None else previous + step
-            previous = t
-            yield index, t, frame
-            index += 1
-    except (av.FFmpegError, OSError) as e:
-        errors.append(f"The video is damaged or truncated after {timestamp(previous or 0.0)} "
-                      f"({e.__class__.__name__}); the results cover the part before it.")
-
-
-def probe(source: str | Path | IO[bytes]) -> VideoInfo:
-    """The video's size (upright), rotation, duration, frame rate and frame count, reading the first frame.
-
-    Raises VideoError for anything that is not a playable video with at least one frame."""
-    container = _open(source)
-    try:
-        stream = container.streams.video[0]
-        errors: list[str] = []
-        first = next(_frames(container, errors), None)
-        if first is None:
-            raise VideoError("No frame of this video could be decoded: it has no frames (zero length) or is damaged "
-                             "or truncated" + (f" ({errors[0]})" if errors else "") + ". Check that the recording "
-                             "finished and was saved completely.")
-        frame = first[2]
-        turns = int(round((frame.rotation or 0) / 90.0)) % 4
-        w, h = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
-        duration = None
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        fps = float(stream.average_rate) if stream.average_rate else None
-        return VideoInfo(width=w, height=h, rotation=int(frame.rotation or 0), duration_s=duration,
-                         nominal_fps=fps, frame_count=stream.frames or None, codec=stream.codec_context.name,
-                         container=container.format.name)
-    finally:
-        container.close()
-
-
 def default_analysis_fps(info: VideoInfo) -> float | None:
     """Every frame (None) for a clip of at most SHORT_CLIP_S seconds or of a lower frame rate, else
     DEFAULT_ANALYSIS_FPS frames per second of video."""
@@ -245,39 +133,6 @@ def default_analysis_fps(info: VideoInfo) -> float | None:
     if info.nominal_fps is not None and info.nominal_fps <= DEFAULT_ANALYSIS_FPS:
         return None
     return DEFAULT_ANALYSIS_FPS
-
-
-class AnnotatedWriter:
-    """H.264 (libx264, yuv420p, +faststart) mp4 that browsers play, written one BGR frame at a time with the
-    input's timestamps (a variable frame rate is kept). Odd sizes are padded by one pixel (4:2:0 needs even)."""
-
-    def __init__(self, path: str | Path, width: int, height: int, fps: float | None):
-        self.path = Path(path)
-        self.width, self.height = width + width % 2, height + height % 2
-        self._container = av.open(str(self.path), mode="w", options={"movflags": "+faststart"})
-        rate = fractions.Fraction(fps).limit_denominator(1001) if fps else fractions.Fraction(30)
-        self._stream = self._container.add_stream("libx264", rate=rate)
-        self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, "yuv420p"
-        self._stream.codec_context.time_base = self._tb = fractions.Fraction(1, 1000)  # PTS in milliseconds
-        self._stream.options = {"preset": "veryfast", "crf": "23"}
-        self._last_pts = -1
-        self.frames = 0
-
-    def write(self, image: np.ndarray, time_s: float) -> None:
-        h, w = image.shape[:2]
-        if (w, h) != (self.width, self.height):
-            image = cv2.copyMakeBorder(image, 0, self.height - h, 0, self.width - w, cv2.BORDER_REPLICATE)
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        self._last_pts = frame.pts = max(self._last_pts + 1, int(round(time_s * 1000)))  # strictly increasing
-        frame.time_base = self._tb
-        self._container.mux(self._stream.encode(frame))
-        self.frames += 1
-
-    def close(self) -> None:
-        try:
-            self._container.mux(self._stream.encode(None))
-        finally:
-            self._container.close()
 
 
 def _thumbnail(image_bgr: np.ndarray, box, height: int = 96) -> np.ndarray:
@@ -313,7 +168,7 @@ def analyse_video(source: str | Path | IO[bytes], predictor: Predictor, analysis
         writer = AnnotatedWriter(annotated, info.width, info.height, info.nominal_fps) if annotated else None
     except (av.FFmpegError, OSError) as e:
         raise VideoError(f"The annotated video cannot be written to {annotated} ({e}).") from None
-    container = _open(source)
+    container = open_video(source)
     t_start, last_report = time.perf_counter(), 0.0
     faces: tuple[TrackedFace, ...] = ()
     next_due, first_t = 0.0, None
@@ -326,12 +181,12 @@ def analyse_video(source: str | Path | IO[bytes], predictor: Predictor, analysis
                               info.duration_s, result.elapsed_s))
 
     try:
-        for index, t, frame in _frames(container, result.warnings):
+        for index, t, frame in iter_frames(container, result.warnings):
             if should_stop is not None and should_stop():
                 break
             first_t = t if first_t is None else first_t
             due = fps is None or t >= next_due - 1e-3  # a millisecond of slack for rounded timestamps
-            image = _display(frame) if (due or writer) else None
+            image = upright(frame) if (due or writer) else None
             if due:
                 if fps is not None:
                     next_due = first_t + (np.floor((t - first_t) * fps + 1e-3) + 1) / fps  # on the grid, never behind
@@ -394,29 +249,6 @@ def start_analysis(info: VideoInfo, analysis_fps: float | None | str = "auto",
         fps = None  # at least the video's own rate: every frame
     return VideoAnalysis(info=info, analysis_fps=None if fps is None else float(fps),
                          settings=settings or video_settings())
-
-
-def frame_at(source: str | Path | IO[bytes], time_s: float) -> np.ndarray:
-    """The upright (H, W, 3) uint8 RGB frame shown at ``time_s`` seconds (the last frame starting at or before it)."""
-    container = _open(source)
-    try:
-        stream = container.streams.video[0]
-        start = stream.start_time or 0
-        if stream.time_base is not None:
-            container.seek(start + int(max(0.0, time_s - 1.0) / stream.time_base), stream=stream, backward=True)
-        chosen = None
-        for frame in container.decode(stream):
-            t = float((frame.pts - start) * stream.time_base) if frame.pts is not None else 0.0
-            if chosen is not None and t > time_s + 1e-3:
-                break
-            chosen = frame
-        if chosen is None:
-            raise VideoError(f"No frame found at {timestamp(time_s)}.")
-        return _display(chosen, "rgb24")
-    except av.FFmpegError as e:
-        raise VideoError(f"The frame at {timestamp(time_s)} could not be read ({e.__class__.__name__}).") from None
-    finally:
-        container.close()
 
 
 def faces_at(analysis: VideoAnalysis, frame_index: int) -> list[TrackedFace]:
