@@ -149,9 +149,11 @@ if rows.empty:
 else:
     summary = summarise(rows)
     st.subheader("Faces")
-    for col, face_id in zip(st.columns(min(6, len(analysis.face_ids))), analysis.face_ids[:6]):
-        dominant = summary.loc[summary["face_id"] == face_id, "dominant"].iloc[0]
-        col.image(analysis.thumbnails[face_id], caption=f"Face {face_id}: mostly {dominant}")
+    ids = analysis.face_ids
+    for row_start in range(0, len(ids), 6):  # a thumbnail per face ID, six per row
+        for col, face_id in zip(st.columns(6), ids[row_start:row_start + 6]):
+            dominant = summary.loc[summary["face_id"] == face_id, "dominant"].iloc[0]
+            col.image(analysis.thumbnails[face_id], caption=f"Face {face_id}: mostly {dominant}")
     st.dataframe(summary, hide_index=True, column_config={
         n: st.column_config.ProgressColumn(n, format="percent", min_value=0, max_value=1)
         for n in predictor.class_names if n in summary})
