@@ -15,6 +15,7 @@ Pure functions over arrays -> plain, JSON-able results.
 from __future__ import annotations
 
 import math
+from numbers import Real
 from typing import Sequence
 
 import numpy as np
@@ -94,11 +95,12 @@ def confidence_histograms(probs, labels, class_names: Sequence[str], n_bins: int
     probs, labels = _checked(probs, labels)
     pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
     idx = bin_index(probs.max(axis=1) if len(probs) else np.zeros(0), n_bins)
+    right = pred == labels
     out = {}
     for c, name in enumerate(class_names):
         mine = pred == c
-        out[name] = {kind: np.bincount(idx[mine & (ok == (pred == labels))], minlength=n_bins).tolist()
-                     for kind, ok in (("correct", True), ("wrong", False))}
+        out[name] = {kind: np.bincount(idx[mine & mask], minlength=n_bins).tolist()
+                     for kind, mask in (("correct", right), ("wrong", ~right))}
     return out
 
 
@@ -127,7 +129,7 @@ def check_threshold(threshold: float | None) -> float | None:
     """None (the policy off) or a number in [0, 1]; anything else is a ValueError."""
     if threshold is None:
         return None
-    if not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
+    if isinstance(threshold, bool) or not (isinstance(threshold, Real) and 0.0 <= threshold <= 1.0):
         raise ValueError(f"the uncertainty threshold must be a probability in [0, 1], got {threshold!r}")
     return float(threshold)
 

@@ -1,7 +1,8 @@
 """Inference: images -> one prediction per face.
 
-:func:`predict_probabilities` is the single place where logits become probabilities; training-time
-evaluation, ``training.evaluate``, the CLI and the app pages all go through it.
+:func:`probabilities_from_view_logits` is the single place where logits become probabilities (the mean over
+the test-time views of softmax(logits / T), T the calibrated temperature); :func:`predict_probabilities`,
+training-time evaluation, ``training.evaluate``, the CLI and the app pages all go through it.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ Splits (labels of each face are its folder's):
     alignment; never trained or fitted on.
 Each split is reported with TTA and without it (view 0 of the same logits), each at its own temperature.
 
-The logits of every view are computed once per split and weights file and cached in ``--cache`` (an .npz per
-split, keyed on the weights file's content), so a second run only refits and reports.
+The logits of every view are computed once per split and weights and cached in ``--cache`` (an .npz per split,
+keyed on a digest of the weights, not of the temperature), so a second run only refits and reports.
 """
 
 from __future__ import annotations
