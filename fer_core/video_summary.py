@@ -36,9 +36,11 @@ def change_moments(rows: pd.DataFrame, face_id: int, n: int = 3) -> pd.DataFrame
 
 def summarise(analysis_or_rows, moments: int = 3, min_change: float = 0.1) -> pd.DataFrame:
     """One row per face ID: first and last time seen, analysed frames, the dominant expression (most frequent
-    label), the share of its analysed frames with each expression (7 columns, summing to 1) and its ``moments``
-    largest changes of at least ``min_change`` as text ("00:00:02.400 happy->surprise (0.71)"; "" when none)."""
+    label), the share of its analysed frames with each expression (7 columns, and one per other label such as
+    "uncertain"; they sum to 1) and its ``moments`` largest changes of at least ``min_change`` as text
+    ("00:00:02.400 happy->surprise (0.71)"; "" when none)."""
     rows = _rows(analysis_or_rows)
+    extra = sorted(set(rows["label"]) - set(EMOTIONS))  # e.g. "uncertain" (fer_core.calibration): its own share
     out = []
     for face_id, face in rows.groupby("face_id", sort=True):
         share = face["label"].value_counts(normalize=True)
@@ -48,8 +50,8 @@ def summarise(analysis_or_rows, moments: int = 3, min_change: float = 0.1) -> pd
         top = top[top["change"] >= min_change]
         out.append({"face_id": int(face_id), "first_seen": face["timestamp"].iloc[0],
                     "last_seen": face["timestamp"].iloc[-1], "frames": len(face), "dominant": dominant,
-                    **{n: round(float(share.get(n, 0.0)), 3) for n in EMOTIONS},
+                    **{n: round(float(share.get(n, 0.0)), 3) for n in (*EMOTIONS, *extra)},
                     "largest_changes": "; ".join(f"{r.timestamp} {r.before}->{r.after} ({r.change:.2f})"
                                                  for r in top.itertuples(index=False))})
-    return pd.DataFrame(out, columns=["face_id", "first_seen", "last_seen", "frames", "dominant", *EMOTIONS,
+    return pd.DataFrame(out, columns=["face_id", "first_seen", "last_seen", "frames", "dominant", *EMOTIONS, *extra,
                                       "largest_changes"])

@@ -272,3 +272,22 @@ def test_video_settings_share_the_live_pipeline_settings():
 
     s = video_settings(smoothing=0.0)
     assert isinstance(s, LiveSettings) and s.mirror is False and s.detect_every == 1 and s.smoothing == 0.0
+
+
+def test_summary_of_constructed_rows():
+    def row(frame, face_id, label, probs):
+        p = dict.fromkeys(EMOTIONS, 0.0) | probs
+        return (frame, frame / 5, timestamp(frame / 5), face_id, 0, 0, 50, 50, label, max(p.values()),
+                *(p[n] for n in EMOTIONS))
+
+    rows = pd.DataFrame([row(0, 1, "happy", {"happy": 0.9, "sad": 0.1}), row(1, 1, "happy", {"happy": 0.85, "sad": 0.15}),
+                         row(2, 1, "sad", {"happy": 0.2, "sad": 0.8}), row(3, 1, "uncertain", {"happy": 0.4, "sad": 0.45, "neutral": 0.15}),
+                         row(0, 2, "neutral", {"neutral": 1.0})], columns=list(COLUMNS))
+    summary = summarise(rows).set_index("face_id")
+    assert list(summary.columns[-2:]) == ["uncertain", "largest_changes"]
+    assert summary.loc[1, ["happy", "sad", "uncertain"]].tolist() == [0.5, 0.25, 0.25]
+    assert summary.loc[1, "dominant"] == "happy" and summary.loc[2, "dominant"] == "neutral"
+    assert summary.loc[1, "largest_changes"] == "00:00:00.400 happy->sad (0.65); 00:00:00.600 sad->uncertain (0.35)"
+    moments = change_moments(rows, 1, n=5)  # half the L1 distance between consecutive analysed frames
+    assert moments["change"].tolist() == pytest.approx([0.65, 0.35, 0.05])
+    assert change_moments(rows, 2).empty  # one frame: no change to measure
