@@ -14,6 +14,7 @@ Pure functions over arrays -> plain, JSON-able results.
 
 from __future__ import annotations
 
+import argparse
 import math
 from numbers import Real
 from typing import Sequence
@@ -132,6 +133,18 @@ def check_threshold(threshold: float | None) -> float | None:
     if isinstance(threshold, bool) or not (isinstance(threshold, Real) and 0.0 <= threshold <= 1.0):
         raise ValueError(f"the uncertainty threshold must be a probability in [0, 1], got {threshold!r}")
     return float(threshold)
+
+
+UNCERTAIN_BELOW_HELP = (f"label a face '{UNCERTAIN}' when its top (calibrated) probability is below P, a number in "
+                        "0-1 (default: off)")
+
+
+def threshold_arg(text: str) -> float:
+    """argparse ``type`` of the command lines' ``--uncertain-below``: a probability in [0, 1]."""
+    try:
+        return check_threshold(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {text!r}") from None
 
 
 def uncertain_label(label: str, confidence: float, threshold: float | None = None) -> str:

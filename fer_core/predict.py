@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 
 from .alignment import face_crop
-from .calibration import UNCERTAIN, check_threshold, uncertain_label
+from .calibration import UNCERTAIN_BELOW_HELP, threshold_arg, uncertain_label
 from .checkpoint import DEFAULT_WEIGHTS, CheckpointError
 from .datasets import IMAGE_SUFFIXES
 from .face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS, make_detector
@@ -40,8 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR, help=DETECTOR_HELP)
     p.add_argument("--whole-image", action="store_true",
                    help="when no face is detected, classify the whole image as one face (pre-cropped faces)")
-    p.add_argument("--uncertain-below", type=float, default=None, metavar="P",
-                   help=f"label a face '{UNCERTAIN}' when its top probability is below P (0-1; default: off)")
+    p.add_argument("--uncertain-below", type=threshold_arg, default=None, metavar="P", help=UNCERTAIN_BELOW_HELP)
     p.add_argument("--explain", metavar="DIR",
                    help="write a Grad-CAM heatmap of the predicted class over each face crop, one PNG per face, into "
                         "DIR (<n>_<file>_face<i>_<label>.png; n numbers the images in the order given)")
@@ -74,11 +73,7 @@ def expand_paths(paths: list[str]) -> list[Path]:
 def main(args: argparse.Namespace) -> int:
     """Print the faces of every image; 0 when at least one image was read (or none failed), 1 when every image
     failed, 2 when there is nothing to do (no image files, unusable weights)."""
-    try:
-        threshold = check_threshold(args.uncertain_below)
-    except ValueError as e:
-        print(f"error: --uncertain-below: {e}", file=sys.stderr)
-        return 2
+    threshold = args.uncertain_below
     paths = expand_paths(args.paths)
     if not paths:
         print(f"error: no image files in {', '.join(args.paths)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); "

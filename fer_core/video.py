@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from .calibration import UNCERTAIN_BELOW_HELP, threshold_arg
 from .frames import FramePipeline, FrameSettings, TrackedFace, draw_faces
 from .inference import Predictor
 from .labels import EMOTIONS
@@ -281,6 +282,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="EMA strength per analysed frame in [0, 1), 0 = off (default: %(default)s)")
     p.add_argument("--min-face-size", type=int, default=video_settings().min_face_size,
                    help="ignore smaller faces, pixels (default: %(default)s)")
+    p.add_argument("--uncertain-below", type=threshold_arg, default=None, metavar="P", help=UNCERTAIN_BELOW_HELP)
     return p
 
 
@@ -297,7 +299,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     fps = "auto" if args.fps is None else (None if args.fps == 0 else args.fps)
-    settings = video_settings(smoothing=args.smoothing, min_face_size=args.min_face_size)
+    settings = video_settings(smoothing=args.smoothing, min_face_size=args.min_face_size,
+                              uncertain_below=args.uncertain_below)
     total = info.duration_s
     with tqdm(total=round(total, 2) if total else None, unit="s", unit_scale=False, desc=Path(args.input).name,
               bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} s video [{elapsed}<{remaining}{postfix}]") as bar:

@@ -10,6 +10,8 @@ import csv
 import io
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,8 @@ from fer_core.frames import FramePipeline, FrameSettings
 from fer_core.inference import Predictor, probabilities_from_view_logits
 from fer_core.live import canvas_from_photos
 from fer_core.results import analyse_image, results_csv, results_json
+
+from video_helpers import switching_video
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -146,3 +150,25 @@ def test_uncertain_faces_in_live_and_video_frames(predictor, face_photos):
     assert labels[None] == ["happy"] and labels[0.99] == [UNCERTAIN]
     with pytest.raises(ValueError):
         FrameSettings(uncertain_below=-0.1)
+
+
+def test_command_lines_label_unsure_faces(face_photos, tmp_path):
+    """`fer_core.predict --uncertain-below` (JSON keeps the most likely expression as top_label) and
+    `fer_core.video --uncertain-below` (its CSV rows); a threshold outside 0-1 is refused with a message."""
+    photo = str(face_photos.path("astronaut"))
+    done = subprocess.run([sys.executable, "-m", "fer_core.predict", photo, "--json", "--uncertain-below", "0.99"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    face = json.loads(done.stdout)[0]["faces"][0]
+    assert (face["label"], face["top_label"]) == (UNCERTAIN, "happy")
+    bad = subprocess.run([sys.executable, "-m", "fer_core.predict", photo, "--uncertain-below", "1.5"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "probability between 0 and 1" in bad.stderr and "Traceback" not in bad.stderr
+
+    clip = switching_video(tmp_path / "clip.mp4", seconds=1.0, switch_s=0.5)
+    table = tmp_path / "rows.csv"
+    done = subprocess.run([sys.executable, "-m", "fer_core.video", str(clip), "--fps", "5", "--csv", str(table),
+                           "--uncertain-below", "0.99"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(table.open()))
+    assert rows and all((r["label"] == UNCERTAIN) == (float(r["confidence"]) < 0.99) for r in rows)
