@@ -112,8 +112,8 @@ def get_args_parser() -> argparse.ArgumentParser:
            "--work-dir/shards/epoch<E>_rank<R>.txt (indices in the load order of the training set), to check "
            "that the ranks' shards are disjoint and cover the epoch")
     a("--dist-timeout", type=float, default=1800.0,
-      help="under torchrun: seconds after which a collective (gradient all-reduce, barrier, the wait for rank 0 "
-           "to decode the data) fails instead of waiting for a rank that hangs (default: %(default)s)")
+      help="under torchrun: seconds after which a collective (gradient all-reduce, barrier, the wait for a machine's "
+           "first rank to decode the data) fails instead of waiting for a rank that hangs (default: %(default)s)")
     return p
 
 
