@@ -48,6 +48,14 @@ def test_upload_a_video_and_see_timelines_and_downloads(app_url, launch_chromium
         expect(page.get_by_text(re.compile(r"00:00:01\.[56]00 \(frame 1[56]\)"))).to_be_visible()
 
         expect(page.get_by_test_id("stStatusWidget")).to_be_hidden()  # the rerun is over: no stale elements left
+        # Clicking a point of a timeline shows that frame (the "happy" line of face 1, its 21st point: 2.0 s).
+        chart = charts.first
+        chart.scroll_into_view_if_needed()
+        point = chart.locator(".scatterlayer .trace").nth(EMOTIONS.index("happy")).locator(".point").nth(20)
+        box = point.bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        expect(page.get_by_text(re.compile(r"00:00:02\.000 \(frame 20\)"))).to_be_visible()
+        expect(page.get_by_test_id("stStatusWidget")).to_be_hidden()
         for name in ("Download CSV", "Download JSON", "Download the annotated video (mp4)"):
             expect(page.get_by_role("button", name=name, exact=True)).to_be_visible()
         page.screenshot(path=str(tmp_path / "video_page.png"), full_page=True)
