@@ -203,7 +203,8 @@ def show_calibration(summary: dict, key: str) -> None:
     reliability diagram (before and after) and the confidence histogram of each predicted class."""
     st.subheader("Calibration: can the probabilities be trusted?")
     if "reliability" not in summary:
-        st.caption(f"This evaluation has no calibration numbers; re-create it with `{EVAL_COMMAND}`.")
+        st.caption("No calibration numbers: no face was classified, or the evaluation was written before they "
+                   f"existed (re-create the shipped one with `{EVAL_COMMAND}`).")
         return
     before, t = summary.get("uncalibrated") or {}, summary.get("temperature", 1.0)
     with st.container(horizontal=True, gap="large"):
