@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from fer_core.checkpoint import load_checkpoint
 from fer_core.labels import EMOTIONS
@@ -131,3 +132,30 @@ def test_predict_cli_reports_bad_files_and_keeps_going(face_photos, tmp_path):
     assert len(face["box"]) == 4 and set(face["probabilities"]) == set(EMOTIONS)
     text = run("-m", "fer_core.predict", str(face_photos.folder)).stdout
     assert text.count("\n") >= len(face_photos.paths) and "happy" in text  # one line per face; the astronaut smiles
+
+
+def test_weight_ema_follows_the_model_in_its_first_steps():
+    """The EMA that is evaluated and shipped must not hold on to the random initial weights for epochs (the first
+    model's EMA predicted one class for epochs 3-7): after 50 steps it has moved most of the way to the model,
+    and later it averages over the full ``decay`` horizon."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from training.train import warmed_up_ema
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    ema = AveragedModel(model, multi_avg_fn=warmed_up_ema(0.998), use_buffers=True)
+    ema.update_parameters(model)  # the initial weights
+    start = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # the model moves away by 1 and stays there
+    for _ in range(50):
+        ema.update_parameters(model)
+    left = float((ema.module[0].weight - start).mean())  # how far the EMA has followed: 0 = not at all, 1 = fully
+    assert left > 0.8  # a fixed decay of 0.998 would have moved 1 - 0.998 ** 50 = 0.095 of the way
+    for _ in range(5000):  # (1 + t) / (10 + t) reaches 0.998 at t = 4,491
+        ema.update_parameters(model)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    ema.update_parameters(model)
+    step = float((ema.module[0].weight - start).mean()) - 1.0
+    assert step == pytest.approx(0.002, abs=1e-4)  # late steps move it by 1 - decay
