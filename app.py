@@ -41,10 +41,10 @@ def home() -> None:
         show_loaded_model(predictor)
 
     st.header("Pages")
-    st.page_link(UPLOAD, label="Upload images: every face boxed, labelled and scored", icon=":material/image:")
+    st.page_link(UPLOAD, label="Upload images: every face boxed, labelled and scored, with what the model looked at", icon=":material/image:")
     st.page_link(LIVE, label="Live webcam: expressions in real time", icon=":material/videocam:")
     st.page_link(VIDEO, label="Video files: every face's expression over a recording", icon=":material/movie:")
-    st.page_link(EVALUATION, label="Evaluation: accuracy, confusion matrix, your own data",
+    st.page_link(EVALUATION, label="Evaluation: accuracy, confusion matrix, calibration, your own data",
                  icon=":material/analytics:")
 
 
@@ -103,6 +103,8 @@ def show_loaded_model(predictor: Predictor) -> None:
         details.append(f"validation numbers: {info['validation_split']} (from the {source})")
     if info["macs_per_face"]:
         details.append(f"{info['macs_per_face'] / 1e6:.0f} M multiply-adds per face")
+    details.append(f"runs on {'ONNX Runtime' if predictor.backend.name == 'onnxruntime' else 'PyTorch'} "
+                   "(FER_BACKEND)")
     st.caption(" · ".join(details))
     if card is None:
         st.info("No model card yet: `artifacts/model_card.json` is written when `python -m training.train` "

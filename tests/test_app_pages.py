@@ -96,6 +96,7 @@ def test_home_shows_the_model_card_and_links(monkeypatch, artifacts_dir):
     assert metrics["Validation accuracy"] == f"{shipped['accuracy']:.1%}"
     assert metrics["Validation macro-F1"] == f"{shipped['macro_f1']:.3f}"
     assert "generated test set" in texts(at.caption)
+    assert "runs on ONNX Runtime" in texts(at.caption)  # the fast backend, not a silent fallback to torch
     assert metrics["Trained"] == "2026-11-25"
     assert metrics["Parameters"].endswith(" M")  # counted from the loaded weights, not copied from the card
     assert all(f"`{c}`" in texts(at.markdown) for c in EMOTIONS)
