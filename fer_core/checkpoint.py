@@ -115,8 +115,13 @@ def _checked_config(d) -> XceptionConfig:
             _check_widths(name, d[name], 1, MAX_LAYERS)
     if "exit_channels" in d:
         _check_widths("exit_channels", d["exit_channels"], 2, 2)
+    entry = d.get("entry_channels", XceptionConfig.entry_channels)
+    strides = d.get("entry_strides", (2,) * len(entry))
+    if not (isinstance(strides, (list, tuple)) and len(strides) == len(entry) and all(s in (1, 2) for s in strides)):
+        raise ValueError(f"config 'entry_strides' must be 1 or 2 per entry block ({len(entry)}), got {strides!r:.80}")
+    d = {**d, "entry_strides": list(strides)}  # older checkpoints: every entry block strided
     bounds = {"in_channels": (1, 1), "num_classes": (1, 1000), "middle_blocks": (0, MAX_MIDDLE_BLOCKS),
-              "hidden_units": (1, MAX_WIDTH)}
+              "hidden_units": (1, MAX_WIDTH), "stem_stride": (1, 2)}
     for name, (low, high) in bounds.items():
         if name in d and not (_is_int(d[name]) and low <= d[name] <= high):
             raise ValueError(f"config {name!r} must be a whole number {low}..{high}, got {d[name]!r:.80}")

@@ -159,3 +159,40 @@ def test_weight_ema_follows_the_model_in_its_first_steps():
     ema.update_parameters(model)
     step = float((ema.module[0].weight - start).mean()) - 1.0
     assert step == pytest.approx(0.002, abs=1e-4)  # late steps move it by 1 - decay
+
+
+def test_distillation_into_the_fast_layout_starts_from_the_teachers_weights(trained, tmp_path):
+    """`--init-weights small --variant small-fast --teacher small`: the student starts from the teacher's weights in
+    the faster layout (same shapes, other strides) and learns from its predictions; the card says so."""
+    data, _, _ = trained
+    teacher = tmp_path / "teacher.pt"
+    run("-m", "training.train", "--data", str(data), "--out", str(tmp_path / "t"), "--work-dir", str(tmp_path / "tw"),
+        "--cache-dir", "", "--variant", "small", "--epochs", "1", "--batch-size", "16", "--threads", "1")
+    (tmp_path / "t" / "model.pt").rename(teacher)
+    out = tmp_path / "out"
+    proc = run("-m", "training.train", "--data", str(data), "--out", str(out), "--work-dir", str(tmp_path / "work"),
+               "--cache-dir", "", "--init-weights", str(teacher), "--variant", "small-fast", "--teacher", str(teacher),
+               "--epochs", "1", "--batch-size", "16", "--threads", "1")
+    assert "its weights in variant small-fast" in proc.stdout and "Distilling" in proc.stdout
+    model, _, _, meta = load_checkpoint(out / "model.pt")
+    assert meta["variant"] == "small-fast" and model.config.stem_stride == 2
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["training"]["arguments"]["teacher"] == str(teacher)
+    assert card["architecture"]["macs_per_face"] < 0.5 * 137.7e6  # `small`: 137.6 M multiply-adds per face
+
+
+def test_init_weights_that_do_not_fit_the_variant_are_a_clear_error(trained, tmp_path):
+    data, out, _ = trained  # `tiny` weights
+    proc = run("-m", "training.train", "--data", str(data), "--out", str(tmp_path / "o"), "--work-dir",
+               str(tmp_path / "w"), "--cache-dir", "", "--init-weights", str(out / "model.pt"), "--variant", "small",
+               "--epochs", "1", "--threads", "1", check=False)
+    assert proc.returncode != 0 and "does not fit --variant small" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_distillation_loss_is_zero_when_the_student_agrees_with_the_teacher():
+    from training.train import distill_loss
+
+    logits = torch.randn(8, 7)
+    assert float(distill_loss(logits, logits.clone(), 2.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distill_loss(logits, torch.randn(8, 7), 2.0)) > 0.01

@@ -189,6 +189,7 @@ def bench_training(steps: int) -> None:
     n = defaults.batch_size * steps
     images = torch.randn(n, 1, 48, 48)
     labels = torch.randint(0, 7, (n,))
+    defaults.variant = defaults.variant or "small"  # the default recipe's network
     model = build_model(defaults.variant).to(memory_format=torch.channels_last)
     opt = make_optimizer(model, defaults)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=defaults.lr, total_steps=2 * steps)

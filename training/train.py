@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from fer_core.checkpoint import load_checkpoint, save_checkpoint
+from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fer_core.datasets import (FER_IMAGES, FaceArrays, describe_skipped, detect_face_arrays, list_labelled_folder,
                                load_split, split_by_person)
 from fer_core.inference import predict_probabilities
@@ -56,7 +56,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--out", default=str(PROJECT_ROOT / "artifacts"), help="where model.pt, model_card.json, history.csv go (default: %(default)s)")
     a("--work-dir", default=str(PROJECT_ROOT / "runs" / "train"), help="resume state, one file per run (default: %(default)s)")
     a("--cache-dir", default=str(Path.home() / ".cache" / "fer_core"), help="decoded-image cache; '' disables (default: %(default)s)")
-    a("--variant", default="small", choices=sorted(VARIANTS), help="model width/depth preset (default: %(default)s)")
+    a("--variant", default=None, choices=sorted(VARIANTS),
+      help="model width/depth preset (default: small; with --init-weights, that checkpoint's variant; naming a "
+           "variant with --init-weights loads those weights into it, e.g. small-fast from small: the same shapes)")
     a("--epochs", type=int, default=60, help="training epochs (default: %(default)s)")
     a("--batch-size", type=int, default=128,
       help="images per step of each process; under torchrun one optimizer step sees world size x this many "
@@ -78,6 +80,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--optimizer", default="adamw", choices=["adamw", "sgd"], help="AdamW, or SGD with Nesterov momentum 0.9 (default: %(default)s)")
     a("--ema-decay", type=float, default=0.998, help="per-step decay of the weight EMA that is evaluated and shipped; 0 disables (default: %(default)s)")
     a("--init-weights", default="", help="start from this checkpoint (fine-tuning) instead of random weights; its variant is used")
+    a("--teacher", default="",
+      help="knowledge distillation: a trained checkpoint whose softened predictions on the same augmented batch "
+           "join the loss (Hinton et al. 2015); default: none")
+    a("--distill-weight", type=float, default=0.5,
+      help="with --teacher: share of the distillation term in the loss, the rest is cross-entropy with the labels "
+           "(default: %(default)s)")
+    a("--distill-temperature", type=float, default=2.0,
+      help="with --teacher: temperature that softens both networks' logits in the distillation term "
+           "(default: %(default)s)")
     a("--photos", default="",
       help="labelled folder of whole photos <dir>/<class>/<image> added to the training set: the largest face of each, "
            "detected and aligned as the app does; only the 'train' people of the person split (see --photo-test-fraction)")
@@ -245,10 +256,17 @@ def warmed_up_ema(decay: float):
     return update
 
 
+def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) of the temperature-softened distributions, times T^2 so that its gradients keep
+    their size as T changes (Hinton, Vinyals & Dean 2015)."""
+    return F.kl_div(F.log_softmax(student_logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
+                    reduction="batchmean", log_target=True) * temperature ** 2
+
+
 def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | StreamedFaces, labels: torch.Tensor,
                     args, weights: torch.Tensor, preprocess: PreprocessConfig, aug: AugmentConfig,
                     gen: torch.Generator, device: torch.device, epoch: int, order: torch.Tensor | None = None,
-                    ctx: Dist = SINGLE) -> dict:
+                    ctx: Dist = SINGLE, teacher: torch.nn.Module | None = None) -> dict:
     """One pass over the shuffled training set, or over this rank's shard of it.
 
     ``images`` is the (N, 1, S, S) preprocessed tensor (or :class:`StreamedFaces` standing for it) and ``labels``
@@ -256,6 +274,7 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | Str
     the running loss and accuracy stay on the device between progress updates, so a GPU is not stalled by a host
     sync at every step. ``order``: the indices to train on, in order (default: a permutation drawn from ``gen``);
     ``model`` may be wrapped in DistributedDataParallel, and the returned loss and accuracy are over all ranks.
+    ``teacher``: a frozen network in eval mode whose predictions on the same batch are distilled (:func:`distill_loss`).
     """
     model.train()
     if order is None:
@@ -278,6 +297,11 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | Str
         if lam < 1.0:  # mixup/CutMix: the loss against both images' labels, weighted by their shares
             loss = lam * loss + (1.0 - lam) * F.cross_entropy(logits, y_mix, weight=weights,
                                                               label_smoothing=args.label_smoothing)
+        if teacher is not None:
+            with torch.no_grad(), autocast(device, not args.no_bf16):
+                teacher_logits = teacher(x).float()
+            loss = ((1.0 - args.distill_weight) * loss
+                    + args.distill_weight * distill_loss(logits, teacher_logits, args.distill_temperature))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -314,10 +338,43 @@ def evaluate(model, images: torch.Tensor | StreamedFaces, labels: np.ndarray, de
 RESUME_KEYS = {"model", "optimizer", "scheduler", "generator", "history", "best", "epoch", "train_seconds"}
 
 
+def load_trained(path: str) -> torch.nn.Module:
+    """A checkpoint's network (SystemExit with the reason when it cannot be read or is not a seven-class model)."""
+    try:
+        model, _, names, _ = load_checkpoint(path)
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
+    if tuple(names) != EMOTIONS:
+        raise SystemExit(f"{path} has classes {names}, not {EMOTIONS}.")
+    return model
+
+
+def initial_model(args: argparse.Namespace) -> torch.nn.Module:
+    """The network training starts from: random weights of ``--variant``, or ``--init-weights`` (in its own variant,
+    or loaded into ``--variant`` when one is named and the weight shapes match). Resolves ``args.variant``."""
+    if not args.init_weights:
+        args.variant = args.variant or "small"
+        return build_model(args.variant)
+    trained = load_trained(args.init_weights)
+    if args.variant is None:
+        args.variant = next((name for name, config in VARIANTS.items() if config == trained.config), "custom")
+        print(f"Starting from {args.init_weights} (variant {args.variant})", flush=True)
+        return trained.train()
+    model = build_model(args.variant)
+    try:
+        model.load_state_dict(trained.state_dict())
+    except RuntimeError as e:
+        raise SystemExit(f"--init-weights {args.init_weights} does not fit --variant {args.variant}: "
+                         f"{str(e).splitlines()[1] if len(str(e).splitlines()) > 1 else e}") from None
+    print(f"Starting from {args.init_weights}, its weights in variant {args.variant}", flush=True)
+    return model
+
+
 def run_identity(args: argparse.Namespace, train_images: int, world_size: int = 1) -> dict:
     """The settings a resumed run must share with the run that wrote last.pt (stored in last.pt as "run")."""
     return {"variant": args.variant, "epochs": args.epochs, "batch_size": args.batch_size, "train_images": train_images,
-            "optimizer": args.optimizer, "ema": args.ema_decay > 0, "seed": args.seed, "world_size": world_size}
+            "optimizer": args.optimizer, "ema": args.ema_decay > 0, "seed": args.seed, "world_size": world_size,
+            "teacher": args.teacher}
 
 
 def read_resume_state(path: Path, run: dict) -> dict:
@@ -450,15 +507,13 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
         val_x = faces_to_tensor(val.images, preprocess).to(device, memory_format=torch.channels_last)  # once
     train_y = torch.from_numpy(train.labels).to(device)
 
-    if args.init_weights:
-        model, _, names, init_meta = load_checkpoint(args.init_weights)
-        if tuple(names) != EMOTIONS:
-            raise SystemExit(f"{args.init_weights} has classes {names}, not {EMOTIONS}.")
-        args.variant = init_meta.get("variant", args.variant)
-        model = model.train().to(device, memory_format=torch.channels_last)
-        print(f"Starting from {args.init_weights} (variant {args.variant})", flush=True)
-    else:
-        model = build_model(args.variant).to(device, memory_format=torch.channels_last)
+    model = initial_model(args).to(device, memory_format=torch.channels_last)
+    teacher = None
+    if args.teacher:
+        teacher = load_trained(args.teacher).eval().to(device, memory_format=torch.channels_last)
+        teacher.requires_grad_(False)
+        print(f"Distilling {args.teacher} (weight {args.distill_weight}, temperature {args.distill_temperature})",
+              flush=True)
     net = distributed.wrap_model(model, ctx, device)  # before the EMA copies it: rank 0's weights everywhere
     n_params, macs = count_parameters(model), count_macs(build_model(model.config), preprocess.image_size)
     print(f"Xception '{args.variant}': {n_params:,} parameters, {macs / 1e6:.1f} M MACs per face", flush=True)
@@ -505,7 +560,7 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
         if args.record_shards:
             record_shard(work, ctx, epoch, order, args.batch_size)
         row.update(train_one_epoch(net, ema, optimizer, scheduler, train_x, train_y, args, weights, preprocess,
-                                   aug, gen, device, epoch, order, ctx))
+                                   aug, gen, device, epoch, order, ctx, teacher))
         distributed.broadcast_module(shipped, ctx)  # rank 0's EMA (BatchNorm statistics) on every rank
         metrics = evaluate(shipped, val_x, val.labels, device, not args.no_bf16, tta=False, ctx=ctx)
         summary = metrics.pop("summary")
