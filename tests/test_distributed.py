@@ -149,7 +149,9 @@ def test_a_killed_rank_stops_the_whole_run(data, tmp_path):
                             text=True)
     try:
         deadline = time.time() + 240
-        while not (work / "shards" / "epoch002_rank1.txt").exists():
+        # Rank 0 starts epoch 2 (and records its shard) only after writing epoch 1's last.pt; rank 1 may get there
+        # first, so wait for both before the kill.
+        while not all((work / "shards" / f"epoch002_rank{r}.txt").exists() for r in (0, 1)):
             assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
             time.sleep(0.2)
         workers = [p for p in _descendants(proc.pid)]
