@@ -150,14 +150,14 @@ def test_weight_ema_follows_the_model_in_its_first_steps():
         model[0].weight.add_(1.0)  # the model moves away by 1 and stays there
     for _ in range(50):
         ema.update_parameters(model)
-    left = float((ema.module[0].weight - start).mean())  # how far the EMA has followed: 0 = not at all, 1 = fully
+    left = float((ema.module[0].weight.detach() - start).mean())  # how far the EMA has followed: 0 = not at all, 1 = fully
     assert left > 0.8  # a fixed decay of 0.998 would have moved 1 - 0.998 ** 50 = 0.095 of the way
     for _ in range(5000):  # (1 + t) / (10 + t) reaches 0.998 at t = 4,491
         ema.update_parameters(model)
     with torch.no_grad():
         model[0].weight.add_(1.0)
     ema.update_parameters(model)
-    step = float((ema.module[0].weight - start).mean()) - 1.0
+    step = float((ema.module[0].weight.detach() - start).mean()) - 1.0
     assert step == pytest.approx(0.002, abs=1e-4)  # late steps move it by 1 - decay
 
 
