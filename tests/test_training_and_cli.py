@@ -72,7 +72,14 @@ def test_an_interrupted_run_resumes_after_its_last_epoch(trained, tmp_path):
     proc = run(*common, "--resume")
     assert "Resumed" in proc.stdout and "after epoch 1" in proc.stdout
     assert list(pd.read_csv(tmp_path / "out" / "history.csv")["epoch"]) == [1, 2]
-    assert json.loads((tmp_path / "out" / "model_card.json").read_text())["training"]["epochs_run"] == 2
+    training = json.loads((tmp_path / "out" / "model_card.json").read_text())["training"]
+    assert training["epochs_run"] == 2
+    # Where and how long each slice trained is written down: its command, hardware, epochs and wall time.
+    slices = training["slices"]
+    assert [(s["first_epoch"], s["last_epoch"]) for s in slices] == [(1, 1), (2, 2)]
+    assert "--stop-after 1" in slices[0]["command"] and "--resume" in slices[1]["command"]
+    assert all(s["seconds"] > 0 and s["hardware"]["cpu_cores"] >= 1 and s["hardware"]["cpu"] for s in slices)
+    assert training["hardware"]["torch_threads"] == 1
 
 
 def test_training_reads_fer2013_csv(tmp_path):

@@ -428,6 +428,18 @@ def restore_resume_state(state: dict, path: Path, model, optimizer, scheduler, e
               f"one exactly.", file=sys.stderr)
 
 
+def hardware(device: torch.device) -> dict:
+    """What this process trains on, for the model card: CPU model and cores, torch threads, GPU, host."""
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):  # not Linux: platform.processor() it is
+        pass
+    return {"cpu": cpu or "unknown", "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "host": platform.node()}
+
+
 def library_versions() -> dict:
     import cv2
     import sklearn
@@ -537,6 +549,7 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
               f"peak lr {peak_lr:.2e} ({args.lr_scaling} scaling of --lr {args.lr:g})", flush=True)
 
     history: list[dict] = []
+    slices: list[dict] = []  # one per invocation (a run stopped and resumed across sessions has several)
     best = {"val_acc": -1.0}
     start_epoch, prior_seconds = 1, 0.0
     state_path = work / "last.pt"
@@ -545,11 +558,17 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
         state = distributed.from_main(lambda: read_resume_state(state_path, run) if state_path.exists() else None, ctx)
         if state is not None:
             restore_resume_state(state, state_path, model, optimizer, scheduler, ema, gen, device, ctx.rank)
-            history, best = state["history"], state["best"]
+            history, best, slices = state["history"], state["best"], state.get("slices", [])
             start_epoch, prior_seconds = state["epoch"] + 1, state["train_seconds"]
             print(f"Resumed from {state_path} after epoch {state['epoch']} (best val acc {best['val_acc']:.4f})",
                   flush=True)
 
+    launcher = (f"torchrun --nnodes {spread['nodes']} --nproc_per_node {ctx.local_world_size} -m training.train "
+                if ctx.enabled else "python -m training.train ")
+    this_slice = {"command": launcher + " ".join(sys.argv[1:]), "hardware": hardware(device),
+                  "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "first_epoch": None, "last_epoch": None, "seconds": 0.0}
+    slices.append(this_slice)
     shipped = ema.module if ema is not None else model
     last_epoch = args.epochs if not args.stop_after else min(args.epochs, start_epoch + args.stop_after - 1)
     for epoch in range(start_epoch, last_epoch + 1):
@@ -576,6 +595,8 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
             best = ship(out / "model.pt", shipped, preprocess, args, epoch, summary, write=ctx.is_main)
         train_seconds = prior_seconds + (time.time() - (t0 if epoch > start_epoch else started))
         prior_seconds = train_seconds
+        this_slice.update(first_epoch=this_slice["first_epoch"] or epoch, last_epoch=epoch,
+                          seconds=round(time.time() - started, 1))
         rank_rng = distributed.gather_objects(  # every rank's generators, so that each resumes exactly
             {"generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}, ctx)
@@ -584,7 +605,8 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
                         "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                         **rank_rng[0],  # rank 0's (the only) generators: dropout draws from torch_rng
                         "rank_rng": rank_rng if ctx.world_size > 1 else None,
-                        "run": run, "history": history, "best": best, "epoch": epoch, "train_seconds": train_seconds},
+                        "run": run, "history": history, "best": best, "epoch": epoch, "train_seconds": train_seconds,
+                        "slices": slices},
                        work / "last.pt.tmp")
             os.replace(work / "last.pt.tmp", state_path)
 
@@ -598,8 +620,6 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
         best = ship(out / "model.pt", shipped, preprocess, args, len(history), summary, write=ctx.is_main)
     if not ctx.is_main:
         return {}
-    launcher = (f"torchrun --nnodes {spread['nodes']} --nproc_per_node {ctx.local_world_size} -m training.train "
-                if ctx.enabled else "python -m training.train ")
     card = {
         "name": f"FER Xception-{args.variant}",
         "task": "facial expression recognition, 7 classes, 48x48 grayscale faces",
@@ -613,6 +633,8 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
                      "arguments": vars(args), "device": str(device), "precision": precision,
                      "distributed": spread,
                      "wall_time_seconds": round(prior_seconds, 1),
+                     "hardware": hardware(device),
+                     "slices": slices,  # each invocation: command, hardware, start, epochs trained, seconds
                      "epochs_run": len(history), "selected_epoch": best.get("epoch"),
                      "selection": ("highest validation accuracy (no TTA) of the EMA weights" if args.select == "best"
                                    else "the EMA weights of the last epoch (fixed schedule)")},
