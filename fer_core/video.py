@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import IO, Callable
 
 import av
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -33,6 +32,7 @@ from .calibration import UNCERTAIN_BELOW_HELP, threshold_arg
 from .frames import FramePipeline, FrameSettings, TrackedFace, draw_faces
 from .inference import Predictor
 from .labels import EMOTIONS
+from .results import face_thumbnail
 from .video_io import (VIDEO_EXTENSIONS, AnnotatedWriter, VideoError, VideoInfo, frame_at, iter_frames, open_video,
                        probe, timestamp, upright)
 
@@ -136,13 +136,6 @@ def default_analysis_fps(info: VideoInfo) -> float | None:
     return DEFAULT_ANALYSIS_FPS
 
 
-def _thumbnail(image_bgr: np.ndarray, box, height: int = 96) -> np.ndarray:
-    x, y, w, h = box
-    crop = image_bgr[max(0, y):y + h, max(0, x):x + w, ::-1]
-    scale = height / max(1, crop.shape[0])
-    return cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), height), interpolation=cv2.INTER_AREA)
-
-
 def analyse_video(source: str | Path | IO[bytes], predictor: Predictor, analysis_fps: float | None | str = "auto",
                   settings: FrameSettings | None = None, annotated: str | Path | None = None,
                   progress: Callable[[Progress], None] | None = None, progress_every_s: float = 0.25,
@@ -158,7 +151,7 @@ def analyse_video(source: str | Path | IO[bytes], predictor: Predictor, analysis
     keep the partial result when the caller is interrupted by an exception (the Streamlit page's stop button).
     Raises VideoError for unusable input; damaged data after a good start ends the analysis with a warning.
     """
-    info = probe(source)
+    info = result.info if result is not None else probe(source)
     if result is None:
         result = start_analysis(info, analysis_fps, settings)
     fps = result.analysis_fps
@@ -174,11 +167,10 @@ def analyse_video(source: str | Path | IO[bytes], predictor: Predictor, analysis
     faces: tuple[TrackedFace, ...] = ()
     next_due, first_t = 0.0, None
     best_area: dict[int, int] = {}
-    seen: set[int] = set()
 
     def report() -> None:
         if progress is not None:
-            progress(Progress(result.frames_decoded, len(result.analysed_frames), len(seen), result.last_time_s,
+            progress(Progress(result.frames_decoded, len(result.analysed_frames), len(best_area), result.last_time_s,
                               info.duration_s, result.elapsed_s))
 
     try:
@@ -206,10 +198,9 @@ def analyse_video(source: str | Path | IO[bytes], predictor: Predictor, analysis
                     result.rows.append((index, round(t, 3), timestamp(t), f.face_id, *f.box, f.label,
                                         round(f.confidence, 4), *(round(f.probabilities[n], 4) for n in EMOTIONS)))
                     area = f.box[2] * f.box[3]
-                    seen.add(f.face_id)
                     if area > best_area.get(f.face_id, -1):  # the largest view of each face as its thumbnail
                         best_area[f.face_id] = area
-                        result.thumbnails[f.face_id] = _thumbnail(image, f.box)
+                        result.thumbnails[f.face_id] = np.ascontiguousarray(face_thumbnail(image, f.box)[:, :, ::-1])
             if writer is not None:
                 draw_faces(image, faces, result.settings.show_probabilities)
                 try:

@@ -55,6 +55,9 @@ done = st.session_state.setdefault("_upload_results", {})
 current = {up.file_id for up in uploads}
 for key in [k for k in done if k[0] not in current]:
     del done[key]
+heatmap_store = st.session_state.setdefault("_upload_heatmaps", {})
+for key in [k for k in heatmap_store if k[0] not in current]:  # heatmaps go with their file
+    del heatmap_store[key]
 
 
 def whole_image_wanted(up) -> bool:
@@ -107,9 +110,8 @@ def heatmaps(up, r: ImageResult, i: int):
     """(C, S, S) Grad-CAM maps of face ``i`` (1-based) of a file's result, one per class; computed once per session
     and result (like the results, they are dropped with their file)."""
     store = st.session_state.setdefault("_upload_heatmaps", {})
-    for old in [k for k in store if k[0][0] not in current]:
-        del store[old]
-    key = (result_key(up), i)
+    # What the crops depend on (not TTA or the confidence policy, which change only the probabilities and labels)
+    key = (up.file_id, min_face, detector_name, whole_image_wanted(up), id(predictor), i)
     if key not in store:
         store[key] = explain_crop(predictor.model, predictor.preprocess, r.crops[i - 1])
     return store[key]

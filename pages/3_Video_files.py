@@ -54,8 +54,11 @@ if uploaded is None:
     st.info("Upload a video to see the expression of every face over time.", icon=":material/movie:")
     st.stop()
 
-try:
-    info = probe(uploaded)
+try:  # probed once per upload, not at every rerun (each slider move or click)
+    cached = st.session_state.get("_video_probe")
+    if cached is None or cached[0] != uploaded.file_id:
+        cached = st.session_state["_video_probe"] = (uploaded.file_id, probe(uploaded))
+    info = cached[1]
 except VideoError as e:
     st.error(f"**{uploaded.name} cannot be analysed.** {e}", icon=":material/error:")
     st.stop()

@@ -116,7 +116,7 @@ def explanation_pair(rec: dict, summary: dict, zip_data: bytes | None) -> np.nda
     """(EXPLAIN_SIDE, 2 * EXPLAIN_SIDE + 4, 3) uint8: the face as the model saw it with the Grad-CAM of its true
     class (left) and of its predicted class (right); kept for the session."""
     store = st.session_state.setdefault("_explanations", {})
-    key = (rec["path"], rec["true"], rec["predicted"], id(zip_data), weights_version())
+    key = (rec["path"], rec["true"], rec["predicted"], weights_version())  # cleared with each new own-data run
     if key not in store:
         predictor = get_predictor()
         names = list(predictor.class_names)
@@ -303,6 +303,7 @@ with zip_tab:
             st.error(str(error))
         else:
             st.session_state["own_eval"] = {"summary": result.summary, "records": result.records, "zip": data}
+            st.session_state.pop("_explanations", None)  # heatmaps of the previous run's images
 with folder_tab:
     if not server_folders_allowed():
         st.info("Evaluating a folder on the server is turned off: any visitor could read the server's images "
@@ -319,6 +320,7 @@ with folder_tab:
                 st.error(f"Cannot evaluate `{folder.strip()}`. {folder_error(error)}")
             else:
                 st.session_state["own_eval"] = {"summary": result.summary, "records": result.records, "zip": None}
+                st.session_state.pop("_explanations", None)  # heatmaps of the previous run's images
 
 own = st.session_state.get("own_eval")
 if own is not None:

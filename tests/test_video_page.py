@@ -3,15 +3,13 @@ traceback), and a real clip gets its faces, summary, timelines and downloads."""
 
 from __future__ import annotations
 
-import fractions
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from video_helpers import switching_video, write_video
+from video_helpers import audio_only, switching_video, write_video, zero_length
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "3_Video_files.py")
 TIMEOUT = 180  # seconds per script run; the test machine can be slow
@@ -27,25 +25,6 @@ def analyse(at: AppTest) -> AppTest:
     return next(b for b in at.button if b.label == "Analyse video").click().run()
 
 
-def audio_only(path: Path) -> bytes:
-    with av.open(str(path), mode="w") as c:
-        stream = c.add_stream("aac", rate=8000)
-        for i in range(4):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = 8000, i * 1024, fractions.Fraction(1, 8000)
-            c.mux(stream.encode(frame))
-        c.mux(stream.encode(None))
-    return path.read_bytes()
-
-
-def zero_length(path: Path) -> bytes:
-    with av.open(str(path), mode="w") as c:
-        stream = c.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        c.start_encoding()
-    return path.read_bytes()
-
-
 @pytest.mark.parametrize("kind, message", [
     ("text", "not a video that can be read"),
     ("truncated", "truncated before its index"),
@@ -59,9 +38,9 @@ def test_bad_inputs_get_a_clear_error(kind, message, tmp_path, predictor):
         data = switching_video(tmp_path / "clip.mp4", seconds=1.0).read_bytes()
         data = data[: len(data) // 2]
     elif kind == "audio":
-        data = audio_only(tmp_path / "voice.mp4")
+        data = audio_only(tmp_path / "voice.mp4").read_bytes()
     else:
-        data = zero_length(tmp_path / "empty.mp4")
+        data = zero_length(tmp_path / "empty.mp4").read_bytes()
     at = upload(f"{kind}.mp4", data)
     assert not at.exception, at.exception
     assert len(at.error) == 1 and f"{kind}.mp4 cannot be analysed" in at.error[0].value

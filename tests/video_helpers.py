@@ -63,3 +63,24 @@ def switching_video(path: Path, seconds: float = 4.0, fps: int = 10, switch_s: f
     """Two faces for ``seconds``; the right one switches from happy to surprise at ``switch_s``."""
     before, after = two_face_frames()
     return write_video(path, make=lambda i: before if i / fps < switch_s else after, count=int(seconds * fps), fps=fps)
+
+
+def audio_only(path: Path) -> Path:
+    """An mp4 with an AAC track and no picture."""
+    with av.open(str(path), mode="w") as c:
+        stream = c.add_stream("aac", rate=8000)
+        for i in range(4):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 8000, i * 1024, fractions.Fraction(1, 8000)
+            c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    return path
+
+
+def zero_length(path: Path) -> Path:
+    """A recording stopped before its first frame: an H.264 mp4 header only."""
+    with av.open(str(path), mode="w") as c:
+        stream = c.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        c.start_encoding()
+    return path

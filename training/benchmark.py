@@ -95,7 +95,9 @@ def bench_classifier(predictor: Predictor, repeats: int, rounds: int = 5) -> Non
     model = predictor.model
     print(f"classifier: {count_parameters(model) / 1e6:.2f} M parameters, {count_macs(model) / 1e6:.1f} M "
           f"multiply-adds per face (one view)")
-    backends = {name: make_backend(model, name) for name in BACKENDS}
+    # The predictor's own backend, and the others exported from the same weights
+    backends = {name: predictor.backend if predictor.backend.name == name else make_backend(model, name)
+                for name in BACKENDS}
     threads = torch.get_num_threads()
     x1 = torch.randn(1, 1, 48, 48)
     xb = torch.randn(BATCH_IMAGES, 1, 48, 48)

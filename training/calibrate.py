@@ -94,11 +94,10 @@ def report_split(view_logits: np.ndarray, labels: np.ndarray, t_tta: float, t_no
     """Before (T = 1) and after calibration, with TTA (at ``t_tta``) and without (view 0, at ``t_no_tta``)."""
     out = {"n_faces": int(len(labels))}
     for mode, logits, temperature in (("tta", view_logits, t_tta), ("no_tta", view_logits[:1], t_no_tta)):
-        before = calibration_summary(probabilities_from_view_logits(logits, 1.0), labels)
-        after = calibration_summary(probabilities_from_view_logits(logits, temperature), labels)
-        accuracy = {k: float(np.mean(probabilities_from_view_logits(logits, t).argmax(1) == labels))
-                    for k, t in (("before", 1.0), ("after", temperature))}
-        out[mode] = {"temperature": temperature, "before": before, "after": after, "accuracy": accuracy}
+        probs = {"before": probabilities_from_view_logits(logits, 1.0),
+                 "after": probabilities_from_view_logits(logits, temperature)}
+        out[mode] = {"temperature": temperature, **{k: calibration_summary(p, labels) for k, p in probs.items()},
+                     "accuracy": {k: float(np.mean(p.argmax(1) == labels)) for k, p in probs.items()}}
     return out
 
 

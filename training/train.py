@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
+from fer_core.calibration import negative_log_likelihood
 from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fer_core.datasets import (FER_IMAGES, FaceArrays, describe_skipped, detect_face_arrays, list_labelled_folder,
                                load_split, split_by_person)
@@ -330,7 +331,7 @@ def evaluate(model, images: torch.Tensor | StreamedFaces, labels: np.ndarray, de
         else:
             probs = predict_probabilities(model, images[start:stop], tta=tta)
     probs = distributed.gather_rows(probs, len(labels), ctx, device)
-    nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1)).mean())
+    nll = negative_log_likelihood(probs, labels)
     summary = classification_summary(labels, probs.argmax(1), EMOTIONS)
     return {"val_loss": nll, "val_acc": summary["accuracy"], "val_macro_f1": summary["macro_f1"], "summary": summary}
 
