@@ -101,12 +101,13 @@ def clip_box(box: Sequence[int], width: int, height: int) -> Box | None:
     return (x0, y0, x1 - x0, y1 - y0) if x1 - x0 >= 2 and y1 - y0 >= 2 else None
 
 
-def draw_faces(image: np.ndarray, faces: Sequence[TrackedFace], show_probabilities: bool = True) -> None:
+def draw_faces(image: np.ndarray, faces: Sequence[TrackedFace], show_probabilities: bool = True,
+               bgr: bool = True) -> None:
     """Box, "Face <id>: <label> <confidence>" caption and (optionally) probability bars of each face, on a BGR
-    image, in place."""
+    (or, with ``bgr=False``, RGB) image, in place."""
     for face in faces:
         draw_face(image, face.box, face.caption, face.label, face.probabilities if show_probabilities else None,
-                  bgr=True)
+                  bgr=bgr)
 
 
 class FramePipeline:

@@ -253,9 +253,9 @@ def annotated_frame_at(source: str | Path | IO[bytes], analysis: VideoAnalysis, 
                        time_s: float) -> np.ndarray:
     """The analysed frame ``frame_index`` (shown at ``time_s``), re-decoded from ``source`` and annotated like the
     annotated video: (H, W, 3) uint8 RGB."""
-    bgr = np.ascontiguousarray(frame_at(source, time_s)[:, :, ::-1])
-    draw_faces(bgr, faces_at(analysis, frame_index), analysis.settings.show_probabilities)
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    rgb = np.ascontiguousarray(frame_at(source, time_s))
+    draw_faces(rgb, faces_at(analysis, frame_index), analysis.settings.show_probabilities, bgr=False)
+    return rgb
 
 
 def get_args_parser() -> argparse.ArgumentParser:

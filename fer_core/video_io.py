@@ -72,10 +72,15 @@ def open_video(source: str | Path | IO[bytes]) -> av.container.InputContainer:
     return container
 
 
+def quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns (0-3) that make a frame upright, from its display matrix."""
+    return int(round((frame.rotation or 0) / 90.0)) % 4
+
+
 def upright(frame: av.VideoFrame, fmt: str = "bgr24") -> np.ndarray:
     """Decoded frame -> (H, W, 3) uint8 in ``fmt``, turned upright by its display matrix (phone videos)."""
     image = frame.to_ndarray(format=fmt)
-    turns = int(round((frame.rotation or 0) / 90.0)) % 4  # counter-clockwise quarter turns
+    turns = quarter_turns(frame)
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
@@ -117,7 +122,7 @@ def probe(source: str | Path | IO[bytes]) -> VideoInfo:
                              "or truncated" + (f" ({errors[0]})" if errors else "") + ". Check that the recording "
                              "finished and was saved completely.")
         frame = first[2]
-        turns = int(round((frame.rotation or 0) / 90.0)) % 4
+        turns = quarter_turns(frame)
         w, h = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
         duration = None
         if stream.duration is not None and stream.time_base is not None:

@@ -12,21 +12,24 @@ import pandas as pd
 
 from .labels import EMOTIONS
 
+MIN_CHANGE = 0.1  # smallest change of a face's probabilities (total variation) worth pointing out
+
 
 def _rows(analysis_or_rows) -> pd.DataFrame:
     return analysis_or_rows if isinstance(analysis_or_rows, pd.DataFrame) else analysis_or_rows.to_dataframe()
 
 
-def change_moments(rows: pd.DataFrame, face_id: int, n: int = 3) -> pd.DataFrame:
+def change_moments(rows: pd.DataFrame, face_id: int, n: int = 3, min_change: float = 0.0) -> pd.DataFrame:
     """The ``n`` analysed frames of ``face_id`` whose probabilities moved most since the face's previous analysed
-    frame: columns frame, time_s, timestamp, change (total variation distance in [0, 1]: half the L1 distance of
-    the two probability vectors), before, after (the labels), largest first."""
+    frame, by at least ``min_change``: columns frame, time_s, timestamp, change (total variation distance in
+    [0, 1]: half the L1 distance of the two probability vectors), before, after (the labels), largest first."""
     face = rows[rows["face_id"] == face_id].sort_values("time_s")
     probs = face[list(EMOTIONS)].to_numpy(dtype=np.float64)
     if len(face) < 2:
         return pd.DataFrame(columns=["frame", "time_s", "timestamp", "change", "before", "after"])
     change = 0.5 * np.abs(np.diff(probs, axis=0)).sum(axis=1)
     order = np.argsort(-change, kind="stable")[:n]
+    order = order[change[order] >= min_change]
     labels = face["label"].to_numpy()
     later = face.iloc[1:]
     return pd.DataFrame({"frame": later["frame"].to_numpy()[order], "time_s": later["time_s"].to_numpy()[order],
@@ -34,7 +37,7 @@ def change_moments(rows: pd.DataFrame, face_id: int, n: int = 3) -> pd.DataFrame
                          "before": labels[:-1][order], "after": labels[1:][order]})
 
 
-def summarise(analysis_or_rows, moments: int = 3, min_change: float = 0.1) -> pd.DataFrame:
+def summarise(analysis_or_rows, moments: int = 3, min_change: float = MIN_CHANGE) -> pd.DataFrame:
     """One row per face ID: first and last time seen, analysed frames, the dominant expression (most frequent
     label), the share of its analysed frames with each expression (7 columns, and one per other label such as
     "uncertain"; they sum to 1) and its ``moments`` largest changes of at least ``min_change`` as text
@@ -46,8 +49,7 @@ def summarise(analysis_or_rows, moments: int = 3, min_change: float = 0.1) -> pd
         share = face["label"].value_counts(normalize=True)
         counts = face["label"].value_counts()
         dominant = max(EMOTIONS, key=lambda n: (counts.get(n, 0), face.loc[face["label"] == n, "confidence"].sum()))
-        top = change_moments(rows, face_id, moments)
-        top = top[top["change"] >= min_change]
+        top = change_moments(rows, face_id, moments, min_change)
         out.append({"face_id": int(face_id), "first_seen": face["timestamp"].iloc[0],
                     "last_seen": face["timestamp"].iloc[-1], "frames": len(face), "dominant": dominant,
                     **{n: round(float(share.get(n, 0.0)), 3) for n in (*EMOTIONS, *extra)},

@@ -18,7 +18,7 @@ from fer_core.ui import detector_choice, require_predictor, uncertainty_choice
 from fer_core.video import (DEFAULT_ANALYSIS_FPS, SHORT_CLIP_S, VIDEO_EXTENSIONS, Progress, VideoError,
                             analyse_video, annotated_frame_at, default_analysis_fps, probe, start_analysis, timestamp,
                             video_settings)
-from fer_core.video_summary import change_moments, summarise
+from fer_core.video_summary import MIN_CHANGE, change_moments, summarise
 
 UPLOAD_LIMIT_MB = st.get_option("server.maxUploadSize")  # Streamlit's limit, 200 MB unless configured
 EVERY_FRAME = "every frame"
@@ -193,8 +193,7 @@ else:
                                                   moment_s=moment),
                             key=chart_key, on_select=lambda k=chart_key: pick_from_chart(k), selection_mode="points",
                             config={"displayModeBar": False})
-            moments = change_moments(rows, face_id)
-            moments = moments[moments["change"] >= 0.1]
+            moments = change_moments(rows, face_id, min_change=MIN_CHANGE)
             if not moments.empty:
                 with st.container(horizontal=True):
                     st.caption(f"Face {face_id}, largest changes:")

@@ -203,3 +203,24 @@ def test_distillation_loss_is_zero_when_the_student_agrees_with_the_teacher():
     logits = torch.randn(8, 7)
     assert float(distill_loss(logits, logits.clone(), 2.0)) == pytest.approx(0.0, abs=1e-6)
     assert float(distill_loss(logits, torch.randn(8, 7), 2.0)) > 0.01
+
+
+def test_benchmark_times_the_shipped_model_beside_a_candidate(capsys):
+    """`training.benchmark --compare CKPT`: every (checkpoint, backend) pair gets its ms/face rows, in one run."""
+    from fer_core.inference import Predictor
+    from fer_core.model import build_model
+    from fer_core.preprocessing import PreprocessConfig
+    from training.benchmark import bench_classifier
+
+    def predictor(variant: str) -> Predictor:
+        return Predictor(build_model(variant), PreprocessConfig(), EMOTIONS)
+
+    bench_classifier(predictor("tiny"), repeats=2, rounds=1, others={"candidate": predictor("small")})
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("classifier shipped: 0.66 M parameters") for line in lines)
+    assert any(line.startswith("classifier candidate: 1.45 M parameters") for line in lines)
+    for case in ("batch 1, 1 thread, TTA off", "batch 1, 1 thread, TTA on", "batch 128"):
+        rows = [line for line in lines if line.startswith(f"classifier, {case}")]
+        assert {row.split(":")[0].split(",")[-1].strip() for row in rows} == {
+            "shipped torch", "shipped onnxruntime", "candidate torch", "candidate onnxruntime"}
+        assert all("ms/face" in row for row in rows)

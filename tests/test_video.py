@@ -17,8 +17,8 @@ import pytest
 from fer_core.face_detection import make_detector
 from fer_core.labels import EMOTIONS
 from fer_core.preprocessing import to_gray
-from fer_core.video import (COLUMNS, VideoError, analyse_video, default_analysis_fps, frame_at, probe, timestamp,
-                            video_settings)
+from fer_core.video import (COLUMNS, VideoError, analyse_video, annotated_frame_at, default_analysis_fps, frame_at,
+                            probe, timestamp, video_settings)
 from fer_core.video_summary import change_moments, summarise
 
 from fer_core.live import canvas_from_photos
@@ -117,7 +117,7 @@ def test_timestamp_format():
 
 
 def test_annotated_video_is_h264_with_every_frame_at_the_same_size_and_times(analysed, clip):
-    _, annotated = analysed
+    result, annotated = analysed
     info = probe(annotated)
     assert (info.width, info.height, info.codec) == (320, 240, "h264")
     with av.open(str(annotated)) as c:
@@ -128,6 +128,13 @@ def test_annotated_video_is_h264_with_every_frame_at_the_same_size_and_times(ana
     assert [round(t, 3) for t, _ in frames] == pytest.approx(decoded_times(clip), abs=2e-3)
     original = frame_at(clip, 0.0)
     assert np.abs(frames[0][1].astype(int) - original.astype(int)).mean() > 3  # boxes and labels drawn on it
+    # The page's still of a moment is that frame of the annotated video: the same boxes in the same colours
+    video_frame = frames[0][1].astype(int)
+    still = annotated_frame_at(clip, result, 0, frames[0][0]).astype(int)
+    drawn = np.abs(video_frame - original.astype(int)).sum(axis=2) > 60
+    assert still.shape == video_frame.shape and drawn.sum() > 500
+    error = np.abs(still - video_frame)[drawn].mean()
+    assert error < 0.5 * np.abs(still[..., ::-1] - video_frame)[drawn].mean()  # not with red and blue swapped
 
 
 def test_fewer_frames_per_second_analyse_frames_by_their_time(clip, predictor):
@@ -276,4 +283,5 @@ def test_summary_of_constructed_rows():
     assert summary.loc[1, "largest_changes"] == "00:00:00.400 happy->sad (0.65); 00:00:00.600 sad->uncertain (0.35)"
     moments = change_moments(rows, 1, n=5)  # half the L1 distance between consecutive analysed frames
     assert moments["change"].tolist() == pytest.approx([0.65, 0.35, 0.05])
+    assert change_moments(rows, 1, n=5, min_change=0.1)["change"].tolist() == pytest.approx([0.65, 0.35])
     assert change_moments(rows, 2).empty  # one frame: no change to measure

@@ -51,6 +51,9 @@ ROLLS = (0, -20, 20, -40, 40)  # degrees
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint to time (default: %(default)s)")
+    p.add_argument("--compare", nargs="*", default=[], metavar="CKPT",
+                   help="other checkpoints timed side by side with --weights in the classifier benchmark, e.g. a "
+                        "candidate to replace the shipped model (default: none)")
     p.add_argument("--repeats", type=int, default=50, help="timed repetitions per measurement (default: %(default)s)")
     p.add_argument("--photo", default="", help="a photo with one face for the frame benchmark (default: first detectable photo in ../shared/data/photos)")
     p.add_argument("--skip-training", action="store_true", help="skip the training-speed measurement")
@@ -88,35 +91,43 @@ def find_face_frame(explicit: str) -> np.ndarray | None:
     return None
 
 
-def bench_classifier(predictor: Predictor, repeats: int, rounds: int = 5) -> None:
-    """Every backend (fer_core.backends) on the same weights, side by side: ms per face at batch 1 on one
-    thread (TTA off and on) and faces per second at BATCH_IMAGES per forward pass on all threads. The backends
+def bench_classifier(predictor: Predictor, repeats: int, rounds: int = 5,
+                     others: dict[str, Predictor] | None = None) -> None:
+    """Every backend (fer_core.backends) on the same weights, side by side, and the same for each checkpoint
+    in ``others`` (e.g. a candidate to replace it): ms per face at batch 1 on one thread (TTA off and
+    on) and faces per second at BATCH_IMAGES per forward pass on all threads. All (checkpoint, backend) pairs
     take turns in ``rounds`` interleaved rounds, so a machine that gets busier mid-run slows them alike."""
-    model = predictor.model
-    print(f"classifier: {count_parameters(model) / 1e6:.2f} M parameters, {count_macs(model) / 1e6:.1f} M "
-          f"multiply-adds per face (one view)")
-    # The predictor's own backend, and the others exported from the same weights
-    backends = {name: predictor.backend if predictor.backend.name == name else make_backend(model, name)
-                for name in BACKENDS}
+    predictors = {"shipped" if others else "": predictor, **(others or {})}  # tags: "" when alone
+    backends = {}
+    for tag, pred in predictors.items():
+        model = pred.model
+        print(f"classifier{' ' + tag if tag else ''}: {count_parameters(model) / 1e6:.2f} M parameters, "
+              f"{count_macs(model) / 1e6:.1f} M multiply-adds per face (one view)")
+        # The predictor's own backend, and the others exported from the same weights
+        for name in BACKENDS:
+            backends[tag, name] = pred.backend if pred.backend.name == name else make_backend(model, name)
     threads = torch.get_num_threads()
     x1 = torch.randn(1, 1, 48, 48)
     xb = torch.randn(BATCH_IMAGES, 1, 48, 48)
     cases = [(f"batch 1, 1 thread, TTA {'on ' if tta else 'off'}", 1, x1, tta, max(1, repeats // rounds))
              for tta in (False, True)]
     cases.append((f"batch {BATCH_IMAGES}, {threads} threads, TTA off", threads, xb, False, max(2, repeats // 25)))
-    samples = {(case[0], name): [] for case in cases for name in backends}
+    samples = {(case[0], key): [] for case in cases for key in backends}
     for _ in range(rounds):
         for label, n_threads, x, tta, n in cases:
             torch.set_num_threads(n_threads)
-            for name, backend in backends.items():
-                samples[label, name].append(timed(lambda: predict_probabilities(backend, x, tta=tta), n, warmup=1)[0])
+            for key, backend in backends.items():
+                samples[label, key].append(timed(lambda: predict_probabilities(backend, x, tta=tta), n, warmup=1)[0])
     torch.set_num_threads(threads)
+    first = next(iter(predictors))
+    names = {key: f"{key[0]} {key[1]}".strip() for key in backends}
+    width = max(map(len, names.values()))
     for label, _, x, _, _ in cases:
-        base = statistics.median(samples[label, "torch"])
-        for name in sorted(backends, key=lambda name: name != "torch"):
-            med = statistics.median(samples[label, name]) / len(x)
-            print(f"classifier, {label}, {name:>11}: {med:6.3f} ms/face ({1000 / med:5.0f} faces/s; "
-                  f"{base / len(x) / med:.1f}x torch)")
+        base = statistics.median(samples[label, (first, "torch")])
+        for key in sorted(backends, key=lambda key: (key[0] != first, key[0], key[1] != "torch")):
+            med = statistics.median(samples[label, key]) / len(x)
+            print(f"classifier, {label}, {names[key]:>{width}}: {med:6.3f} ms/face ({1000 / med:5.0f} faces/s; "
+                  f"{base / len(x) / med:.1f}x {names[first, 'torch']})")
 
 
 def bench_frame(predictor: Predictor, frame: np.ndarray | None, repeats: int) -> None:
@@ -211,7 +222,8 @@ def bench_training(steps: int) -> None:
 def main(args: argparse.Namespace) -> None:
     predictor = Predictor.from_checkpoint(args.weights)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; weights {args.weights}")
-    bench_classifier(predictor, args.repeats)
+    others = {path: Predictor.from_checkpoint(path) for path in args.compare}
+    bench_classifier(predictor, args.repeats, others=others)
     frame = find_face_frame(args.photo)
     bench_detectors(args.detection_set, args.detection_every, frame, max(10, args.repeats // 2))
     bench_frame(predictor, frame, max(10, args.repeats // 2))
