@@ -109,7 +109,7 @@ st.markdown(f"**{len(results)} file(s), {n_faces} face(s)**"
 def heatmaps(up, r: ImageResult, i: int):
     """(C, S, S) Grad-CAM maps of face ``i`` (1-based) of a file's result, one per class; computed once per session
     and result (like the results, they are dropped with their file)."""
-    store = st.session_state.setdefault("_upload_heatmaps", {})
+    store = heatmap_store
     # What the crops depend on (not TTA or the confidence policy, which change only the probabilities and labels)
     key = (up.file_id, min_face, detector_name, whole_image_wanted(up), id(predictor), i)
     if key not in store:

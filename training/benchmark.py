@@ -31,13 +31,13 @@ from fer_core.images import load_image, rotate_image
 from fer_core.backends import BACKENDS, make_backend
 from fer_core.inference import BATCH_IMAGES, Predictor, predict_probabilities
 from fer_core.live import LiveSettings, canvas_from_photos, measure_frame_latency
-from fer_core.model import build_model, count_macs, count_parameters
+from fer_core.model import count_macs, count_parameters
 from fer_core.preprocessing import PreprocessConfig, to_gray
 from fer_core.results import analyse_image
 
 from .augment import AugmentConfig
 from .video_benchmark import bench_video
-from .train import class_weights, get_args_parser as train_args, make_optimizer, train_one_epoch
+from .train import class_weights, get_args_parser as train_args, initial_model, make_optimizer, train_one_epoch
 
 FER_TRAIN_IMAGES = 28_709
 PHOTOS = SHARED_DATA / "photos"
@@ -202,8 +202,7 @@ def bench_training(steps: int) -> None:
     n = defaults.batch_size * steps
     images = torch.randn(n, 1, 48, 48)
     labels = torch.randint(0, 7, (n,))
-    defaults.variant = defaults.variant or "small"  # the default recipe's network
-    model = build_model(defaults.variant).to(memory_format=torch.channels_last)
+    model = initial_model(defaults).to(memory_format=torch.channels_last)  # the default recipe's network
     opt = make_optimizer(model, defaults)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=defaults.lr, total_steps=2 * steps)
     args = SimpleNamespace(**{**vars(defaults), "epochs": 1})

@@ -634,7 +634,7 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
                      "arguments": vars(args), "device": str(device), "precision": precision,
                      "distributed": spread,
                      "wall_time_seconds": round(prior_seconds, 1),
-                     "hardware": hardware(device),
+                     "hardware": this_slice["hardware"],  # where this invocation ran (the last slice)
                      "slices": slices,  # each invocation: command, hardware, start, epochs trained, seconds
                      "epochs_run": len(history), "selected_epoch": best.get("epoch"),
                      "selection": ("highest validation accuracy (no TTA) of the EMA weights" if args.select == "best"
