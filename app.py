@@ -10,9 +10,10 @@ from fer_core.artifacts import (EVAL_COMMAND, ArtifactError, artifact_path, form
                                 read_eval_summary, read_model_card)
 from fer_core.checkpoint import CheckpointError
 from fer_core.inference import Predictor
+from fer_core.navigation import PAGE_ICON
 from fer_core.ui import get_predictor, weights_path
 
-st.set_page_config(page_title="Facial expression recognition", page_icon=":material/mood:", layout="wide")
+st.set_page_config(page_title="Facial expression recognition", page_icon=PAGE_ICON, layout="wide")
 
 # The sidebar navigation: a "Home" entry instead of the script's file name, then the pages in pages/.
 UPLOAD = st.Page("pages/1_Upload_images.py", title="Upload images", icon=":material/image:")

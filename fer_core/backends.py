@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .onnx_runtime import load_onnxruntime
+
 LOGGER = logging.getLogger(__name__)
 
 BACKENDS = ("onnxruntime", "torch")
@@ -72,7 +74,7 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, model: nn.Module, image_size: int = 48):
-        import onnxruntime  # noqa: F401  (fail here, not on the first face, when it is missing)
+        load_onnxruntime()  # telemetry off before any session; fails here, not on the first face, when missing
 
         self.onnx_bytes = export_onnx(model, image_size)
         self._sessions: dict[int, object] = {}

@@ -22,6 +22,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from .onnx_runtime import load_onnxruntime
+
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels of the input image
 Point = tuple[float, float]  # x, y in pixels of the input image
 
@@ -113,7 +115,7 @@ _BGR_MEAN = np.array([104.0, 117.0, 123.0], np.float32)  # the mean the network 
 @lru_cache(maxsize=4)
 def _session(path: str, threads: int):
     """One ONNX Runtime session per weights file and thread count; ``run`` is thread-safe, so it is shared."""
-    import onnxruntime as ort  # imported here: Haar users and `import fer_core` do not pay for it
+    ort = load_onnxruntime()  # imported here: Haar users and `import fer_core` do not pay for it
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads

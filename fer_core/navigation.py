@@ -11,6 +11,9 @@ from pathlib import Path
 import streamlit as st
 
 APP_SCRIPT = Path(__file__).resolve().parent.parent / "app.py"
+# The browser tab's icon, a file the app serves itself: with an emoji or a ":material/...:" icon the browser
+# fetches the icon's image from a font CDN, and the app must work without an internet connection.
+PAGE_ICON = str(Path(__file__).resolve().with_name("page_icon.png"))
 
 
 def run_through_app() -> None:

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from fer_core.explain import explain_crop, overlay
-from fer_core.navigation import run_through_app
+from fer_core.navigation import PAGE_ICON, run_through_app
 from fer_core.plots import probability_bars
 from fer_core.results import ImageResult, analyse_image, face_rows, results_csv, results_json
 from fer_core.ui import detector_choice, require_predictor, session_detector, uncertainty_choice
@@ -18,7 +18,7 @@ HEATMAP_SIDE = 144  # pixels: the 48x48 face crop with its Grad-CAM, enlarged 3x
 MAX_IMAGE_WIDTH = 720  # pixels: a large photo is shown at most this wide (its faces are in the grid below it)
 
 run_through_app()
-st.set_page_config(page_title="Upload images - expressions", page_icon=":material/image:", layout="wide")
+st.set_page_config(page_title="Upload images - expressions", page_icon=PAGE_ICON, layout="wide")
 st.title("Expressions in your images")
 st.caption("Upload one or more photos. Every face found is boxed, numbered from left to right and labelled with "
            "its most likely expression; the bars show the probability of all seven.")

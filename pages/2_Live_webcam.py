@@ -14,7 +14,7 @@ import streamlit as st
 from streamlit_webrtc import VideoProcessorBase, WebRtcMode, webrtc_streamer
 
 from fer_core.live import LiveProcessor, LiveResult, LiveSettings, SessionLog, parse_rtc_configuration
-from fer_core.navigation import run_through_app
+from fer_core.navigation import PAGE_ICON, run_through_app
 from fer_core.plots import timeline_figure
 from fer_core.ui import detector_choice, require_predictor, uncertainty_choice
 
@@ -25,7 +25,7 @@ CHART_REFRESH_S = 1.0
 TIMELINE_S = 30.0
 
 run_through_app()
-st.set_page_config(page_title="Live webcam - expressions", page_icon=":material/videocam:", layout="wide")
+st.set_page_config(page_title="Live webcam - expressions", page_icon=PAGE_ICON, layout="wide")
 st.title("Live webcam")
 st.caption("Press START and allow the camera. Every face is boxed and labelled with its expression; each face "
            "keeps its number while it stays in view, and its probabilities are smoothed over time so the label "

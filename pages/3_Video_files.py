@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from fer_core.navigation import run_through_app
+from fer_core.navigation import PAGE_ICON, run_through_app
 from fer_core.plots import video_timeline_figure
 from fer_core.ui import detector_choice, require_predictor, uncertainty_choice
 from fer_core.video import (DEFAULT_ANALYSIS_FPS, SHORT_CLIP_S, VIDEO_EXTENSIONS, Progress, VideoError,
@@ -24,7 +24,7 @@ UPLOAD_LIMIT_MB = st.get_option("server.maxUploadSize")  # Streamlit's limit, 20
 EVERY_FRAME = "every frame"
 
 run_through_app()
-st.set_page_config(page_title="Video files - expressions", page_icon=":material/movie:", layout="wide")
+st.set_page_config(page_title="Video files - expressions", page_icon=PAGE_ICON, layout="wide")
 st.title("Video files")
 st.caption(f"Upload a recording ({', '.join(VIDEO_EXTENSIONS)}; up to {UPLOAD_LIMIT_MB} MB, Streamlit's upload limit, "
            "which whoever runs the app can raise with `--server.maxUploadSize`). Every face is followed with a stable "

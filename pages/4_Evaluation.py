@@ -11,7 +11,7 @@ import streamlit as st
 
 from fer_core.artifacts import (CALIBRATE_COMMAND, EVAL_COMMAND, LOCAL_VALIDATION_DIR, TRAIN_COMMAND, ArtifactError,
                                 calibration_rows, read_calibration_report, read_eval_summary, read_history)
-from fer_core.navigation import run_through_app
+from fer_core.navigation import PAGE_ICON, run_through_app
 
 GALLERY_SIZE = 24
 EXPLAIN_SIDE = 96  # pixels of each Grad-CAM picture in the drill-down (a 48x48 crop enlarged 2x)
@@ -19,7 +19,7 @@ SERVER_FOLDERS_ENV = "FER_ALLOW_SERVER_FOLDERS"  # "1": visitors may evaluate fo
 FOLDER_PLACEHOLDER = "e.g. /data/my_faces"
 
 run_through_app()
-st.set_page_config(page_title="Evaluation - expressions", page_icon=":material/analytics:", layout="wide")
+st.set_page_config(page_title="Evaluation - expressions", page_icon=PAGE_ICON, layout="wide")
 
 
 def load_artifact(reader, missing: str):
