@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -41,6 +42,7 @@ from .preprocessing import crop_face, to_gray
 MAX_MEMBERS = 20_000
 MAX_MEMBER_BYTES = 50 * 1024 * 1024
 MAX_TOTAL_BYTES = 1024 * 1024 * 1024  # uncompressed; guards against zip bombs
+READ_CHUNK = 1024 * 1024  # members are decompressed this many bytes at a time (their headers may lie)
 MAX_EVAL_IMAGES = 5_000  # images evaluated from one zip: about 220 ms each with TTA on a small CPU
 EXTRACT_PREFIX = "fer_zip_"  # extraction folders under tempfile.gettempdir()
 STALE_AFTER_S = 24 * 3600  # a leftover extraction folder older than this belongs to no running evaluation
@@ -136,6 +138,28 @@ def _open(data: bytes) -> zipfile.ZipFile:
         return zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as e:
         raise ArchiveError(f"Not a readable zip file ({e}).") from None
+    except UnicodeDecodeError:  # a member name flagged UTF-8 that is not
+        raise ArchiveError("The zip names a member in bytes that are not valid UTF-8 although the zip says they are; "
+                           "re-create the zip with your system's zip tool.") from None
+
+
+def _read_member(zf: zipfile.ZipFile, name: str) -> bytes:
+    """One member's bytes, decompressed in bounded chunks: never more than its declared size (checked against
+    MAX_MEMBER_BYTES when listed) nor MAX_MEMBER_BYTES, whatever the compressed stream holds. A damaged member
+    (bad CRC, corrupt deflate data, encrypted, truncated) is an ArchiveError that names it."""
+    chunks, total = [], 0
+    try:
+        with zf.open(name) as member:
+            while chunk := member.read(READ_CHUNK):
+                total += len(chunk)
+                if total > MAX_MEMBER_BYTES:
+                    raise ArchiveError(f"Zip member {name!r} is larger than {MAX_MEMBER_BYTES // 2**20} MB.")
+                chunks.append(chunk)
+    except KeyError:
+        raise ArchiveError(f"{name!r} is not in the zip.") from None
+    except (zipfile.BadZipFile, zlib.error, OSError, RuntimeError, EOFError, NotImplementedError) as e:
+        raise ArchiveError(f"Cannot read zip member {name!r} ({e}).") from None  # RuntimeError: encrypted
+    return b"".join(chunks)
 
 
 # Extraction folders in use, removed at interpreter exit too: Streamlit turns SIGTERM and Ctrl+C into a normal
@@ -204,10 +228,11 @@ def extracted_labelled_zip(data: bytes) -> Iterator[tuple[LabelledFiles, list[st
                     raise ArchiveError("The server is shutting down; the zip was not evaluated.")
                 # Our own file names: the member name is never used as a path on disk.
                 target = root / f"{i:06d}{PurePosixPath(m.name).suffix.lower()}"
+                data = _read_member(zf, m.name)
                 try:
-                    target.write_bytes(zf.read(m.name))
-                except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as e:  # RuntimeError: encrypted
-                    raise ArchiveError(f"Cannot read zip member {m.name!r} ({e}).") from None
+                    target.write_bytes(data)
+                except OSError as e:
+                    raise ArchiveError(f"Cannot extract zip member {m.name!r} ({e.strerror or e}).") from None
                 paths.append(target)
             labels = np.asarray([m.label for m in members], dtype=np.int64)
             yield LabelledFiles(paths, labels), [m.name for m in members]
@@ -232,10 +257,7 @@ def evaluate_zip(predictor, data: bytes, **kwargs):
 def read_member(data: bytes, name: str) -> bytes:
     """The bytes of one member of a zip held in memory."""
     with _open(data) as zf:
-        try:
-            return zf.read(name)
-        except KeyError:
-            raise ArchiveError(f"{name!r} is not in the zip.") from None
+        return _read_member(zf, name)
 
 
 def record_image(record: dict, zip_data: bytes | None = None, margin: float = 0.15) -> np.ndarray:

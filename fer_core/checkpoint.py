@@ -72,9 +72,7 @@ def load_checkpoint(path: str | Path = DEFAULT_WEIGHTS) -> tuple[Xception, Prepr
         config = _checked_config(payload["config"])
         order = _class_order(payload["class_names"], config.num_classes)
         preprocess = _checked_preprocess(payload.get("preprocess", {}))
-        meta = payload.get("meta", {})
-        if not isinstance(meta, dict):
-            raise ValueError(f"'meta' must be a dict, not {type(meta).__name__}")
+        meta = _checked_meta(payload.get("meta", {}))
         state = _checked_state(payload["model"], config)
     except ValueError as e:
         raise CheckpointError(f"{path} is not a usable expression model: {e}. Retrain it with "
@@ -162,6 +160,17 @@ def _checked_preprocess(d) -> PreprocessConfig:
     return PreprocessConfig.from_dict(d)
 
 
+def _checked_meta(meta) -> dict:
+    """The meta dict, with the calibrated temperatures (when present) finite numbers > 0: the probabilities are
+    softmax(logits / T), so any other value gives NaN, uniform or inverted probabilities."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"'meta' must be a dict, not {type(meta).__name__}")
+    for key in ("temperature", "temperature_no_tta"):  # with and without test-time augmentation
+        if key in meta and not (_is_number(meta[key]) and meta[key] > 0):
+            raise ValueError(f"meta {key!r} must be a finite number > 0, got {meta[key]!r:.40}")
+    return meta
+
+
 def _checked_state(state, config: XceptionConfig) -> dict[str, torch.Tensor]:
     """The state dict, checked against the shapes ``config`` implies (computed on the meta device: nothing is
     allocated) and for non-finite values, so a model is only ever built to the size of the weights in the file."""
@@ -176,8 +185,12 @@ def _checked_state(state, config: XceptionConfig) -> dict[str, torch.Tensor]:
         if tensor.shape != expected[name].shape:
             raise ValueError(f"the weights do not fit the config: {name} is {tuple(tensor.shape)}, "
                              f"the config needs {tuple(expected[name].shape)}")
+        if expected[name].is_floating_point() and not tensor.is_floating_point():
+            raise ValueError(f"weight {name} must hold floating-point numbers, not {str(tensor.dtype).split('.')[-1]}")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ValueError(f"weight {name} holds NaN or infinite values (a diverged or damaged training run)")
+        if name.endswith("running_var") and bool((tensor < 0).any()):  # its square root would be NaN
+            raise ValueError(f"BatchNorm statistics {name} hold negative variances (a damaged file)")
     return state
 
 

@@ -23,9 +23,11 @@ from .checkpoint import DEFAULT_WEIGHTS, CheckpointError
 from .datasets import IMAGE_SUFFIXES
 from .face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS, make_detector
 from .explain import explain_crop, overlay
+from .files import fitting_name, writable_folder
 from .images import ImageLoadError, load_image
 from .inference import NO_TTA_HELP, Predictor
 from .preprocessing import to_gray
+from .results import left_to_right
 
 HEATMAP_SIDE = 192  # pixels of each --explain PNG (the 48x48 crop enlarged 4x)
 
@@ -47,8 +49,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def heatmap_path(folder: Path, n: int, image: Path, face: int, label: str) -> Path:
+    """``<folder>/<n>_<file>_face<i>_<label>.png``, the file's name cut to fit the file system's name length."""
+    return folder / fitting_name(image.stem, f"_face{face}_{label}.png", prefix=f"{n:03d}_")
+
+
 def write_heatmap(predictor: Predictor, gray, prediction, path: Path) -> None:
-    """The face crop the model saw, with the Grad-CAM of its predicted class over it, as a PNG."""
+    """The face crop the model saw, with the Grad-CAM of its predicted class over it, as a PNG (OSError when it
+    cannot be written)."""
     p = predictor.preprocess
     crop = face_crop(gray, prediction.face, p.image_size, p.face_margin)
     heat = explain_crop(predictor.model, p, crop, classes=[predictor.class_names.index(prediction.label)])[0]
@@ -79,15 +87,20 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: no image files in {', '.join(args.paths)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); "
               f"give image files or folders that contain some.", file=sys.stderr)
         return 2
+    explain_dir = Path(args.explain) if args.explain else None
+    if explain_dir is not None:  # before any work, so that no result is lost to an unusable folder
+        try:
+            writable_folder(explain_dir)
+        except OSError as e:
+            print(f"error: --explain {explain_dir} is not a writable folder ({e.strerror or e}); choose another "
+                  "folder or fix its permissions.", file=sys.stderr)
+            return 2
     try:
         predictor = Predictor.from_checkpoint(args.weights)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     detector = make_detector(args.detector, min_face_size=args.min_face_size)
-    explain_dir = Path(args.explain) if args.explain else None
-    if explain_dir is not None:
-        explain_dir.mkdir(parents=True, exist_ok=True)
     results, failures = [], 0
     for n, path in enumerate(paths, start=1):
         try:
@@ -96,20 +109,24 @@ def main(args: argparse.Namespace) -> int:
             print(f"skipped: {e}", file=sys.stderr)
             failures += 1
             continue
-        faces = predictor.classify_detected(gray, detector.detect(gray), tta=not args.no_tta,
+        faces = predictor.classify_detected(gray, left_to_right(detector.detect(gray)), tta=not args.no_tta,
                                             whole_image_if_no_face=args.whole_image)
         entry = {"path": str(path), "faces": []}
         for i, f in enumerate(faces, start=1):
             label = uncertain_label(f.label, f.confidence, threshold)
             face = {**f.to_dict(), "label": label, "top_label": f.label}
             if explain_dir is not None:
-                face["heatmap"] = str(explain_dir / f"{n:03d}_{path.stem}_face{i}_{f.label}.png")
-                write_heatmap(predictor, gray, f, Path(face["heatmap"]))
+                face["heatmap"] = str(heatmap_path(explain_dir, n, path, i, f.label))
+                try:
+                    write_heatmap(predictor, gray, f, Path(face["heatmap"]))
+                except OSError as e:  # e.g. the disk filled up: this heatmap is missing, every result is kept
+                    print(f"warning: no heatmap for {path} face {i}: {e}", file=sys.stderr)
+                    face["heatmap"] = None
             entry["faces"].append(face)
             if not args.json:
                 x, y, w, h = f.box
                 print(f"{path}: face {i} at x={x} y={y} w={w} h={h}: {label} ({f.confidence:.1%})"
-                      + (f", heatmap {face['heatmap']}" if explain_dir is not None else ""))
+                      + (f", heatmap {face['heatmap']}" if face.get("heatmap") else ""))
         if not args.json and not faces:
             print(f"{path}: no face found")
         results.append(entry)

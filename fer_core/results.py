@@ -21,7 +21,7 @@ from PIL import Image
 from .alignment import face_crop
 from .calibration import check_threshold, uncertain_label
 from .drawing import annotate
-from .face_detection import FaceDetector
+from .face_detection import Face, FaceDetector
 from .images import SUPPORTED_FORMATS, ImageLoadError, load_image
 from .inference import FacePrediction, Predictor
 from .preprocessing import to_gray
@@ -71,7 +71,7 @@ def analyse_image(predictor: Predictor, detector: FaceDetector, source, name: st
     except ImageLoadError as e:
         return ImageResult(name, error=str(e))
     gray = to_gray(rgb)
-    found = sorted(detector.detect(gray), key=lambda f: (f.box[0], f.box[1]))
+    found = left_to_right(detector.detect(gray))
     faces = predictor.classify_detected(gray, found, tta=tta, whole_image_if_no_face=whole_image_if_no_face,
                                         progress=progress)
     size, margin = predictor.preprocess.image_size, predictor.preprocess.face_margin
@@ -80,6 +80,12 @@ def analyse_image(predictor: Predictor, detector: FaceDetector, source, name: st
                          crops=[face_crop(gray, f.face, size, margin) for f in faces], uncertain_below=uncertain_below)
     result.annotated = display_copy(annotate(rgb, faces, labels=result.labels()))
     return result
+
+
+def left_to_right(faces: Sequence[Face]) -> list[Face]:
+    """Detected faces in the order they are numbered everywhere (page, CSV, JSON, command line): by the left edge
+    of their box, then by its top edge."""
+    return sorted(faces, key=lambda f: (f.box[0], f.box[1]))
 
 
 def frame_count(source) -> int:
@@ -92,8 +98,8 @@ def frame_count(source) -> int:
     try:
         with Image.open(source, formats=SUPPORTED_FORMATS) as img:
             return max(1, int(getattr(img, "n_frames", 1)))
-    except (OSError, EOFError, ValueError, SyntaxError):  # the first frame was read: only the count is unknown
-        return 1
+    except Exception:  # noqa: BLE001 - Pillow raises many types (TypeError for a damaged later TIFF page); the
+        return 1  # first frame was read already: only the count is unknown
 
 
 def face_thumbnail(rgb: np.ndarray, box: Sequence[int], side: int = THUMBNAIL_SIDE) -> np.ndarray:
@@ -109,14 +115,17 @@ def face_thumbnail(rgb: np.ndarray, box: Sequence[int], side: int = THUMBNAIL_SI
     return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def display_copy(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+def display_copy(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE, max_width: int | None = None) -> np.ndarray:
     """(H, W, 3) uint8 -> the same image shrunk (area interpolation) so that its longer side is at most
-    ``max_side`` px, each side at least 1 px; returned unchanged when it already fits. Face boxes and
-    ``ImageResult.size`` stay in the original image's pixels."""
+    ``max_side`` px and, with ``max_width``, its width at most that, each side at least 1 px; returned unchanged
+    when it already fits. Face boxes and ``ImageResult.size`` stay in the original image's pixels.
+
+    ``max_width``: the width the image is shown at. Streamlit's ``st.image`` scales a wider image down itself,
+    and a very wide, thin one then gets a height of 0 px and fails; shrunk here, it keeps 1 px."""
     h, w = image.shape[:2]
-    if max(h, w) <= max_side:
+    scale = min(max_side / max(h, w), (max_width or w) / w)
+    if scale >= 1:
         return image
-    scale = max_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))  # cv2 wants (width, height)
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 

@@ -9,7 +9,7 @@ import streamlit as st
 from fer_core.explain import explain_crop, overlay
 from fer_core.navigation import PAGE_ICON, run_through_app
 from fer_core.plots import probability_bars
-from fer_core.results import ImageResult, analyse_image, face_rows, results_csv, results_json
+from fer_core.results import ImageResult, analyse_image, display_copy, face_rows, results_csv, results_json
 from fer_core.ui import detector_choice, require_predictor, session_detector, uncertainty_choice
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
@@ -163,7 +163,9 @@ for up, r in zip(uploads, results):
         factor = r.annotated.shape[1] / r.size[0]
         caption = f"{r.size[0]}x{r.size[1]} px" + (f", shown {factor:.0f}x enlarged" if factor > 1 else "")
         with st.container(width=MAX_IMAGE_WIDTH):  # never wider than the page either
-            st.image(r.annotated, caption=caption, width="content")
+            # Shrunk to the displayed width here (2x, for sharp high-density screens): Streamlit's own scaling
+            # would give a very wide, thin image a height of 0 px.
+            st.image(display_copy(r.annotated, max_width=2 * MAX_IMAGE_WIDTH), caption=caption, width="content")
         show_faces(up, r)
 
 st.header("All faces")

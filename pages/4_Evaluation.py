@@ -14,6 +14,7 @@ from fer_core.artifacts import (CALIBRATE_COMMAND, EVAL_COMMAND, LOCAL_VALIDATIO
 from fer_core.navigation import PAGE_ICON, run_through_app
 
 GALLERY_SIZE = 24
+GALLERY_WIDTH = 110  # pixels of each image in the drill-down
 EXPLAIN_SIDE = 96  # pixels of each Grad-CAM picture in the drill-down (a 48x48 crop enlarged 2x)
 SERVER_FOLDERS_ENV = "FER_ALLOW_SERVER_FOLDERS"  # "1": visitors may evaluate folders on the server (see README)
 FOLDER_PLACEHOLDER = "e.g. /data/my_faces"
@@ -65,7 +66,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fer_core.archive import MAX_EVAL_IMAGES, ArchiveError, evaluate_zip, record_face_crop, record_image  # noqa: E402
-from fer_core.checkpoint import CheckpointError  # noqa: E402
+from fer_core.weights import CheckpointError  # noqa: E402
 from fer_core.evaluation import evaluate_folder  # noqa: E402
 from fer_core.explain import explain_crop, overlay  # noqa: E402
 from fer_core.face_detection import DEFAULT_DETECTOR  # noqa: E402
@@ -74,6 +75,7 @@ from fer_core.labels import EMOTIONS, UnknownClassError  # noqa: E402
 from fer_core.plots import (confidence_histogram_figure, confusion_matrix_figure, per_class_f1_figure,  # noqa: E402
                             reliability_figure, training_curves_figure)
 from fer_core.report import NO_FACE, cell_records, classification_table, most_confused  # noqa: E402
+from fer_core.results import display_copy  # noqa: E402
 from fer_core.ui import detector_choice, get_predictor, shared_results, weights_version  # noqa: E402
 
 
@@ -129,6 +131,12 @@ def explanation_pair(rec: dict, summary: dict, zip_data: bytes | None) -> np.nda
     return store[key]
 
 
+def gallery_image(rec: dict, zip_data: bytes | None, width: int) -> np.ndarray:
+    """The image behind a record, at most ``width`` px wide (each side at least 1 px): st.image can neither encode
+    an image over 65,535 px nor scale a very wide, thin one down without reaching 0 px."""
+    return display_copy(record_image(rec, zip_data), max_width=width)
+
+
 def show_gallery(summary: dict, records: list[dict], key: str, zip_data: bytes | None = None) -> None:
     """Pick a confusion-matrix cell (true, predicted) and see its images with their probabilities, and with the
     explanation toggle where the model saw the true and the predicted class."""
@@ -155,12 +163,12 @@ def show_gallery(summary: dict, records: list[dict], key: str, zip_data: bytes |
         try:
             if explain and probs:
                 with col.container(horizontal=True, gap="small"):
-                    st.image(record_image(rec, zip_data), width=EXPLAIN_SIDE)
+                    st.image(gallery_image(rec, zip_data, EXPLAIN_SIDE), width=EXPLAIN_SIDE)
                     st.image(explanation_pair(rec, summary, zip_data), width=2 * EXPLAIN_SIDE + 4,
                              caption=f"{true} {probs.get(true, 0):.0%} | {rec['predicted']} "
                                      f"{probs[rec['predicted']]:.0%}")
             else:
-                col.image(record_image(rec, zip_data), caption=caption, width=110)
+                col.image(gallery_image(rec, zip_data, GALLERY_WIDTH), caption=caption, width=GALLERY_WIDTH)
         except (ImageLoadError, ArchiveError) as e:
             col.warning(str(e))
     if chosen:

@@ -6,17 +6,16 @@ Both raise SystemExit with a message that names the path and the flag, for the c
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+
+from fer_core.files import writable_folder
 
 
 def require_writable_dir(path: str | Path, flag: str) -> Path:
     """Create folder ``path`` if needed and prove a file can be written in it (the file is removed again)."""
     path = Path(path)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
+        writable_folder(path)
     except OSError as e:
         raise SystemExit(f"error: {flag} {path} is not a writable folder ({e.strerror or e}); "
                          f"choose another {flag} or fix its permissions.") from None

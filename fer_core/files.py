@@ -1,0 +1,49 @@
+"""Small file-system helpers shared by the command lines and the pages: a folder proven writable before any work,
+file names that fit the file system, and the removal of leftovers older than an age."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable
+
+NAME_MAX = 255  # bytes of one file name on Linux, macOS and Windows file systems
+
+
+def writable_folder(path: str | Path) -> Path:
+    """Create folder ``path`` if needed and prove a file can be written in it (the file is removed again).
+    Raises OSError (FileExistsError, NotADirectoryError, PermissionError, ...) when it cannot be used."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+        pass
+    return path
+
+
+def fitting_name(stem: str, suffix: str, prefix: str = "") -> str:
+    """``prefix + stem + suffix`` with ``stem`` cut (at a character boundary) so that the name fits NAME_MAX
+    bytes in UTF-8."""
+    budget = NAME_MAX - len((prefix + suffix).encode())
+    return prefix + stem.encode()[:max(budget, 0)].decode(errors="ignore") + suffix
+
+
+def remove_older_than(paths: Iterable[Path], max_age_s: float) -> list[Path]:
+    """Delete each of ``paths`` (a file, or a folder with what it holds; never what a symbolic link points to)
+    last modified more than ``max_age_s`` seconds ago; returns the ones removed. Paths that vanish meanwhile (another
+    process removed them) are skipped."""
+    now = time.time()
+    removed = []
+    for path in paths:
+        try:
+            if now - path.lstat().st_mtime <= max_age_s:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
