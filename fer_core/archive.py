@@ -35,6 +35,7 @@ from .alignment import face_crop
 from .datasets import IMAGE_SUFFIXES, LabelledFiles
 from .evaluation import evaluate_files
 from .face_detection import Face
+from .files import remove_older_than
 from .images import load_image
 from .labels import EMOTIONS, UnknownClassError, label_index
 from .preprocessing import crop_face, to_gray
@@ -195,17 +196,8 @@ def remove_stale_extractions(max_age_s: float = STALE_AFTER_S) -> list[Path]:
     """Delete ``fer_zip_*`` folders under ``tempfile.gettempdir()`` last modified over ``max_age_s`` ago (left by
     a process that was killed mid-evaluation); returns the ones removed. Folders of running evaluations are far
     younger: one zip takes well under an hour."""
-    now = time.time()
-    removed = []
-    for folder in Path(tempfile.gettempdir()).glob(EXTRACT_PREFIX + "*"):
-        try:
-            if folder.is_symlink() or not folder.is_dir() or now - folder.stat().st_mtime <= max_age_s:
-                continue
-        except OSError:  # removed meanwhile by another process
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
+    folders = [f for f in Path(tempfile.gettempdir()).glob(EXTRACT_PREFIX + "*") if f.is_dir() and not f.is_symlink()]
+    return remove_older_than(folders, max_age_s)
 
 
 @contextmanager

@@ -114,12 +114,32 @@ def _decode(data: bytes, name: str) -> np.ndarray:
     except ImageLoadError:
         raise
     except Image.DecompressionBombError:  # Pillow's own limit (~179 MP) is checked before ours can be
-        raise _too_large(name, f"an image of more than {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels") from None
+        size = _header_size(data)
+        if size is not None and max(size) >= 2**31:  # a negative width or height read as unsigned
+            raise ImageLoadError(f"{name}: the image is damaged (its header gives the impossible size "
+                                 f"{size[0]}x{size[1]}).") from None
+        raise _too_large(name, f"{size[0]}x{size[1]} pixels" if size else
+                         f"an image of more than {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels") from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"{name}: not an image file, or a format that cannot be read "
                              f"(supported: {SUPPORTED_FORMATS_TEXT}).") from None
     except Exception as e:  # Pillow's decoders raise many types on bad data (RuntimeError, AttributeError, ...)
         raise ImageLoadError(f"{name}: the image is damaged or truncated ({type(e).__name__}: {e}).") from None
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) that the header of a SUPPORTED_FORMATS image states, read without Pillow's size limit
+    (nothing is decoded); None when no supported format reads it."""
+    for fmt in SUPPORTED_FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and not accept(data[:16]):
+            continue
+        try:
+            with factory(io.BytesIO(data)) as img:
+                return img.size
+        except Exception:  # noqa: BLE001 - not this format, or a header Pillow cannot read: try the next
+            continue
+    return None
 
 
 def rotate_image(image: np.ndarray, degrees: float) -> np.ndarray:

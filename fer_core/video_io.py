@@ -16,6 +16,8 @@ import av
 import cv2
 import numpy as np
 
+from .files import remove_older_than
+
 VIDEO_EXTENSIONS = ("mp4", "mov", "webm", "avi", "mkv")
 _STILL_FORMATS = ("image2", "tty")  # demuxers of still images and text; also any "*_pipe" (jpeg_pipe, png_pipe, ...)
 
@@ -135,6 +137,17 @@ def probe(source: str | Path | IO[bytes]) -> VideoInfo:
                          container=container.format.name)
     finally:
         container.close()
+
+
+ANNOTATED_SUFFIX = "_annotated.mp4"  # the annotated videos of the video page end in this
+ANNOTATED_KEEP_S = 3600  # an annotated video not looked at for this long belongs to a session that has ended
+
+
+def prune_annotated_videos(folder: str | Path, max_age_s: float = ANNOTATED_KEEP_S) -> list[Path]:
+    """Delete the ``*_annotated.mp4`` files in ``folder`` last modified more than ``max_age_s`` ago (the video page
+    touches its session's file at every rerun, so only those of sessions that have ended or stayed idle that long
+    go); returns the ones removed. Keeps a long-running server's temporary disk bounded."""
+    return remove_older_than(Path(folder).glob("*" + ANNOTATED_SUFFIX), max_age_s)
 
 
 class AnnotatedWriter:

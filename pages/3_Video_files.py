@@ -4,7 +4,8 @@ Thin page: widgets -> fer_core.video.analyse_video (the live page's frame pipeli
 rendering. The stop button works through Streamlit itself: clicking it reruns the script, which interrupts the
 analysis at its next progress update; the partial result was put in the session state before it started, so
 what was done is kept. The annotated mp4 is written to a temporary folder of this server process (removed
-when the server stops); a new analysis in the same session replaces the previous file.
+when the server stops); a new analysis in the same session replaces the previous file, and the files of sessions
+that have ended (not looked at for an hour) are removed whenever a new one is written.
 """
 
 import tempfile
@@ -18,7 +19,8 @@ from fer_core.ui import detector_choice, require_predictor, uncertainty_choice
 from fer_core.video import (DEFAULT_ANALYSIS_FPS, SHORT_CLIP_S, VIDEO_EXTENSIONS, Progress, VideoError,
                             analyse_video, annotated_frame_at, default_analysis_fps, probe, start_analysis, timestamp,
                             video_settings)
-from fer_core.video_summary import MIN_CHANGE, change_moments, summarise
+from fer_core.video_io import ANNOTATED_SUFFIX, prune_annotated_videos
+from fer_core.video_summary import MIN_CHANGE, change_moments, dominant_text, summarise
 
 UPLOAD_LIMIT_MB = st.get_option("server.maxUploadSize")  # Streamlit's limit, 200 MB unless configured
 EVERY_FRAME = "every frame"
@@ -101,7 +103,8 @@ start = start_col.button("Analyse video", type="primary", icon=":material/play_a
 if start:
     if state is not None and state.get("video"):
         Path(state["video"]).unlink(missing_ok=True)
-    video_path = (Path(_output_folder().name) / f"{uploaded.file_id}_annotated.mp4") if make_video else None
+    prune_annotated_videos(_output_folder().name)
+    video_path = (Path(_output_folder().name) / f"{uploaded.file_id}{ANNOTATED_SUFFIX}") if make_video else None
     analysis = start_analysis(info, fps, settings)
     state = st.session_state["video_run"] = {"file_id": uploaded.file_id, "key": key, "analysis": analysis,
                                              "video": str(video_path) if video_path else None}
@@ -156,12 +159,12 @@ else:
     for row_start in range(0, len(ids), 6):  # a thumbnail per face ID, six per row
         for col, face_id in zip(st.columns(6), ids[row_start:row_start + 6]):
             dominant = summary.loc[summary["face_id"] == face_id, "dominant"].iloc[0]
-            col.image(analysis.thumbnails[face_id], caption=f"Face {face_id}: mostly {dominant}")
+            col.image(analysis.thumbnails[face_id], caption=f"Face {face_id}: {dominant_text(dominant)}")
     st.dataframe(summary, hide_index=True, column_config={
         n: st.column_config.ProgressColumn(n, format="percent", min_value=0, max_value=1)
         for n in predictor.class_names if n in summary})
     st.caption("Share of time per expression (of the analysed frames in which the face is seen), the most frequent "
-               "expression, and the largest changes of each face's probabilities between two analysed frames.")
+               "expression, and the largest changes of each face's expression between two analysed frames.")
 
     st.subheader("Timelines")
     times = [t for _, t in analysis.analysed_frames]
@@ -193,7 +196,7 @@ else:
                                                   moment_s=moment),
                             key=chart_key, on_select=lambda k=chart_key: pick_from_chart(k), selection_mode="points",
                             config={"displayModeBar": False})
-            moments = change_moments(rows, face_id, min_change=MIN_CHANGE)
+            moments = change_moments(rows, face_id, min_change=MIN_CHANGE, new_label_only=True)
             if not moments.empty:
                 with st.container(horizontal=True):
                     st.caption(f"Face {face_id}, largest changes:")
@@ -206,7 +209,11 @@ st.subheader("Downloads")
 stem = Path(uploaded.name).stem
 video_file = Path(state["video"]) if state.get("video") else None
 if video_file is not None and not video_file.is_file():
+    st.caption("The annotated video was removed after an hour without a visit; press **Analyse video** to make it "
+               "again.")
     video_file = None
+if video_file is not None:
+    video_file.touch()  # still in use: not pruned while this session looks at it
 # The files are handed over only when a button is clicked (callables), not copied into memory at every rerun.
 with st.container(horizontal=True):
     st.download_button("Download CSV", analysis.to_csv_bytes, f"{stem}_expressions.csv", "text/csv", on_click="ignore",

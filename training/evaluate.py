@@ -90,7 +90,8 @@ def main(args: argparse.Namespace) -> dict:
     s["skipped_files"] = files.skipped  # left out by the folder scan: unsupported formats, non-files
     print(result.report)
     print(f"accuracy {s['accuracy']:.4f}  macro-F1 {s['macro_f1']:.4f}  images {s['n_images']}  "
-          f"faces found {s['n_faces_found']}  TTA {'on' if s['tta'] else 'off'}")
+          f"faces found {s['n_faces_found']}  TTA {'on' if s['tta'] else 'off'}"
+          + (f"  ({s['n_unreadable']} unreadable, counted as wrong)" if s.get("n_unreadable") else ""))
     if "ece" in s:
         print(f"calibration at T = {s['temperature']:.3f}: ECE {s['ece']:.4f}  NLL {s['nll']:.4f}  "
               f"(at T = 1: ECE {s['uncalibrated']['ece']:.4f}  NLL {s['uncalibrated']['nll']:.4f})")
