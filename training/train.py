@@ -494,9 +494,13 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
         cache = args.cache_dir or str(work / "faces")
 
     print(f"Loading data from {args.data} ...", flush=True)
-    with distributed.local_main_first(ctx):  # one process per machine decodes and caches, the others read that
-        train = load_split(args.data, "train", preprocess.image_size, cache, memmap=args.stream)
-        val = load_split(args.data, "validation", preprocess.image_size, cache, memmap=args.stream)
+    try:
+        with distributed.local_main_first(ctx):  # one process per machine decodes and caches, the others read that
+            train = load_split(args.data, "train", preprocess.image_size, cache, memmap=args.stream)
+            val = load_split(args.data, "validation", preprocess.image_size, cache, memmap=args.stream)
+    except (OSError, ValueError) as e:  # a missing data folder or split, no images, a folder that is no class
+        print(f"error: --data {args.data}: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     for split, data in (("train", train), ("validation", val)):
         if data.skipped:  # unreadable or unsupported files are named and left out, not an abort
             print(describe_skipped(data.skipped, f"the {split} split"), file=sys.stderr, flush=True)
@@ -511,6 +515,10 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
     counts = {name: int((train.labels == i).sum()) for i, name in enumerate(EMOTIONS)}
     print(f"train: {len(train)} images {counts}; validation: {len(val)} images"
           + (" (memory-mapped, preprocessed per batch)" if args.stream else ""), flush=True)
+    unseen = [name for name, n in counts.items() if not n]
+    if unseen:  # the model would be written all the same, never having seen them
+        print(f"warning: no training images of {', '.join(unseen)}: the model cannot learn to recognise "
+              f"{'it' if len(unseen) == 1 else 'them'}; add images to those class folders.", file=sys.stderr, flush=True)
 
     if args.stream:  # uint8 on disk, each batch preprocessed when it is drawn
         train_x = StreamedFaces(train.images, preprocess, device)
