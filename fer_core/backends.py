@@ -82,7 +82,7 @@ class OnnxRuntimeBackend:
 
     def session(self, threads: int):
         """The inference session that uses ``threads`` intra-op threads (created once, then reused)."""
-        import onnxruntime as ort
+        ort = load_onnxruntime()
 
         threads = max(1, int(threads))
         with self._lock:
