@@ -34,9 +34,10 @@ st.caption("Press START and allow the camera. Every face is boxed and labelled w
 predictor = require_predictor()
 
 
-def rtc_configuration() -> tuple[dict | None, str]:
-    """(ICE configuration, where it came from): $FER_RTC_CONFIGURATION, else st.secrets, else None (the
-    streamlit-webrtc default: a public STUN server, enough on localhost and on most home networks)."""
+def rtc_configuration() -> tuple[dict, str]:
+    """(ICE configuration, where it came from): $FER_RTC_CONFIGURATION, else st.secrets, else no ICE servers:
+    browser and server connect directly, which is enough on localhost and a local network. (streamlit-webrtc's own
+    default would ask Google's public STUN server, and Hugging Face for TURN credentials when HF_TOKEN is set.)"""
     value, source = os.environ.get(RTC_ENV), f"the environment variable {RTC_ENV}"
     if not value:
         try:
@@ -44,7 +45,7 @@ def rtc_configuration() -> tuple[dict | None, str]:
         except FileNotFoundError:  # no secrets.toml at all: the usual case on localhost
             value = None
     if not value:
-        return None, "streamlit-webrtc's default (public STUN, no TURN)"
+        return {"iceServers": []}, "none, direct connections only (no STUN, no TURN)"
     try:
         config = parse_rtc_configuration(value)
     except ValueError as e:
