@@ -49,7 +49,7 @@ def home() -> None:
                  icon=":material/analytics:")
 
 
-WHOLE_PHOTO_EVAL = "eval_cfee_test.json"  # whole photos of people never trained on (README, "Results")
+WHOLE_PHOTO_EVAL = "eval_cfee_test.json"  # whole photos of people never trained on (docs/evaluation.md)
 
 
 def whole_photo_summary() -> dict | None:

@@ -103,7 +103,7 @@ def read_calibration_report(path: str | Path | None = None) -> dict | None:
 
 def calibration_rows(report: dict) -> list[dict]:
     """One row per split and mode of a calibration report: split, TTA, faces, temperature, ECE and NLL before and
-    after (a table for the evaluation page and the README)."""
+    after (a table for the evaluation page and docs/calibration.md)."""
     rows = []
     for name, split in report["splits"].items():
         for mode in ("tta", "no_tta"):

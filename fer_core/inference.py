@@ -25,7 +25,7 @@ from .preprocessing import PreprocessConfig, faces_to_tensor, to_gray
 
 
 # Test-time augmentation: each face is seen at these zoom factors (1.1 = 10 % closer), each also mirrored,
-# and the probabilities of the views are averaged (measured gain: README, "Results").
+# and the probabilities of the views are averaged (measured gain: docs/model.md).
 TTA_ZOOMS = (1.0, 1.1, 0.9)
 TTA_VIEWS = 2 * len(TTA_ZOOMS)  # views per face, see tta_views
 NO_TTA_HELP = "disable test-time augmentation (mirror + zoom views, fer_core.inference.TTA_ZOOMS)"  # CLIs' --no-tta

@@ -18,7 +18,7 @@ from fer_core.navigation import PAGE_ICON, run_through_app
 from fer_core.plots import timeline_figure
 from fer_core.ui import detector_choice, require_predictor, uncertainty_choice
 
-RTC_ENV = "FER_RTC_CONFIGURATION"  # JSON {"iceServers": [...]} for remote deployments (see README)
+RTC_ENV = "FER_RTC_CONFIGURATION"  # JSON {"iceServers": [...]} for remote deployments (docs/pages.md)
 RTC_SECRET = "rtc_configuration"  # same, as a [rtc_configuration] table in .streamlit/secrets.toml
 TEXT_REFRESH_S = 0.25
 CHART_REFRESH_S = 1.0
@@ -83,7 +83,7 @@ with st.sidebar:
     with st.expander("Connection"):
         st.caption(f"ICE servers: {rtc_source}. If START keeps spinning when the app runs on a remote server, "
                    f"the browser cannot reach it directly: set a TURN server in `{RTC_ENV}` or in "
-                   f"`st.secrets['{RTC_SECRET}']` (see the README).")
+                   f"`st.secrets['{RTC_SECRET}']` (see docs/pages.md).")
 
 settings = LiveSettings(min_face_size=min_face, smoothing=smoothing, show_probabilities=show_probabilities,
                         mirror=mirror, tta=tta, detect_every=detect_every, detector=live_detector,

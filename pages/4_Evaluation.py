@@ -16,7 +16,7 @@ from fer_core.navigation import PAGE_ICON, run_through_app
 GALLERY_SIZE = 24
 GALLERY_WIDTH = 110  # pixels of each image in the drill-down
 EXPLAIN_SIDE = 96  # pixels of each Grad-CAM picture in the drill-down (a 48x48 crop enlarged 2x)
-SERVER_FOLDERS_ENV = "FER_ALLOW_SERVER_FOLDERS"  # "1": visitors may evaluate folders on the server (see README)
+SERVER_FOLDERS_ENV = "FER_ALLOW_SERVER_FOLDERS"  # "1": visitors may evaluate folders on the server (docs/pages.md)
 FOLDER_PLACEHOLDER = "e.g. /data/my_faces"
 
 run_through_app()
@@ -315,8 +315,8 @@ with zip_tab:
 with folder_tab:
     if not server_folders_allowed():
         st.info("Evaluating a folder on the server is turned off: any visitor could read the server's images "
-                f"with it. The person running the app can turn it on with `{SERVER_FOLDERS_ENV}=1` (see the "
-                "README); until then, upload a zip.", icon=":material/lock:")
+                f"with it. The person running the app can turn it on with `{SERVER_FOLDERS_ENV}=1` (see "
+                "docs/pages.md); until then, upload a zip.", icon=":material/lock:")
     else:
         folder = st.text_input("Folder path", placeholder=FOLDER_PLACEHOLDER, key="own_folder",
                                help="A folder on the machine that runs this app, holding `<class>/<image>`.")

@@ -1,11 +1,11 @@
-"""Print the README's results tables from the shipped artifacts (nothing is typed by hand).
+"""Print the results tables of docs/evaluation.md from the shipped artifacts (nothing is typed by hand).
 
     python -m training.results_table
 
 Reads artifacts/model_card.json, artifacts/eval_validation.json (TTA),
 artifacts/eval_validation_no_tta.json and, if present, artifacts/eval_photos.json; then the whole-photo table
 (CFEE's test people: detectors, alignment, the FER2013-only vs the shipped model, rolled heads) from
-artifacts/eval_cfee_test*.json, each written by the `training.evaluate` command in the README.
+artifacts/eval_cfee_test*.json, each written by the `training.evaluate` command in docs/evaluation.md.
 """
 
 from __future__ import annotations
