@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checkpoint import DEFAULT_WEIGHTS
 from .datasets import FER_IMAGES
-from .model import count_parameters
+from .weights import DEFAULT_WEIGHTS
 
 ARTIFACTS_DIR = DEFAULT_WEIGHTS.parent
 ARTIFACTS_ENV = "FER_ARTIFACTS"  # optional override of the artifacts folder (another model, tests)
@@ -146,7 +145,7 @@ def model_overview(predictor, card: dict | None) -> dict:
     return {
         "name": card.get("name") or f"FER Xception-{meta.get('variant', '?')}",
         "classes": list(predictor.class_names),
-        "parameters": count_parameters(predictor.model),
+        "parameters": predictor.parameters,
         "macs_per_face": arch.get("macs_per_face"),
         "val_acc": validation.get("val_acc"),
         "val_macro_f1": validation.get("val_macro_f1"),

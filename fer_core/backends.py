@@ -1,16 +1,18 @@
-"""Inference backends: the classifier's forward pass, run by torch itself or by ONNX Runtime.
+"""Inference backends: the classifier's forward pass, run by ONNX Runtime or by torch itself.
 
-Both take the same preprocessed (N, 1, S, S) float32 batch and return (N, C) float32 logits; everything around
-them (preprocessing, test-time views, temperature, softmax) is shared in :mod:`fer_core.inference`.
+Both take the same preprocessed (N, 1, S, S) float32 numpy batch and return (N, C) float32 numpy logits;
+everything around them (preprocessing, test-time views, temperature, softmax) is shared in
+:mod:`fer_core.inference`, in numpy, so the app (no torch installed) and training run the same code.
 
-ONNX Runtime is the default for inference: on a CPU it runs this network 4-6x faster than eager torch at batch 1
-(``python -m training.benchmark`` prints both, side by side). Its graph is exported from the loaded torch model
-in memory when a :class:`~fer_core.inference.Predictor` is built (about 0.3 s), so it always matches the weights
-being served; ``FER_BACKEND=torch`` (or ``--backend torch`` on the command lines) keeps the eager model.
-Training and training-time validation always use torch.
+ONNX Runtime is the default: on a CPU it runs this network 4-6x faster than eager torch at batch 1
+(``python -m training.benchmark`` prints both, side by side), and it needs no torch. Its graph comes from
+``artifacts/model.onnx`` (written beside the checkpoint by :mod:`fer_core.onnx_model`), or is exported from a
+loaded torch model in memory (about 0.3 s). ``FER_BACKEND=torch`` (or ``--backend torch`` on the command lines)
+runs the eager model instead (needs torch). Training and training-time validation always use torch.
 
-Threads: a call runs with as many intra-op threads as ``torch.get_num_threads()`` in the calling thread, for
-both backends (the live page sets one thread in its stream thread), so one knob controls both.
+Threads: a call runs with :func:`intra_op_threads` threads, a setting of the calling thread
+(:func:`set_intra_op_threads`; the live page sets one thread in its stream thread) that also sets torch's, when
+torch is loaded, so one knob controls both backends.
 """
 
 from __future__ import annotations
@@ -18,13 +20,12 @@ from __future__ import annotations
 import io
 import logging
 import os
+import sys
 import threading
 import warnings
 from typing import Protocol
 
 import numpy as np
-import torch
-from torch import nn
 
 from .onnx_runtime import load_onnxruntime
 
@@ -33,39 +34,67 @@ LOGGER = logging.getLogger(__name__)
 BACKENDS = ("onnxruntime", "torch")
 DEFAULT_BACKEND = "onnxruntime"
 BACKEND_ENV = "FER_BACKEND"  # overrides the default for the app and the command lines
-BACKEND_HELP = ("how the classifier runs: onnxruntime (default; the same weights, exported in memory, several "
-                "times faster on a CPU) or torch (eager PyTorch); env FER_BACKEND sets the default")
+BACKEND_HELP = ("how the classifier runs: onnxruntime (default; artifacts/model.onnx, or the same weights exported "
+                "in memory; several times faster on a CPU, no torch needed) or torch (eager PyTorch); env FER_BACKEND "
+                "sets the default")
 ONNX_OPSET = 17
+
+_thread_settings = threading.local()
+
+
+def set_intra_op_threads(threads: int) -> None:
+    """Run the classifier with ``threads`` intra-op threads in the calling thread (torch's too, when loaded)."""
+    threads = max(1, int(threads))
+    _thread_settings.threads = threads
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def intra_op_threads() -> int:
+    """The calling thread's intra-op thread count: :func:`set_intra_op_threads`'s value, else torch's (when
+    loaded), else the number of CPUs this process may use."""
+    threads = getattr(_thread_settings, "threads", None)
+    if threads is not None:
+        return threads
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.get_num_threads()
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class Backend(Protocol):
     name: str
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(N, 1, S, S) float32 preprocessed faces -> (N, C) float32 logits (no gradient)."""
         ...
 
 
 class TorchBackend:
-    """The eager torch model, run in eval mode (its train/eval mode is restored afterwards)."""
+    """The eager torch model, run in eval mode on its own device (its train/eval mode is restored afterwards)."""
 
     name = "torch"
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model):
         self.model = model
 
-    @torch.no_grad()
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
         try:
-            return self.model(batch).float()
+            with torch.no_grad():
+                logits = self.model(torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(device))
+            return logits.float().cpu().numpy()
         finally:
             self.model.train(was_training)
 
 
 class OnnxRuntimeBackend:
-    """The torch model exported to ONNX (in memory) and run by ONNX Runtime's CPU provider.
+    """An ONNX graph (input "faces", output "logits") run by ONNX Runtime's CPU provider.
 
     One inference session per thread count (see the module docstring), created on first use; sessions are
     thread-safe, so one backend serves every Streamlit session and the live stream threads.
@@ -73,12 +102,17 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, model: nn.Module, image_size: int = 48):
+    def __init__(self, onnx_bytes: bytes):
         load_onnxruntime()  # telemetry off before any session; fails here, not on the first face, when missing
 
-        self.onnx_bytes = export_onnx(model, image_size)
+        self.onnx_bytes = onnx_bytes
         self._sessions: dict[int, object] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_model(cls, model, image_size: int = 48) -> "OnnxRuntimeBackend":
+        """The backend of a loaded torch model, exported in memory (needs torch and onnx)."""
+        return cls(export_onnx(model, image_size))
 
     def session(self, threads: int):
         """The inference session that uses ``threads`` intra-op threads (created once, then reused)."""
@@ -99,14 +133,17 @@ class OnnxRuntimeBackend:
                                                                providers=["CPUExecutionProvider"])
             return self._sessions[threads]
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        x = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
-        logits = self.session(torch.get_num_threads()).run(None, {"faces": x})[0]
-        return torch.from_numpy(logits)
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        return self.session(intra_op_threads()).run(None, {"faces": x})[0]
 
 
-def export_onnx(model: nn.Module, image_size: int = 48) -> bytes:
-    """The model in eval mode as ONNX bytes, with a dynamic batch dimension (input "faces", output "logits")."""
+def export_onnx(model, image_size: int = 48) -> bytes:
+    """A torch model in eval mode as ONNX bytes, with a dynamic batch dimension (input "faces", output "logits").
+
+    Needs torch and onnx (the training install)."""
+    import torch
+
     was_training = model.training
     model.eval()
     channels = getattr(getattr(model, "config", None), "in_channels", 1)
@@ -130,23 +167,28 @@ def default_backend() -> str:
     return name
 
 
-def make_backend(model: nn.Module, name: str | None = None, image_size: int = 48) -> Backend:
-    """The backend called ``name`` (default: :func:`default_backend`) for a loaded model.
+def check_backend(name: str | None) -> str:
+    """``name`` checked against BACKENDS, or :func:`default_backend` when None."""
+    name = name or default_backend()
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return name
+
+
+def make_backend(model, name: str | None = None, image_size: int = 48) -> Backend:
+    """The backend called ``name`` (default: :func:`default_backend`) for a loaded torch model.
 
     When ONNX Runtime cannot take the model (a missing package, an operator the exporter does not know), the
     reason is logged and the eager torch model is used: slower, never wrong.
     """
-    name = name or default_backend()
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    if name == "onnxruntime":
+    if check_backend(name) == "onnxruntime":
         try:
-            return OnnxRuntimeBackend(model, image_size)
+            return OnnxRuntimeBackend.from_model(model, image_size)
         except Exception as e:  # noqa: BLE001 - any export/runtime failure falls back to the same weights in torch
             LOGGER.warning("ONNX Runtime backend unavailable (%s: %s); using torch", type(e).__name__, e)
     return TorchBackend(model)
 
 
 def as_backend(model_or_backend) -> Backend:
-    """An nn.Module is run by torch as is; a backend is returned unchanged."""
-    return TorchBackend(model_or_backend) if isinstance(model_or_backend, nn.Module) else model_or_backend
+    """A torch module is run by torch as is; a backend is returned unchanged."""
+    return TorchBackend(model_or_backend) if hasattr(model_or_backend, "state_dict") else model_or_backend

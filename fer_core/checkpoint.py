@@ -17,18 +17,13 @@ import torch
 from .labels import EMOTIONS, UnknownClassError, canonical_name
 from .model import Xception, XceptionConfig
 from .preprocessing import PreprocessConfig
-
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "artifacts" / "model.pt"
+from .weights import DEFAULT_WEIGHTS, CheckpointError  # noqa: F401  (defined without torch; re-exported)
 
 # Sane bounds of a checkpoint's config (the shipped "base" is at most 512 wide, 8 middle blocks, 48 px input).
 MAX_WIDTH = 4096  # channels of any layer, hidden units
 MAX_LAYERS = 16  # entries of stem_channels / entry_channels / exit_convs
 MAX_MIDDLE_BLOCKS = 64
 IMAGE_SIZE_RANGE = (16, 512)  # preprocess image_size, pixels
-
-
-class CheckpointError(RuntimeError):
-    """A weights file that is missing, unreadable or does not describe an expression model."""
 
 
 def save_checkpoint(path: str | Path, model: Xception, preprocess: PreprocessConfig, meta: dict | None = None,

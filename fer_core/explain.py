@@ -1,17 +1,15 @@
-"""Explanations: where in a face crop the model looked for an expression (Grad-CAM).
+"""Explanations: where in a face crop the model looked for an expression (occlusion sensitivity).
 
-Grad-CAM (Selvaraju et al., ICCV 2017) weights the feature maps of one convolutional stage by the mean gradient
-of a class's logit with respect to them, keeps the positive part and upsamples it to the crop. It explains the
-logit of *any* class, so the same face can be asked "why happy?" and "why not surprise?".
+Each patch of the 48x48 face the model sees is hidden in turn (replaced by the same place of a blurred copy of the
+face: the detail goes, the overall light stays) and the model is asked again; a pixel's weight for a class is the
+mean drop of that class's log-probability over the patches that hid it. All the hidden copies of a face go through
+the classifier's backend in one batch (ONNX Runtime in the app: no torch, no gradients), and one batch answers for
+every class at once, so "why happy?" and "why not surprise?" cost the same as one of them.
 
-Which stage: the last one that is still a spatial map of the face with some resolution. The exit flow's output
-is 3x3 cells for a 48x48 face (each cell a third of the face: mouth and eyes can hardly be told apart), the
-middle flow's output is 6x6 (an 8x8-pixel cell each) and is followed only by the exit flow, pooling and the dense
-head, so its gradients are still specific to the class. :data:`DEFAULT_STAGE` is therefore ``"middle_flow"``;
-``"exit_flow"`` is available for comparison.
-
-The network is run stage by stage (no hooks on the shared model): several Streamlit sessions may explain faces
-at once on the one cached model, and a forward hook registered by one would fire in the others' passes.
+Why not Grad-CAM (used until 2026-12-03): on 200 FER2013 validation faces its maps failed the deletion test (hiding
+the 20 % of pixels it ranked highest lowered the explained probability less often than hiding a random 20 %), it
+gave empty maps on confidently classified faces, and put hot spots in the crop's corners; the measurement is
+``python -m training.explain_faithfulness`` (numbers: docs/EXPLANATIONS.md).
 """
 
 from __future__ import annotations
@@ -20,59 +18,81 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import torch
-from torch import nn
 
-from .preprocessing import PreprocessConfig, faces_to_tensor
+from .backends import as_backend
+from .preprocessing import PreprocessConfig, faces_to_array
 
-STAGES = ("middle_flow", "exit_flow")  # Xception stages whose output Grad-CAM can explain
-DEFAULT_STAGE = "middle_flow"
+PATCH = 12  # side of the hidden square, pixels of the model's 48x48 input (about an eye, or half the mouth)
+STRIDE = 6  # pixels between patches; patches also overhang the edges, so every pixel is hidden (PATCH/STRIDE)^2 times
+BLUR_SIGMA = 6.0  # Gaussian blur of the replacement, pixels of the model's input
+SMOOTH_SIGMA = 1.5  # light smoothing of the map (pixels) before it is scaled to [0, 1]
+BATCH = 128  # hidden copies per forward pass (see fer_core.inference.BATCH_IMAGES)
 OVERLAY_ALPHA = 0.45  # weight of the heatmap's colours over the face
 
 
-def _split(model: nn.Module, stage: str):
-    """(input -> stage output, stage output -> logits) for an :class:`fer_core.model.Xception`."""
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-    if stage == "middle_flow":
-        return (lambda x: model.middle_flow(model.entry_flow(model.stem(x))),
-                lambda a: model.head(model.pool(model.exit_flow(a))))
-    return (lambda x: model.exit_flow(model.middle_flow(model.entry_flow(model.stem(x)))),
-            lambda a: model.head(model.pool(a)))
+def blurred(x: np.ndarray, sigma: float = BLUR_SIGMA) -> np.ndarray:
+    """(S, S) float32 image -> the same Gaussian-blurred (borders reflected): what hidden pixels are replaced by."""
+    return cv2.GaussianBlur(np.asarray(x, np.float32), (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
 
 
-def grad_cam_maps(model: nn.Module, batch: torch.Tensor, classes: Sequence[int] | None = None,
-                  stage: str = DEFAULT_STAGE) -> np.ndarray:
-    """(1, 1, S, S) preprocessed face -> (K, h, w) float32 Grad-CAM maps (>= 0, not normalised) at the stage's
-    resolution, one per class in ``classes`` (all classes by default). ``model`` must be in eval mode."""
-    if batch.ndim != 4 or len(batch) != 1:
-        raise ValueError(f"need one preprocessed face (1, 1, S, S), got {tuple(batch.shape)}")
-    if model.training:
-        raise ValueError("explain an eval-mode model (dropout and batch statistics change the gradients)")
-    features, rest = _split(model, stage)
-    with torch.enable_grad():
-        acts = features(batch)  # (1, K, h, w)
-        logits = rest(acts)[0]
-        classes = list(range(len(logits))) if classes is None else list(classes)
-        maps = []
-        for n, c in enumerate(classes):
-            (grad,) = torch.autograd.grad(logits[c], acts, retain_graph=n < len(classes) - 1)
-            weights = grad.mean(dim=(2, 3), keepdim=True)  # (1, K, 1, 1): how much each channel raises the logit
-            maps.append(torch.relu((weights * acts).sum(dim=1))[0].detach())
-    return torch.stack(maps).cpu().numpy().astype(np.float32)
+def patch_starts(size: int, patch: int = PATCH, stride: int = STRIDE) -> list[int]:
+    """Top/left corners of the patches along one side: from ``stride - patch`` (overhanging the edge) to < size."""
+    return list(range(stride - patch, size, stride))
 
 
-def explain_crop(model: nn.Module, preprocess: PreprocessConfig, crop: np.ndarray,
-                 classes: Sequence[int] | None = None, stage: str = DEFAULT_STAGE) -> np.ndarray:
+def log_probabilities(logits: np.ndarray) -> np.ndarray:
+    """(N, C) logits -> (N, C) float64 log-softmax, accurate for a probability near 1 (no saturation at 1.0)."""
+    logits = np.asarray(logits, np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def occlusion_maps(model, x: np.ndarray, patch: int = PATCH, stride: int = STRIDE,
+                   blur_sigma: float = BLUR_SIGMA) -> np.ndarray:
+    """(S, S) float32 preprocessed face -> (C, S, S) float32 maps, one per class: at each pixel, the mean drop of
+    the class's log-probability when a patch covering it is replaced by the blurred face (> 0: hiding it lowers
+    the class; not clipped, not smoothed). ``model``: a :mod:`fer_core.backends` backend or a torch module."""
+    backend = as_backend(model)
+    x = np.asarray(x, np.float32)
+    size_y, size_x = x.shape
+    replacement = blurred(x, blur_sigma)
+    boxes = [(y, xx) for y in patch_starts(size_y, patch, stride) for xx in patch_starts(size_x, patch, stride)]
+    copies = np.repeat(x[None], len(boxes), axis=0)
+    for copy, (y, xx) in zip(copies, boxes):
+        rows, cols = slice(max(y, 0), y + patch), slice(max(xx, 0), xx + patch)
+        copy[rows, cols] = replacement[rows, cols]
+    batch = np.concatenate([x[None], copies])[:, None]  # (1 + M, 1, S, S): the face itself first
+    logits = np.concatenate([backend(batch[i:i + BATCH]) for i in range(0, len(batch), BATCH)])
+    logp = log_probabilities(logits)
+    drops = logp[0] - logp[1:]  # (M, C)
+    total = np.zeros((logits.shape[1], size_y, size_x), np.float64)
+    count = np.zeros((size_y, size_x), np.float64)
+    for drop, (y, xx) in zip(drops, boxes):
+        rows, cols = slice(max(y, 0), y + patch), slice(max(xx, 0), xx + patch)
+        total[:, rows, cols] += drop[:, None, None]
+        count[rows, cols] += 1
+    return (total / count).astype(np.float32)
+
+
+def explain_crop(model, preprocess: PreprocessConfig, crop: np.ndarray,
+                 classes: Sequence[int] | None = None) -> np.ndarray:
     """A (H, W) uint8 gray face crop -> (K, H, W) float32 heatmaps in [0, 1], one per class in ``classes`` (all by
-    default), at the crop's own size. Each map is divided by its own maximum (an all-zero map stays zero: nothing
-    in the face raised that class's logit)."""
+    default), at the crop's own size: where hiding the face lowers that class's probability most (1 = most).
+
+    ``model``: the predictor's backend (``predictor.backend``) or a torch module. A map is all zero only when
+    hiding no part of the face lowers the class at all (the class gains from every part being hidden).
+    """
     crop = np.asarray(crop)
     if crop.ndim != 2:
         raise ValueError(f"need a (H, W) gray crop, got shape {crop.shape}")
-    maps = grad_cam_maps(model, faces_to_tensor([crop], preprocess), classes, stage)
+    maps = occlusion_maps(model, faces_to_array([crop], preprocess)[0, 0])
+    maps = maps if classes is None else maps[list(classes)]
     h, w = crop.shape
-    out = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_CUBIC) for m in maps]).clip(0, None)
+    out = []
+    for m in np.clip(maps, 0, None):
+        m = cv2.GaussianBlur(m, (0, 0), sigmaX=SMOOTH_SIGMA, borderType=cv2.BORDER_REFLECT)
+        out.append(cv2.resize(m, (w, h), interpolation=cv2.INTER_CUBIC) if (h, w) != m.shape else m)
+    out = np.clip(np.stack(out), 0, None)
     peak = out.reshape(len(out), -1).max(axis=1)
     return (out / np.where(peak > 0, peak, 1.0)[:, None, None]).astype(np.float32)
 

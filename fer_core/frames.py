@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
+from .backends import set_intra_op_threads
 from .calibration import check_threshold, uncertain_label
 from .drawing import draw_face
 from .face_detection import DEFAULT_DETECTOR, DETECTORS, Box, Face, FaceDetector, make_detector
@@ -114,7 +114,7 @@ class FramePipeline:
     """Frames of one stream in, tracked and classified faces out. Call it from one thread at a time.
 
     The model runs with ``settings.torch_threads`` intra-op threads, set for the calling thread only
-    (``torch.set_num_threads`` acts on the OpenMP settings of the thread that calls it). One thread is the
+    (:func:`fer_core.backends.set_intra_op_threads`; torch's OpenMP setting is per thread too). One thread is the
     default because on a 2-core CPU that also decodes and encodes video, two OpenMP threads wait for each
     other: with both cores busy, a 2-face batch took 10-20 ms with 1 thread, and 20-35 ms with 2 threads
     once warm but 0.6-3 s on some calls.
@@ -156,7 +156,7 @@ class FramePipeline:
         Exceptions propagate (the caller decides whether one bad frame may stop the stream)."""
         s = self._applied
         if self._threads_set != (threading.get_ident(), s.torch_threads):
-            torch.set_num_threads(s.torch_threads)
+            set_intra_op_threads(s.torch_threads)
             self._threads_set = (threading.get_ident(), s.torch_threads)
         height, width = image.shape[:2]
         if self._shape != image.shape:

@@ -8,21 +8,22 @@ training-time evaluation, ``training.evaluate``, the CLI and the app pages all g
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
-from .backends import Backend, as_backend, make_backend
-from .checkpoint import DEFAULT_WEIGHTS, load_checkpoint
 from .alignment import face_crop
+from .backends import Backend, OnnxRuntimeBackend, as_backend, check_backend, make_backend
 from .face_detection import Face, FaceDetector, make_detector
 from .images import load_image
-from .preprocessing import PreprocessConfig, faces_to_tensor, to_gray
+from .onnx_model import current_onnx, read_onnx_model
+from .preprocessing import PreprocessConfig, faces_to_array, to_gray
+from .weights import DEFAULT_WEIGHTS, CheckpointError, import_torch
 
+LOGGER = logging.getLogger(__name__)
 
 # Test-time augmentation: each face is seen at these zoom factors (1.1 = 10 % closer), each also mirrored,
 # and the probabilities of the views are averaged (measured gain: docs/model.md).
@@ -38,64 +39,80 @@ BATCH_IMAGES = 128
 
 
 @functools.lru_cache(maxsize=16)
-def _zoom_matrix(size: int, factor: float) -> torch.Tensor:
-    """(S, S) bilinear resampling matrix of a zoom by ``factor`` about the centre, borders replicated.
+def _zoom_matrix(size: int, factor: float) -> np.ndarray:
+    """(S, S) float32 bilinear resampling matrix of a zoom by ``factor`` about the centre, borders replicated.
 
-    Row i holds the weights of the source pixels for output pixel i: the same sampling as
+    Row i holds the weights of the source pixels for output pixel i: the same sampling as torch's
     ``F.grid_sample(..., mode="bilinear", padding_mode="border", align_corners=False)`` on a scaled grid, but
     separable, so a view costs two small matrix products instead of a 2-D gather.
     """
-    out = torch.arange(size, dtype=torch.float64)
+    out = np.arange(size, dtype=np.float64)
     source = ((2 * out + 1) / size - 1) / factor  # normalised source coordinate of each output pixel
-    pos = (((source + 1) * size - 1) / 2).clamp(0, size - 1)  # in pixels; border padding clamps
-    lower = pos.floor().long()
-    upper = (lower + 1).clamp(max=size - 1)
+    pos = np.clip(((source + 1) * size - 1) / 2, 0, size - 1)  # in pixels; border padding clamps
+    lower = np.floor(pos).astype(np.int64)
+    upper = np.minimum(lower + 1, size - 1)
     weight = pos - lower
-    matrix = torch.zeros(size, size, dtype=torch.float64)
-    matrix[out.long(), lower] += 1 - weight
-    matrix[out.long(), upper] += weight
-    return matrix.float()
+    matrix = np.zeros((size, size), dtype=np.float64)
+    np.add.at(matrix, (out.astype(np.int64), lower), 1 - weight)
+    np.add.at(matrix, (out.astype(np.int64), upper), weight)
+    matrix = matrix.astype(np.float32)
+    matrix.flags.writeable = False  # shared by every caller through the cache
+    return matrix
 
 
-def zoom(batch: torch.Tensor, factor: float) -> torch.Tensor:
-    """(N, 1, S, S) faces magnified by ``factor`` about the centre (< 1 shrinks; borders are replicated)."""
+def as_array(batch) -> np.ndarray:
+    """A (N, 1, S, S) batch as a float32 numpy array (a torch tensor, on any device, is copied to the CPU)."""
+    if hasattr(batch, "detach"):
+        batch = batch.detach().cpu().numpy()
+    return np.asarray(batch, dtype=np.float32)
+
+
+def zoom(batch: np.ndarray, factor: float) -> np.ndarray:
+    """(N, 1, S, S) float32 faces magnified by ``factor`` about the centre (< 1 shrinks; borders replicated)."""
     if factor == 1.0:
         return batch
-    rows = _zoom_matrix(batch.shape[-2], float(factor)).to(batch.dtype)
-    cols = rows if batch.shape[-1] == batch.shape[-2] else _zoom_matrix(batch.shape[-1], float(factor)).to(batch.dtype)
+    rows = _zoom_matrix(batch.shape[-2], float(factor))
+    cols = rows if batch.shape[-1] == batch.shape[-2] else _zoom_matrix(batch.shape[-1], float(factor))
     return rows @ batch @ cols.T
 
 
-def tta_views(batch: torch.Tensor) -> list[torch.Tensor]:
-    """The test-time views of a batch: every zoom in TTA_ZOOMS, each as is and mirrored left-right."""
+def tta_views(batch: np.ndarray) -> list[np.ndarray]:
+    """The test-time views of a (N, 1, S, S) batch: every zoom in TTA_ZOOMS, each as is and mirrored left-right."""
     views = []
     for factor in TTA_ZOOMS:
         zoomed = zoom(batch, factor)
-        views += [zoomed, torch.flip(zoomed, dims=[3])]
+        views += [zoomed, zoomed[..., ::-1]]
     return views
 
 
-@torch.no_grad()
-def predict_view_logits(model: nn.Module | Backend, batch: torch.Tensor, tta: bool = True,
+def predict_view_logits(model: Backend, batch: np.ndarray, tta: bool = True,
                         batch_size: int = BATCH_IMAGES) -> np.ndarray:
     """(N, 1, S, S) preprocessed faces -> (V, N, C) float32 logits, one slice per view.
 
-    ``model`` is a torch module (run in eval mode) or a :mod:`fer_core.backends` backend. V = TTA_VIEWS with
-    ``tta`` (the views of :func:`tta_views`, in that order), else 1. ``batch_size`` bounds the images
-    (faces x views) per forward pass.
+    ``model`` is a :mod:`fer_core.backends` backend or a torch module (run in eval mode); ``batch`` a float32
+    array (or a torch tensor, copied to the CPU). V = TTA_VIEWS with ``tta`` (the views of :func:`tta_views`, in
+    that order), else 1. ``batch_size`` bounds the images (faces x views) per forward pass.
     """
     backend = as_backend(model)
+    batch = as_array(batch)
     chunk = max(1, batch_size // TTA_VIEWS) if tta else batch_size
     n_views = TTA_VIEWS if tta else 1
     out = []
     for start in range(0, len(batch), chunk):
         x = batch[start:start + chunk]
         views = tta_views(x) if tta else [x]
-        logits = backend(torch.cat(views)).float()  # all views of the chunk in one pass
-        out.append(logits.view(len(views), len(x), -1))
+        logits = np.asarray(backend(np.concatenate(views)), np.float32)  # all views of the chunk in one pass
+        out.append(logits.reshape(len(views), len(x), -1))
     if not out:
         return np.zeros((n_views, 0, getattr(getattr(model, "config", None), "num_classes", 7)), np.float32)
-    return torch.cat(out, dim=1).cpu().numpy().astype(np.float32)
+    return np.concatenate(out, axis=1)
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis`` in float32 (the maximum is subtracted first, so large logits cannot overflow)."""
+    logits = np.asarray(logits, np.float32)
+    e = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
 
 
 def probabilities_from_view_logits(view_logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -105,11 +122,11 @@ def probabilities_from_view_logits(view_logits: np.ndarray, temperature: float =
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    logits = torch.from_numpy(np.asarray(view_logits, np.float32))
-    return torch.softmax(logits / float(temperature), dim=2).mean(dim=0).numpy().astype(np.float32)
+    logits = np.asarray(view_logits, np.float32) / np.float32(temperature)
+    return softmax(logits, axis=2).mean(axis=0).astype(np.float32)
 
 
-def predict_probabilities(model: nn.Module | Backend, batch: torch.Tensor, tta: bool = True,
+def predict_probabilities(model: Backend, batch: np.ndarray, tta: bool = True,
                           batch_size: int = BATCH_IMAGES,
                           temperature: float = 1.0) -> np.ndarray:
     """(N, 1, S, S) preprocessed faces -> (N, C) float32 softmax probabilities.
@@ -149,16 +166,27 @@ class FacePrediction:
 
 
 class Predictor:
-    """The shared, read-only model plus its preprocessing. Thread-safe for inference.
+    """The shared, read-only classifier plus its preprocessing. Thread-safe for inference.
 
-    Face detectors hold OpenCV state, so they are passed in per call (one per session / thread).
+    Built from the ``.onnx`` beside a checkpoint (:meth:`from_checkpoint`; no torch needed) or from a loaded torch
+    model. Face detectors hold OpenCV state, so they are passed in per call (one per session / thread).
     """
 
-    def __init__(self, model: nn.Module, preprocess: PreprocessConfig, class_names: tuple[str, ...],
-                 meta: dict | None = None, backend: str | None = None):
-        self.model = model.eval()  # the torch module (also what explanations differentiate through)
+    def __init__(self, model, preprocess: PreprocessConfig, class_names: tuple[str, ...],
+                 meta: dict | None = None, backend: str | Backend | None = None, weights: str | Path | None = None,
+                 parameters: int | None = None):
+        """``model``: a loaded torch module, or None when ``backend`` is a ready :class:`~fer_core.backends.Backend`
+        (then :attr:`model` is read from ``weights`` on first use). ``backend``: a backend name (default:
+        FER_BACKEND, else ONNX Runtime) for ``model``, or a backend. ``parameters``: the network's parameter count
+        when known without the torch model."""
+        if model is None and (backend is None or isinstance(backend, str)):
+            raise ValueError("a Predictor without a torch model needs a ready backend")
+        self._model = model.eval() if model is not None else None
         # What runs the forward pass: fer_core.backends (ONNX Runtime by default, FER_BACKEND / ``backend``).
-        self.backend = make_backend(self.model, backend, preprocess.image_size)
+        self.backend = (make_backend(self._model, backend, preprocess.image_size)
+                        if backend is None or isinstance(backend, str) else backend)
+        self.weights = Path(weights) if weights is not None else None
+        self._parameters = parameters
         self.preprocess = preprocess
         self.class_names = tuple(class_names)
         self.meta = meta or {}
@@ -168,27 +196,86 @@ class Predictor:
         self.temperature = float(self.meta.get("temperature", 1.0))
         self.temperature_no_tta = float(self.meta.get("temperature_no_tta", 1.0))
 
+    @property
+    def model(self):
+        """The torch module (training tools, benchmarks, tests), read from the checkpoint on first use when the
+        predictor runs an ONNX file. Needs torch; without it, a CheckpointError says what to install."""
+        if self._model is None:
+            if self.weights is None or self.weights.suffix == ".onnx":
+                raise CheckpointError("this predictor runs an ONNX file alone; there is no torch model to give")
+            import_torch(f"read the checkpoint {self.weights}")
+            from .checkpoint import load_checkpoint
+
+            self._model = load_checkpoint(self.weights)[0]
+        return self._model
+
+    @property
+    def parameters(self) -> int:
+        """Number of parameters of the network (from the ONNX metadata, or counted on the torch model)."""
+        if self._parameters is None:
+            from .model import count_parameters
+
+            self._parameters = count_parameters(self.model)
+        return self._parameters
+
     def temperature_for(self, tta: bool) -> float:
         """The calibrated temperature of the probabilities with (``tta``) or without test-time augmentation."""
         return self.temperature if tta else self.temperature_no_tta
 
     @classmethod
     def from_checkpoint(cls, path: str | Path = DEFAULT_WEIGHTS, backend: str | None = None) -> "Predictor":
+        """The classifier of a checkpoint ``path`` (``.pt``) or of an exported ``.onnx`` file.
+
+        With the ONNX Runtime backend (the default) a ``.pt`` is served through the ``.onnx`` beside it when that
+        was exported from exactly this file (:func:`fer_core.onnx_model.current_onnx`): no torch needed.
+        Otherwise the ``.pt`` is read with torch (and, for ONNX Runtime, exported in memory); without torch that
+        is a CheckpointError that says what to install.
+        """
+        path = Path(path)
+        name = check_backend(backend)
+        if path.suffix == ".onnx":
+            if name != "onnxruntime":
+                raise CheckpointError(f"{path} is an ONNX file: it runs on ONNX Runtime only, not {name}.")
+            return cls.from_onnx(read_onnx_model(path))
+        if not path.is_file():
+            raise CheckpointError(f"Model weights not found at {path}. Train one with `python -m training.train` "
+                                  f"or restore artifacts/model.pt from the repository.")
+        why = ""
+        if name == "onnxruntime":
+            exported, why = current_onnx(path)
+            if exported is not None:
+                return cls.from_onnx(exported, weights=path)
+        import_torch(f"read the checkpoint {path}" + (f" ({why})" if why else ""),
+                     f"or, where torch is installed, write the .onnx beside it: `python -m fer_core.onnx_model {path}`")
+        if why:
+            LOGGER.warning("%s: %s; exporting it in memory", path, why)
+        from .checkpoint import load_checkpoint
+
         model, preprocess, names, meta = load_checkpoint(path)
-        return cls(model, preprocess, names, meta, backend=backend)
+        return cls(model, preprocess, names, meta, backend=name, weights=path)
+
+    @classmethod
+    def from_onnx(cls, exported, weights: str | Path | None = None) -> "Predictor":
+        """The classifier of an :class:`~fer_core.onnx_model.OnnxModel` (or the path of an ``.onnx`` file);
+        ``weights``: the checkpoint it was exported from, read only if :attr:`model` is asked for."""
+        if not hasattr(exported, "onnx_bytes"):
+            exported = read_onnx_model(exported)
+        return cls(None, exported.preprocess, exported.class_names, exported.meta,
+                   backend=OnnxRuntimeBackend(exported.onnx_bytes), weights=weights or exported.path,
+                   parameters=exported.info.get("parameters"))
 
     def classify_crops(self, faces: Sequence[np.ndarray], tta: bool = True) -> np.ndarray:
         """Gray face crops (any size) -> (N, C) probabilities, all in one batch."""
         if len(faces) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
-        return predict_probabilities(self.backend, faces_to_tensor(faces, self.preprocess), tta=tta,
+        return predict_probabilities(self.backend, faces_to_array(faces, self.preprocess), tta=tta,
                                      temperature=self.temperature_for(tta))
 
     def view_logits(self, faces: Sequence[np.ndarray], tta: bool = True) -> np.ndarray:
         """Gray face crops -> (V, N, C) logits of every view (uncalibrated; see :func:`predict_view_logits`)."""
         if len(faces) == 0:
             return np.zeros((TTA_VIEWS if tta else 1, 0, len(self.class_names)), np.float32)
-        return predict_view_logits(self.backend, faces_to_tensor(faces, self.preprocess), tta=tta)
+        return predict_view_logits(self.backend, faces_to_array(faces, self.preprocess), tta=tta)
 
     def classify_faces(self, gray: np.ndarray, faces: Sequence[Face], tta: bool = True,
                        whole_image: bool = False) -> list[FacePrediction]:

@@ -2,7 +2,7 @@
 
     python -m fer_core.predict photo.jpg more_photos/            # one line per face
     python -m fer_core.predict photo.jpg --json                  # machine-readable
-    python -m fer_core.predict photo.jpg --explain heatmaps/     # + one Grad-CAM PNG per face
+    python -m fer_core.predict photo.jpg --explain heatmaps/     # + one heatmap PNG per face
     python -m fer_core.predict photo.jpg --uncertain-below 0.5   # label faces under 50 % "uncertain"
 
 Unreadable files are reported on stderr and skipped; the others still run.
@@ -19,7 +19,7 @@ import cv2
 
 from .alignment import face_crop
 from .calibration import UNCERTAIN_BELOW_HELP, threshold_arg, uncertain_label
-from .checkpoint import DEFAULT_WEIGHTS, CheckpointError
+from .weights import DEFAULT_WEIGHTS, CheckpointError
 from .datasets import IMAGE_SUFFIXES
 from .face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS, make_detector
 from .explain import explain_crop, overlay
@@ -44,7 +44,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="when no face is detected, classify the whole image as one face (pre-cropped faces)")
     p.add_argument("--uncertain-below", type=threshold_arg, default=None, metavar="P", help=UNCERTAIN_BELOW_HELP)
     p.add_argument("--explain", metavar="DIR",
-                   help="write a Grad-CAM heatmap of the predicted class over each face crop, one PNG per face, into "
+                   help="write a heatmap of where the model looked for the predicted class, one PNG per face, into "
                         "DIR (<n>_<file>_face<i>_<label>.png; n numbers the images in the order given)")
     return p
 
@@ -55,11 +55,11 @@ def heatmap_path(folder: Path, n: int, image: Path, face: int, label: str) -> Pa
 
 
 def write_heatmap(predictor: Predictor, gray, prediction, path: Path) -> None:
-    """The face crop the model saw, with the Grad-CAM of its predicted class over it, as a PNG (OSError when it
+    """The face crop the model saw, with the map of where it looked for its predicted class, as a PNG (OSError when it
     cannot be written)."""
     p = predictor.preprocess
     crop = face_crop(gray, prediction.face, p.image_size, p.face_margin)
-    heat = explain_crop(predictor.model, p, crop, classes=[predictor.class_names.index(prediction.label)])[0]
+    heat = explain_crop(predictor.backend, p, crop, classes=[predictor.class_names.index(prediction.label)])[0]
     if not cv2.imwrite(str(path), cv2.cvtColor(overlay(crop, heat, HEATMAP_SIDE), cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {path}")
 

@@ -1,8 +1,8 @@
 """ONE preprocessing definition: face crop -> model input tensor.
 
-Used by training-time evaluation, inference, the app pages and the CLIs alike.
-Training augmentation operates on the output of :func:`faces_to_tensor`; it never
-re-implements it.
+Used by training-time evaluation, inference, the app pages and the CLIs alike: :func:`faces_to_array` (numpy,
+no torch) for inference, :func:`faces_to_tensor` (the same numbers as a torch tensor) for training. Training
+augmentation operates on the output of :func:`faces_to_tensor`; it never re-implements it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import torch
 
 
 @dataclass(frozen=True)
@@ -78,12 +77,26 @@ def resize_face(face: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def faces_to_tensor(faces: Sequence[np.ndarray] | np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> torch.Tensor:
-    """Gray uint8 face crops (any size) -> (B, 1, S, S) float32 tensor, normalised with config.mean/std."""
+def faces_to_array(faces: Sequence[np.ndarray] | np.ndarray,
+                   config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """Gray uint8 face crops (any size) -> (B, 1, S, S) float32 array, normalised with config.mean/std.
+
+    The model input of inference (ONNX Runtime takes numpy arrays); :func:`faces_to_tensor` is the same numbers
+    as a torch tensor, for training.
+    """
     if isinstance(faces, np.ndarray) and faces.ndim == 3 and faces.shape[1:] == (config.image_size,) * 2:
         batch = faces  # already a (B, S, S) stack, e.g. a cached dataset
     else:
         batch = np.stack([resize_face(to_gray(f), config.image_size) for f in faces]) if len(faces) else (
             np.zeros((0, config.image_size, config.image_size), np.uint8))
-    tensor = torch.from_numpy(np.ascontiguousarray(batch)).float().unsqueeze(1).div_(255.0)
-    return tensor.sub_(config.mean).div_(config.std)
+    array = np.asarray(batch, dtype=np.float32)[:, None] / np.float32(255.0)
+    array -= np.float32(config.mean)
+    array /= np.float32(config.std)
+    return array
+
+
+def faces_to_tensor(faces: Sequence[np.ndarray] | np.ndarray, config: PreprocessConfig = PreprocessConfig()):
+    """Gray uint8 face crops (any size) -> (B, 1, S, S) float32 torch tensor: :func:`faces_to_array` (needs torch)."""
+    import torch  # training only: the app and the command-line inference run without torch
+
+    return torch.from_numpy(faces_to_array(faces, config))

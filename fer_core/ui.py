@@ -17,7 +17,7 @@ from pathlib import Path
 import streamlit as st
 
 from .artifacts import ARTIFACTS_ENV, WEIGHTS_NAME, artifact_path
-from .checkpoint import CheckpointError
+from .weights import CheckpointError
 from .face_detection import DEFAULT_DETECTOR, DETECTORS, FaceDetector, make_detector
 from .inference import Predictor
 

@@ -14,7 +14,7 @@ from fer_core.ui import detector_choice, require_predictor, session_detector, un
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 FACE_CELL_WIDTH = 280  # pixels: one face's thumbnail, label and bars; as many per row as the window holds
-HEATMAP_SIDE = 144  # pixels: the 48x48 face crop with its Grad-CAM, enlarged 3x
+HEATMAP_SIDE = 144  # pixels: the 48x48 face crop with its heatmap, enlarged 3x
 MAX_IMAGE_WIDTH = 720  # pixels: a large photo is shown at most this wide (its faces are in the grid below it)
 
 run_through_app()
@@ -36,9 +36,9 @@ with st.sidebar:
     detector_name = detector_choice()
     uncertain_below = uncertainty_choice("upload_uncertain")
     explain = st.toggle("Show where the model looked", value=False, key="explain",
-                        help="Grad-CAM: a heatmap over the face as the model saw it (aligned, 48x48) of what raised "
-                             "the score of an expression, red most. It shows the predicted expression; pick another "
-                             "under each face.")
+                        help="A heatmap over the face as the model saw it (aligned, 48x48): red where hiding the "
+                             "face lowers the expression's probability most. It shows the predicted expression; pick "
+                             "another under each face.")
 
 uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, TIFF, GIF)", type=IMAGE_TYPES, accept_multiple_files=True,
                            key="uploads")
@@ -107,18 +107,18 @@ st.markdown(f"**{len(results)} file(s), {n_faces} face(s)**"
 
 
 def heatmaps(up, r: ImageResult, i: int):
-    """(C, S, S) Grad-CAM maps of face ``i`` (1-based) of a file's result, one per class; computed once per session
+    """(C, S, S) occlusion maps of face ``i`` (1-based) of a file's result, one per class; computed once per session
     and result (like the results, they are dropped with their file)."""
     store = heatmap_store
     # What the crops depend on (not TTA or the confidence policy, which change only the probabilities and labels)
     key = (up.file_id, min_face, detector_name, whole_image_wanted(up), id(predictor), i)
     if key not in store:
-        store[key] = explain_crop(predictor.model, predictor.preprocess, r.crops[i - 1])
+        store[key] = explain_crop(predictor.backend, predictor.preprocess, r.crops[i - 1])
     return store[key]
 
 
 def show_explanation(up, r: ImageResult, i: int) -> None:
-    """The face crop the model saw with the Grad-CAM of a chosen class (the predicted one first)."""
+    """The face crop the model saw with the occlusion map of a chosen class (the predicted one first)."""
     face = r.faces[i - 1]
     names = list(predictor.class_names)
     target = st.selectbox("Explain", names, index=names.index(face.label), key=f"explain_{up.file_id}_{i}",
@@ -129,7 +129,7 @@ def show_explanation(up, r: ImageResult, i: int) -> None:
 
 def show_faces(up, r: ImageResult) -> None:
     """The faces of one image, left to right, in a grid that wraps to the window's width: per face a thumbnail,
-    its label (or "uncertain") and its probability bars, and with ``explain`` its Grad-CAM heatmap."""
+    its label (or "uncertain") and its probability bars, and with ``explain`` its occlusion heatmap."""
     with st.container(horizontal=True):
         for i, (face, thumb, label) in enumerate(zip(r.faces, r.thumbnails, r.labels()), start=1):
             x, y, w, h = face.box

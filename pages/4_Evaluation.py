@@ -15,7 +15,7 @@ from fer_core.navigation import PAGE_ICON, run_through_app
 
 GALLERY_SIZE = 24
 GALLERY_WIDTH = 110  # pixels of each image in the drill-down
-EXPLAIN_SIDE = 96  # pixels of each Grad-CAM picture in the drill-down (a 48x48 crop enlarged 2x)
+EXPLAIN_SIDE = 96  # pixels of each heatmap picture in the drill-down (a 48x48 crop enlarged 2x)
 SERVER_FOLDERS_ENV = "FER_ALLOW_SERVER_FOLDERS"  # "1": visitors may evaluate folders on the server (docs/pages.md)
 FOLDER_PLACEHOLDER = "e.g. /data/my_faces"
 
@@ -115,7 +115,7 @@ def folder_error(e: Exception) -> str:
 
 
 def explanation_pair(rec: dict, summary: dict, zip_data: bytes | None) -> np.ndarray:
-    """(EXPLAIN_SIDE, 2 * EXPLAIN_SIDE + 4, 3) uint8: the face as the model saw it with the Grad-CAM of its true
+    """(EXPLAIN_SIDE, 2 * EXPLAIN_SIDE + 4, 3) uint8: the face as the model saw it with the occlusion map of its true
     class (left) and of its predicted class (right); kept for the session."""
     store = st.session_state.setdefault("_explanations", {})
     key = (rec["path"], rec["true"], rec["predicted"], weights_version())  # cleared with each new own-data run
@@ -124,7 +124,7 @@ def explanation_pair(rec: dict, summary: dict, zip_data: bytes | None) -> np.nda
         names = list(predictor.class_names)
         crop = record_face_crop(rec, zip_data, predictor.preprocess.image_size, predictor.preprocess.face_margin,
                                 align=summary.get("aligned") is not False)
-        maps = explain_crop(predictor.model, predictor.preprocess, crop,
+        maps = explain_crop(predictor.backend, predictor.preprocess, crop,
                             classes=[names.index(rec["true"]), names.index(rec["predicted"])])
         gap = np.full((EXPLAIN_SIDE, 4, 3), 255, np.uint8)
         store[key] = np.hstack([overlay(crop, maps[0], EXPLAIN_SIDE), gap, overlay(crop, maps[1], EXPLAIN_SIDE)])
@@ -149,8 +149,8 @@ def show_gallery(summary: dict, records: list[dict], key: str, zip_data: bytes |
     chosen = cell_records(records, true, pred)
     explain = pred != NO_FACE and st.toggle(
         "Show where the model looked: true class | predicted class", value=False, key=f"{key}_explain",
-        help="Grad-CAM heatmaps over each face as the model saw it (aligned, 48x48): on the left what raised the "
-             "score of the true class, on the right of the predicted class; red most.")
+        help="Heatmaps over each face as the model saw it (aligned, 48x48): red where hiding the face lowers the "
+             "probability most, of the true class on the left, of the predicted class on the right.")
     st.caption(f"{len(chosen)} image(s) of true class **{true}** predicted as **{pred}**"
                + (f"; showing the {GALLERY_SIZE} most confident" if len(chosen) > GALLERY_SIZE else ""))
     n_cols = 3 if explain else 6

@@ -33,12 +33,15 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 
 @pytest.fixture(autouse=True)
 def _restore_torch_threads():
-    """The live processor sets torch's thread count for the thread that calls it (one, by design); tests
-    that call it on the main thread must not leave every later test on one core."""
+    """The live processor sets the classifier's thread count (fer_core.backends, and torch's) for the thread that
+    calls it (one, by design); tests that call it on the main thread must not leave every later test on one core."""
     import torch
 
-    threads = torch.get_num_threads()
+    from fer_core.backends import intra_op_threads, set_intra_op_threads
+
+    threads, classifier_threads = torch.get_num_threads(), intra_op_threads()
     yield
+    set_intra_op_threads(classifier_threads)
     torch.set_num_threads(threads)
 
 

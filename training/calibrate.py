@@ -1,6 +1,6 @@
 """Fit the temperature of a checkpoint on FER2013 validation, report calibration, and ship the temperature.
 
-    python -m training.calibrate --write          # fit, report, write T into artifacts/model.pt + model card
+    python -m training.calibrate --write          # fit, report, write T into artifacts/model.pt (+ .onnx) + model card
 
 One scalar T divides the logits of every test-time view before its softmax (the app's probabilities are the
 mean of the views' softmaxes: :func:`fer_core.inference.probabilities_from_view_logits`). T is fitted by
@@ -38,6 +38,7 @@ from fer_core.checkpoint import DEFAULT_WEIGHTS, load_checkpoint, save_checkpoin
 from fer_core.datasets import FER_IMAGES, list_labelled_folder, split_by_person
 from fer_core.evaluation import evaluate_files
 from fer_core.inference import Predictor, probabilities_from_view_logits
+from fer_core.onnx_model import write_onnx_beside
 
 from .outputs import require_writable_file
 
@@ -176,7 +177,7 @@ def write_temperature(weights: Path, report: dict) -> None:
                                   "nll_before": held[mode]["before"]["nll"], "nll_after": held[mode]["after"]["nll"]}
                            for mode in ("tta", "no_tta")}}
     save_checkpoint(weights, model, preprocess, {**meta, **temperatures, "calibration": summary}, names)
-    print(f"wrote temperatures {temperatures} into {weights}")
+    print(f"wrote temperatures {temperatures} into {weights} and {write_onnx_beside(weights)}")
     card_path = weights.parent / MODEL_CARD_NAME
     if card_path.is_file():
         card = json.loads(card_path.read_text())

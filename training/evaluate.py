@@ -16,11 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
-from fer_core.backends import BACKEND_HELP, BACKENDS
-from fer_core.checkpoint import DEFAULT_WEIGHTS, CheckpointError
+from fer_core.backends import BACKEND_HELP, BACKENDS, intra_op_threads
+from fer_core.weights import DEFAULT_WEIGHTS, CheckpointError
 from fer_core.datasets import PERSON_SPLITS, describe_skipped, list_labelled_folder, split_by_person
 from fer_core.evaluation import evaluate_files
 from fer_core.face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
@@ -96,7 +95,7 @@ def main(args: argparse.Namespace) -> dict:
         print(f"calibration at T = {s['temperature']:.3f}: ECE {s['ece']:.4f}  NLL {s['nll']:.4f}  "
               f"(at T = 1: ECE {s['uncalibrated']['ece']:.4f}  NLL {s['uncalibrated']['nll']:.4f})")
     print(f"{seconds:.1f} s for {s['n_images']} images ({s['n_images'] / max(seconds, 1e-9):.1f} images/s; "
-          f"classifier backend {predictor.backend.name}, {torch.get_num_threads()} threads)")
+          f"classifier backend {predictor.backend.name}, {intra_op_threads()} threads)")
     if args.json_out:
         out = Path(args.json_out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,11 @@
-"""Write the README's example explanations: Grad-CAM heatmaps on a public-domain face photo.
+"""Write the example explanations of docs/explanations.md: heatmaps on a public-domain face photo.
 
     python -m training.explain_examples --out docs/
 
 The photo is NASA's portrait of astronaut Eileen Collins (public domain, shipped inside scikit-image as
 ``skimage.data.astronaut()``), so the PNGs may be committed (FER2013 and CFEE images may not). Each PNG shows the
-face crop the model classifies (detected, aligned, 48x48) and beside it the Grad-CAM of one class; the printed
+face crop the model classifies (detected, aligned, 48x48) and beside it the map of one class (where hiding the
+face lowers that class's probability most, :mod:`fer_core.explain`); the printed
 lines give each class's probability and where the heatmap's weight lies.
 """
 
@@ -17,25 +18,23 @@ import cv2
 import numpy as np
 
 from fer_core.alignment import face_crop
-from fer_core.checkpoint import DEFAULT_WEIGHTS
-from fer_core.explain import DEFAULT_STAGE, STAGES, explain_crop, overlay
+from fer_core.explain import explain_crop, overlay
 from fer_core.face_detection import make_detector
 from fer_core.images import rotate_image
 from fer_core.inference import Predictor
 from fer_core.preprocessing import to_gray
+from fer_core.weights import DEFAULT_WEIGHTS
 
 SIDE = 144  # pixels of each half of a PNG (the 48x48 crop enlarged 3x)
 # (file name, roll of the photo in degrees, class to explain or None for the predicted one)
-EXAMPLES = (("gradcam_happy.png", 0.0, None), ("gradcam_surprise.png", 0.0, "surprise"),
-            ("gradcam_rolled_30.png", 30.0, None))
+EXAMPLES = (("explain_happy.png", 0.0, None), ("explain_surprise.png", 0.0, "surprise"),
+            ("explain_rolled_30.png", 30.0, None))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint (default: %(default)s)")
     p.add_argument("--out", default="docs", help="folder for the PNGs (default: %(default)s)")
-    p.add_argument("--stage", choices=STAGES, default=DEFAULT_STAGE,
-                   help="the network stage Grad-CAM explains (default: %(default)s; exit_flow for comparison)")
     return p
 
 
@@ -53,15 +52,14 @@ def main(args: argparse.Namespace) -> None:
         crop = face_crop(gray, face, predictor.preprocess.image_size, predictor.preprocess.face_margin)
         probs = predictor.classify_crops([crop])[0]
         target = target or names[int(np.argmax(probs))]
-        heat = explain_crop(predictor.model, predictor.preprocess, crop, classes=[names.index(target)],
-                            stage=args.stage)[0]
+        heat = explain_crop(predictor.backend, predictor.preprocess, crop, classes=[names.index(target)])[0]
         face_rgb = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB), (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)
         picture = np.hstack([face_rgb, np.full((SIDE, 4, 3), 255, np.uint8), overlay(crop, heat, SIDE)])
         cv2.imwrite(str(out / file_name), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
         weight = heat / max(float(heat.sum()), 1e-12)
         row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
         print(f"{out / file_name}: photo rolled {roll:+.0f} deg, predicted {names[int(np.argmax(probs))]} "
-              f"({probs.max():.0%}), explained {target} ({probs[names.index(target)]:.0%}); Grad-CAM ({args.stage}) "
+              f"({probs.max():.0%}), explained {target} ({probs[names.index(target)]:.0%}); map "
               f"weight in rows 0-15 (eyes, brows, forehead) {weight[:16].sum():.0%}, rows 16-31 (nose, cheeks) "
               f"{weight[16:32].sum():.0%}, rows 32-47 (mouth, chin) {weight[32:].sum():.0%}; peak at x={col}, y={row}")
 

@@ -34,6 +34,7 @@ from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 from fer_core.datasets import (FER_IMAGES, FaceArrays, describe_skipped, detect_face_arrays, list_labelled_folder,
                                load_split, split_by_person)
 from fer_core.inference import predict_probabilities
+from fer_core.onnx_model import write_onnx_beside
 from fer_core.labels import EMOTIONS
 from fer_core.metrics import classification_summary
 from fer_core.model import VARIANTS, build_model, count_macs, count_parameters
@@ -169,6 +170,7 @@ def ship(path: Path, model, preprocess: PreprocessConfig, args: argparse.Namespa
         trained_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         save_checkpoint(path, model, preprocess,
                         meta={"epoch": epoch, "variant": args.variant, "seed": args.seed, "trained_at": trained_at})
+        write_onnx_beside(path)  # the app's copy (ONNX Runtime, no torch): model.pt -> model.onnx
     return {"epoch": epoch, "val_acc": summary["accuracy"], "val_macro_f1": summary["macro_f1"],
             "per_class_recall": {k: v["recall"] for k, v in summary["per_class"].items()}}
 
