@@ -102,6 +102,10 @@ def show_loaded_model(predictor: Predictor) -> None:
         details.append(f"selected epoch: {info['selected_epoch']}")
     if info["validation_split"]:
         details.append(f"validation numbers: {info['validation_split']} (from the {source})")
+    if photos is not None:
+        details.append(f"whole photos accuracy: {photos.get('split') or 'whole photos'}, "
+                       f"{photos['n_faces_found']} of {photos['n_images']} faces found by "
+                       f"{photos.get('detector') or 'the detector'} (from artifacts/{WHOLE_PHOTO_EVAL})")
     if info["macs_per_face"]:
         details.append(f"{info['macs_per_face'] / 1e6:.0f} M multiply-adds per face")
     details.append(f"runs on {'ONNX Runtime' if predictor.backend.name == 'onnxruntime' else 'PyTorch'} "

@@ -45,19 +45,24 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], labels: Sequence[st
     """Heatmap of a confusion matrix (rows = true class, columns = predicted class).
 
     With ``normalize`` each row is divided by its sum, so the diagonal reads as per-class recall; the
-    counts stay visible in the hover text either way.
+    counts stay visible in the hover text either way. Each cell also holds an invisible marker (the second trace,
+    x = predicted, y = true), which is what a click selects: Plotly selects points, not heatmap cells.
     """
     labels = list(labels)
     counts = [[int(v) for v in row] for row in matrix]
     z = normalize_rows(counts) if normalize else counts
     text = [[f"{v:.0%}" if normalize else f"{v:d}" for v in row] for row in z]
     fig = go.Figure(go.Heatmap(
-        z=z, x=labels, y=labels, text=text, texttemplate="%{text}", customdata=counts,
+        z=z, x=labels, y=labels, text=text, texttemplate="%{text}", hoverinfo="skip",
         colorscale="Blues", zmin=0, zmax=1 if normalize else None,
-        colorbar=dict(title="share of row" if normalize else "images", tickformat=".0%" if normalize else None),
-        hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata} images" +
-                      ("<br>%{z:.1%} of the true class" if normalize else "") + "<extra></extra>"))
-    fig.update_layout(title=title, height=480, margin=_MARGIN,
+        colorbar=dict(title="share of row" if normalize else "images", tickformat=".0%" if normalize else None)))
+    cells = [(t, p, counts[i][j], z[i][j]) for i, t in enumerate(labels) for j, p in enumerate(labels)]
+    fig.add_trace(go.Scatter(
+        x=[c[1] for c in cells], y=[c[0] for c in cells], customdata=[[c[2], c[3]] for c in cells],
+        mode="markers", marker=dict(symbol="square", size=36, opacity=0), showlegend=False,
+        hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata[0]} images" +
+                      ("<br>%{customdata[1]:.1%} of the true class" if normalize else "") + "<extra></extra>"))
+    fig.update_layout(title=title, height=480, margin=_MARGIN, hoverdistance=-1, clickmode="event+select",
                       xaxis=dict(title="predicted", side="bottom", type="category"),
                       yaxis=dict(title="true", autorange="reversed", type="category"))
     return fig

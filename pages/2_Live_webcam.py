@@ -21,6 +21,21 @@ from fer_core.ui import detector_choice, require_predictor, uncertainty_choice
 RTC_ENV = "FER_RTC_CONFIGURATION"  # JSON {"iceServers": [...]} for remote deployments (docs/pages.md)
 RTC_SECRET = "rtc_configuration"  # same, as a [rtc_configuration] table in .streamlit/secrets.toml
 TEXT_REFRESH_S = 0.25
+# The WebRTC component's own messages about the camera, in this app's words (its device dialog).
+CAMERA_TEXTS = {
+    "media_api_not_available": "This browser gives this page no camera: open the app at a https:// or localhost "
+                               "address, in a current browser.",
+    "device_ask_permission": "Allow this page to use your camera in the browser's prompt.",
+    "device_not_available": "No camera found: connect a webcam, or close the program that is using it, and press "
+                            "START again",
+    "device_access_denied": "The camera is blocked for this page: allow it (camera icon in the address bar) and "
+                            "press START again",
+}
+NO_CAMERA_HELP = ("**No camera?** A red *NotFoundError* or *NotReadableError* above the video means that this "
+                  "browser found no webcam it can use: connect one, or close the program that is using it, and "
+                  "press START again. *NotAllowedError* means that the camera is blocked for this page: allow it "
+                  "(camera icon in the address bar) and press START again. Without a camera, the **Video files** "
+                  "and **Upload images** pages analyse recordings and photos.")
 CHART_REFRESH_S = 1.0
 TIMELINE_S = 30.0
 
@@ -116,7 +131,10 @@ with video_col:
         media_stream_constraints={"video": {"width": {"ideal": 640}, "height": {"ideal": 480}}, "audio": False},
         video_processor_factory=make_processor,
         async_processing=True,  # frames that arrive while one is processed are dropped, never queued
+        translations=CAMERA_TEXTS,
     )
+    if not ctx.state.playing:
+        st.caption(NO_CAMERA_HELP)
     st.caption("Model without test-time augmentation for live speed (toggle under Speed)." if not tta else
                "Test-time augmentation is on: about twice the model time per frame.")
 if ctx.video_processor is not None:

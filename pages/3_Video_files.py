@@ -98,8 +98,8 @@ state = st.session_state.get("video_run")
 if state is not None and state["file_id"] != uploaded.file_id:
     state = st.session_state["video_run"] = None  # another file: the old results no longer apply
 
-start_col, stop_col = st.columns([1, 4])
-start = start_col.button("Analyse video", type="primary", icon=":material/play_arrow:")
+buttons = st.container(horizontal=True)  # each button as wide as its label, whatever the window's width
+start = buttons.button("Analyse video", type="primary", icon=":material/play_arrow:", width="content")
 if start:
     if state is not None and state.get("video"):
         Path(state["video"]).unlink(missing_ok=True)
@@ -108,7 +108,7 @@ if start:
     analysis = start_analysis(info, fps, settings)
     state = st.session_state["video_run"] = {"file_id": uploaded.file_id, "key": key, "analysis": analysis,
                                              "video": str(video_path) if video_path else None}
-    stop_col.button("Stop", icon=":material/stop:", help="Stop here and keep what was analysed so far.")
+    buttons.button("Stop", icon=":material/stop:", help="Stop here and keep what was analysed so far.", width="content")
     bar = st.progress(0.0, text="Starting...")
 
     def show_progress(p: Progress) -> None:

@@ -143,9 +143,14 @@ def show_gallery(summary: dict, records: list[dict], key: str, zip_data: bytes |
     labels = list(summary["labels"])
     default_true, default_pred = most_confused(summary["confusion_matrix"], labels)
     options = labels + ([NO_FACE] if any(r.get("predicted") is None for r in records) else [])
+    # Defaults through the session state, which a click on a confusion-matrix cell sets too (open_cell).
+    if st.session_state.get(f"{key}_true") not in labels:
+        st.session_state[f"{key}_true"] = default_true
+    if st.session_state.get(f"{key}_pred") not in options:
+        st.session_state[f"{key}_pred"] = default_pred
     c1, c2 = st.columns(2)
-    true = c1.selectbox("True class", labels, index=labels.index(default_true), key=f"{key}_true")
-    pred = c2.selectbox("Predicted class", options, index=options.index(default_pred), key=f"{key}_pred")
+    true = c1.selectbox("True class", labels, key=f"{key}_true")
+    pred = c2.selectbox("Predicted class", options, key=f"{key}_pred")
     chosen = cell_records(records, true, pred)
     explain = pred != NO_FACE and st.toggle(
         "Show where the model looked: true class | predicted class", value=False, key=f"{key}_explain",
@@ -177,18 +182,33 @@ def show_gallery(summary: dict, records: list[dict], key: str, zip_data: bytes |
                                        for r in chosen[:GALLERY_SIZE]]), hide_index=True)
 
 
+def open_cell(chart_key: str, gallery_key: str) -> None:
+    """on_select of a confusion matrix: the clicked cell (x = predicted, y = true) becomes the drill-down's."""
+    points = st.session_state[chart_key]["selection"]["points"]
+    if points:
+        st.session_state[f"{gallery_key}_true"] = points[0]["y"]
+        st.session_state[f"{gallery_key}_pred"] = points[0]["x"]
+
+
 def show_results(summary: dict, key: str, records: list[dict] | None = None, zip_data: bytes | None = None,
-                 headline: bool = True) -> None:
+                 headline: bool = True, gallery_key: str | None = None) -> None:
     """Headline numbers (unless already shown), confusion matrix, classification report, per-class F1 and (with
-    records) the drill-down."""
+    records) the drill-down. A click on a cell of the matrix opens that cell in the drill-down of ``gallery_key``
+    (``key`` when there are records)."""
     labels = list(summary["labels"])
     if headline:
         show_headline(summary)
     mode = st.radio("Confusion matrix", ["Counts", "Row-normalised"], horizontal=True, key=f"{key}_cm_mode",
                     help="Row-normalised: each row (true class) sums to 100%, so the diagonal is the recall.")
-    st.plotly_chart(confusion_matrix_figure(summary["confusion_matrix"], labels, normalize=mode == "Row-normalised",
-                                            title="Confusion matrix (rows: true class, columns: predicted)"),
-                    key=f"{key}_cm")
+    figure = confusion_matrix_figure(summary["confusion_matrix"], labels, normalize=mode == "Row-normalised",
+                                     title="Confusion matrix (rows: true class, columns: predicted)")
+    gallery_key = gallery_key or (key if records else None)
+    if gallery_key is None:
+        st.plotly_chart(figure, key=f"{key}_cm")
+    else:
+        st.plotly_chart(figure, key=f"{key}_cm", on_select=lambda: open_cell(f"{key}_cm", gallery_key),
+                        selection_mode="points")
+        st.caption("Click a cell to see its images under **Browse the mistakes**.")
     # Side by side when there is room; the chart wraps below the table on a narrow window, so that the table keeps
     # all its columns (support included).
     with st.container(horizontal=True, gap="large"):
@@ -237,7 +257,13 @@ def show_calibration(summary: dict, key: str) -> None:
 
 # ---- shipped results (the headline is on screen already) -----------------------------------------
 if shipped is not None:
-    show_results(shipped, "shipped", headline=False)
+    # Re-evaluating the validation folder takes a while: its result is shared by all sessions of this process
+    # and kept while the same weights are served.
+    store = shared_results()
+    rerun_key = (str(LOCAL_VALIDATION_DIR), bool(shipped.get("tta", True)), bool(shipped.get("detect_faces", False)),
+                 weights_version())
+    rerun = store["shipped_rerun"][1] if store.get("shipped_rerun", (None,))[0] == rerun_key else None
+    show_results(shipped, "shipped", headline=False, gallery_key="shipped_rerun" if rerun is not None else None)
     report = load_artifact(read_calibration_report, "No calibration report yet (`artifacts/calibration.json`). "
                            f"Create it with:\n\n`{CALIBRATE_COMMAND}`")
     if report is not None:
@@ -248,12 +274,6 @@ if shipped is not None:
         st.caption(f"`{report.get('command', CALIBRATE_COMMAND)}`; " + "; ".join(
             f"`{name}`: {split['description']}" for name, split in report["splits"].items()))
     st.subheader("Browse the mistakes")
-    # Re-evaluating the validation folder takes a while: its result is shared by all sessions of this process
-    # and kept while the same weights are served.
-    store = shared_results()
-    rerun_key = (str(LOCAL_VALIDATION_DIR), bool(shipped.get("tta", True)), bool(shipped.get("detect_faces", False)),
-                 weights_version())
-    rerun = store["shipped_rerun"][1] if store.get("shipped_rerun", (None,))[0] == rerun_key else None
     if rerun is not None:
         st.caption(f"Images below come from a fresh evaluation of the loaded model on `{LOCAL_VALIDATION_DIR}` "
                    f"({rerun.summary['n_images']:,} images, accuracy {rerun.summary['accuracy']:.1%}); the numbers can "
@@ -288,13 +308,14 @@ st.header("Evaluate on your own data")
 st.markdown("A labelled set is a folder (or a zip of one) with one sub-folder per expression, named after it "
             "(`angry`, `disgust`, `fear`, `happy`, `sad`, `surprise`, `neutral`; `anger`, `happiness`, ... work too), "
             "holding the images: `<class>/<image>`.")
-c1, c2, c3 = st.columns(3)
-detect = c1.checkbox("Images are whole photos: detect faces", value=False, key="own_detect",
-                     help="Off: every image is already a face crop (as in FER2013).")
-own_tta = c2.toggle("Test-time augmentation", value=True, key="own_tta",
-                    help="Average six views of each face (mirrored, zoomed in and out).")
-own_min_face = c3.slider("Minimum face size (pixels)", 20, 300, 20, step=10, key="own_min_face", disabled=not detect)
+with st.container(horizontal=True, gap="large"):  # wraps onto a second row on a narrow window, never cuts a label
+    detect = st.checkbox("Images are whole photos: detect faces", value=False, key="own_detect", width="content",
+                         help="Off: every image is already a face crop (as in FER2013).")
+    own_tta = st.toggle("Test-time augmentation", value=True, key="own_tta", width="content",
+                        help="Average six views of each face (mirrored, zoomed in and out).")
+c1, c2 = st.columns(2)
 own_detector = detector_choice("own_detector", c1) if detect else DEFAULT_DETECTOR
+own_min_face = c2.slider("Minimum face size (pixels)", 20, 300, 20, step=10, key="own_min_face", disabled=not detect)
 options = dict(detect_faces=detect, tta=own_tta, min_face_size=own_min_face, detector=own_detector)
 
 zip_tab, folder_tab = st.tabs(["Upload a zip", "Folder on the server"])

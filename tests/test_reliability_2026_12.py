@@ -1,7 +1,8 @@
 """Regression tests for the defects D1..D12 and the observations of the 2026-12-03 reliability audit: a damaged
 later TIFF page, thin images on the pages, unvalidated temperatures, BatchNorm statistics and weight types, corrupt
 or size-lying zip members, unusable --explain folders, training data faults, annotated videos kept forever, face
-numbering, the video summary's wording, and unclear messages.
+numbering, the video summary's wording, and unclear messages; and what the home page says about its whole-photo
+accuracy.
 
 Every bad input is built here (Pillow, torch.save, raw bytes); nothing comes from ../shared.
 """
@@ -425,3 +426,15 @@ def test_o6_negative_bmp_width_is_damaged_not_too_large():
     with pytest.raises(ImageLoadError) as exc:
         load_image(bytes(d))
     assert "too large" not in str(exc.value)
+
+
+# ---- what a newcomer hit (the browser side is in test_browser_newcomer.py) ------------------------------------
+
+def test_home_says_what_the_whole_photos_accuracy_was_measured_on(shipped_artifacts):
+    photos = json.loads((shipped_artifacts / "eval_cfee_test.json").read_text())
+    at = open_page("app.py")
+    assert not at.exception, texts(at.exception)
+    assert next(m for m in at.metric if m.label == "Whole photos accuracy").value == f"{photos['accuracy']:.1%}"
+    shown = texts(at.caption)
+    assert f"whole photos accuracy: {photos['split']}" in shown  # on the page, not only in a tooltip
+    assert f"{photos['n_faces_found']} of {photos['n_images']} faces found" in shown
