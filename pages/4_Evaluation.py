@@ -102,16 +102,14 @@ def server_folders_allowed() -> bool:
 
 
 def folder_error(e: Exception) -> str:
-    """What went wrong with a folder typed by a visitor, without revealing the server's files: the same text for
-    a missing path, a file and an unreadable folder, and no names of what the folder holds."""
+    """What went wrong with a folder typed by a visitor, without revealing the server's files: one text for a
+    missing path, a file, an unreadable folder, a folder of other things and an empty one (a visitor cannot tell
+    which paths exist), and no names of what the folder holds."""
     if isinstance(e, CheckpointError):
         return str(e)
-    if isinstance(e, UnknownClassError):
-        return ("Its sub-folders must all be named after an expression (" + ", ".join(EMOTIONS) +
-                "; aliases such as `happiness` work too); it has others.")
-    if isinstance(e, OSError):
-        return "Not a readable folder on the server (it does not exist, is not a folder, or cannot be read)."
-    return "No labelled images in it: expected `<folder>/<class>/<image>` with expression-named sub-folders."
+    return ("Not a readable folder of labelled images on the server: it must exist and hold `<class>/<image>`, with "
+            "every sub-folder named after an expression (" + ", ".join(EMOTIONS) + "; aliases such as `happiness` "
+            "work too).")
 
 
 def explanation_pair(rec: dict, summary: dict, zip_data: bytes | None) -> np.ndarray:

@@ -418,6 +418,23 @@ def test_o4_evaluate_summary_counts_the_unreadable_images(tmp_path, capsys):
     assert "1 unreadable" in out
 
 
+def test_o2_server_folder_errors_do_not_tell_what_exists(shipped_artifacts, tmp_path, monkeypatch):
+    """With server folders turned on, a visitor cannot tell a missing path from a file, a folder of other things or
+    an empty folder by the error."""
+    monkeypatch.setenv("FER_ALLOW_SERVER_FOLDERS", "1")
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "other" / "scans").mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    at = open_page("pages/4_Evaluation.py")
+    errors = set()
+    for path in (tmp_path / "missing", tmp_path / "a_file", tmp_path / "other", tmp_path / "empty"):
+        at.text_input(key="own_folder").input(str(path)).run()
+        at.button(key="own_folder_go").click().run()
+        assert not at.exception, texts(at.exception)
+        errors.add(texts(at.error).replace(str(path), "<path>"))
+    assert len(errors) == 1, errors
+
+
 def test_o6_negative_bmp_width_is_damaged_not_too_large():
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), "gray").save(buf, "BMP")
