@@ -30,15 +30,14 @@ from streamlit.testing.v1 import AppTest
 
 from fer_core.archive import ArchiveError, evaluate_zip, extracted_labelled_zip, read_member
 from fer_core.artifacts import ARTIFACTS_ENV
-from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fer_core.checkpoint import CheckpointError, load_checkpoint
 from fer_core.face_detection import Face, make_detector
 from fer_core.images import ImageLoadError, load_image
 from fer_core.labels import EMOTIONS
-from fer_core.model import VARIANTS, Xception
-from fer_core.preprocessing import PreprocessConfig
 from fer_core.results import analyse_image, frame_count
 
 from helpers import jpeg_bytes, make_kaggle_tree, make_zip, synthetic_face
+from test_reliability import good_payload  # noqa: F401 - the fixture: a tiny model's checkpoint, as loaded
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 180  # seconds per AppTest script run; the test machine can be slow
@@ -134,14 +133,6 @@ def test_d3_wide_image_in_an_evaluation_zip_is_shown_in_the_gallery(shipped_arti
 
 
 # ---- D4 / D5 / D11: checkpoint fields that give nonsense or a traceback ---------------------------------
-
-@pytest.fixture(scope="module")
-def good_payload(tmp_path_factory) -> dict:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "good.pt"
-    save_checkpoint(path, Xception(VARIANTS["tiny"]).eval(), PreprocessConfig(), meta={"epoch": 1})
-    return torch.load(path, weights_only=True)
-
 
 def _tensor_changed(payload: dict, suffix: str, change) -> dict:
     model = {k: v.clone() for k, v in payload["model"].items()}
