@@ -8,7 +8,7 @@ import streamlit as st
 
 from fer_core.artifacts import (EVAL_COMMAND, ArtifactError, artifact_path, format_timestamp, model_overview,
                                 read_eval_summary, read_model_card)
-from fer_core.checkpoint import CheckpointError
+from fer_core.weights import CheckpointError
 from fer_core.inference import Predictor
 from fer_core.navigation import PAGE_ICON
 from fer_core.ui import get_predictor, weights_path

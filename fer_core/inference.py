@@ -19,7 +19,7 @@ from .alignment import face_crop
 from .backends import Backend, OnnxRuntimeBackend, as_backend, check_backend, make_backend
 from .face_detection import Face, FaceDetector, make_detector
 from .images import load_image
-from .onnx_model import current_onnx, read_onnx_model
+from .onnx_model import current_onnx, onnx_path_for, read_onnx_model
 from .preprocessing import PreprocessConfig, faces_to_array, to_gray
 from .weights import DEFAULT_WEIGHTS, CheckpointError, import_torch
 
@@ -227,9 +227,9 @@ class Predictor:
         """The classifier of a checkpoint ``path`` (``.pt``) or of an exported ``.onnx`` file.
 
         With the ONNX Runtime backend (the default) a ``.pt`` is served through the ``.onnx`` beside it when that
-        was exported from exactly this file (:func:`fer_core.onnx_model.current_onnx`): no torch needed.
-        Otherwise the ``.pt`` is read with torch (and, for ONNX Runtime, exported in memory); without torch that
-        is a CheckpointError that says what to install.
+        was exported from exactly this file (:func:`fer_core.onnx_model.current_onnx`), or alone when there is no
+        ``.pt``: no torch needed. Otherwise the ``.pt`` is read with torch (and, for ONNX Runtime, exported in
+        memory); without torch that is a CheckpointError that says what to install.
         """
         path = Path(path)
         name = check_backend(backend)
@@ -238,6 +238,8 @@ class Predictor:
                 raise CheckpointError(f"{path} is an ONNX file: it runs on ONNX Runtime only, not {name}.")
             return cls.from_onnx(read_onnx_model(path))
         if not path.is_file():
+            if name == "onnxruntime" and onnx_path_for(path).is_file():  # an install that ships the .onnx alone
+                return cls.from_onnx(onnx_path_for(path))
             raise CheckpointError(f"Model weights not found at {path}. Train one with `python -m training.train` "
                                   f"or restore artifacts/model.pt from the repository.")
         why = ""

@@ -280,7 +280,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .checkpoint import DEFAULT_WEIGHTS, CheckpointError
+    from .weights import DEFAULT_WEIGHTS, CheckpointError
     from .video_summary import summarise
 
     try:

@@ -56,6 +56,7 @@ def artifacts_dir(tmp_path_factory, labelled_dir, predictor) -> Path:
 
     art = tmp_path_factory.mktemp("artifacts")
     (art / "model.pt").symlink_to(ROOT / "artifacts" / "model.pt")
+    (art / "model.onnx").symlink_to(ROOT / "artifacts" / "model.onnx")  # what the app runs (no torch needed)
     (art / "calibration.json").symlink_to(ROOT / "artifacts" / "calibration.json")
     main(get_args_parser().parse_args([str(labelled_dir), "--split", "generated test set", "--no-tta",
                                        "--json", str(art / "eval_validation.json")]))

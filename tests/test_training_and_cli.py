@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from fer_core.checkpoint import load_checkpoint
+from fer_core.onnx_model import current_onnx
 from fer_core.labels import EMOTIONS
+from fer_core.model import count_parameters
 
 from helpers import make_fer_csv, make_kaggle_tree
 
@@ -41,6 +43,8 @@ def test_one_epoch_writes_loadable_artifacts(trained):
     data, out, _ = trained
     model, pre, names, meta = load_checkpoint(out / "model.pt")
     assert names == EMOTIONS and meta["variant"] == "tiny"
+    exported, why = current_onnx(out / "model.pt")  # the app's copy beside it, from exactly these weights
+    assert exported is not None and exported.info["parameters"] == count_parameters(model), why
     card = json.loads((out / "model_card.json").read_text())
     assert card["architecture"]["parameters"] > 0 and card["classes"] == list(EMOTIONS)
     assert card["data"]["train_images"] == 7 * 8 and card["training"]["epochs_run"] == 1
