@@ -24,11 +24,11 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from fer_core.checkpoint import DEFAULT_WEIGHTS
+from fer_core.weights import DEFAULT_WEIGHTS
 from fer_core.datasets import SHARED_DATA, decode_gray, list_labelled_folder
 from fer_core.face_detection import DEFAULT_DETECTOR, make_detector
 from fer_core.images import load_image, rotate_image
-from fer_core.backends import BACKENDS, make_backend
+from fer_core.backends import BACKENDS, make_backend, set_intra_op_threads
 from fer_core.inference import BATCH_IMAGES, Predictor, predict_probabilities
 from fer_core.live import LiveSettings, canvas_from_photos, measure_frame_latency
 from fer_core.model import count_macs, count_parameters
@@ -115,10 +115,10 @@ def bench_classifier(predictor: Predictor, repeats: int, rounds: int = 5,
     samples = {(case[0], key): [] for case in cases for key in backends}
     for _ in range(rounds):
         for label, n_threads, x, tta, n in cases:
-            torch.set_num_threads(n_threads)
+            set_intra_op_threads(n_threads)  # both backends' (and torch's) threads
             for key, backend in backends.items():
                 samples[label, key].append(timed(lambda: predict_probabilities(backend, x, tta=tta), n, warmup=1)[0])
-    torch.set_num_threads(threads)
+    set_intra_op_threads(threads)
     first = next(iter(predictors))
     names = {key: f"{key[0]} {key[1]}".strip() for key in backends}
     width = max(map(len, names.values()))
