@@ -3,9 +3,9 @@
 Only the Streamlit pages import this module (it imports streamlit); the rest of fer_core never does.
 
 * The :class:`~fer_core.inference.Predictor` is read-only, so one instance per process is shared by all
-  sessions through ``st.cache_resource``; its inference runs under ``torch.no_grad`` on an eval-mode
-  model and mutates nothing, so concurrent sessions can call it safely. It is keyed on the weights
-  file's path and modification time, so replacing ``artifacts/model.pt`` loads the new model.
+  sessions through ``st.cache_resource``; its inference runs ``artifacts/model.onnx`` in a thread-safe ONNX
+  Runtime session and mutates nothing, so concurrent sessions can call it safely. It is keyed on the weights
+  file's path and modification time, so replacing ``artifacts/model.pt`` (and its .onnx) loads the new model.
 * Face detectors may hold state (Haar wraps an OpenCV cascade): each session gets its own, kept in
   ``st.session_state`` (RetinaFace's ONNX Runtime session inside it is shared and thread-safe).
 """

@@ -186,3 +186,26 @@ def test_every_page_runs_without_torch():
     """)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("page ok") == 4
+
+
+def test_a_checkpoint_without_its_onnx_tells_the_app_user_what_to_install(tmp_path):
+    """Without torch, an artifacts folder holding a .pt but no .onnx: the home and upload pages show an error that
+    names requirements-train.txt and the export command, not a traceback."""
+    shutil.copy(SHIPPED[0], tmp_path / "model.pt")
+    proc = run_without_torch(f"""
+        import os
+        os.environ["FER_ARTIFACTS"] = {str(tmp_path)!r}
+        from streamlit.testing.v1 import AppTest
+        for page in ("app.py", "pages/1_Upload_images.py"):
+            at = AppTest.from_file("app.py", default_timeout=300)
+            if page != "app.py":
+                at.switch_page(page)
+            at.run()
+            assert not at.exception, [e.value for e in at.exception]
+            print("ERROR", page, " ".join(e.value for e in at.error))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for line in proc.stdout.splitlines():
+        if line.startswith("ERROR"):
+            assert "pip install -r requirements-train.txt" in line and "python -m fer_core.onnx_model" in line, line
+    assert proc.stdout.count("ERROR") == 2
