@@ -75,12 +75,13 @@ def expected_calibration_error(probs, labels, n_bins: int = N_BINS) -> float:
     return ece_from_bins(reliability_bins(probs, labels, n_bins))
 
 
-def negative_log_likelihood(probs, labels) -> float:
-    """Mean -log p(true class) in nats (probabilities clipped at 1e-12)."""
+def negative_log_likelihood(probs, labels, weights=None) -> float:
+    """Mean -log p(true class) in nats (probabilities clipped at 1e-12); with ``weights`` (N,), their weighted
+    mean (e.g. every domain of a mixed set counted alike)."""
     probs, labels = _checked(probs, labels)
     if not len(labels):
         return 0.0
-    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], _EPS, 1.0))))
+    return float(-np.average(np.log(np.clip(probs[np.arange(len(labels)), labels], _EPS, 1.0)), weights=weights))
 
 
 def calibration_summary(probs, labels, n_bins: int = N_BINS) -> dict:
@@ -105,13 +106,14 @@ def confidence_histograms(probs, labels, class_names: Sequence[str], n_bins: int
     return out
 
 
-def tta_nll(view_logits, labels, temperature: float) -> float:
+def tta_nll(view_logits, labels, temperature: float, weights=None) -> float:
     """NLL of the app's probabilities (mean over views of softmax(logits / T)) for (V, N, C) logits."""
-    return negative_log_likelihood(probabilities_from_view_logits(view_logits, temperature), labels)
+    return negative_log_likelihood(probabilities_from_view_logits(view_logits, temperature), labels, weights)
 
 
-def fit_temperature(view_logits, labels, bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> float:
-    """The temperature T in ``bounds`` that minimises :func:`tta_nll` on (V, N, C) logits (V = 1 without TTA).
+def fit_temperature(view_logits, labels, bounds: tuple[float, float] = TEMPERATURE_BOUNDS, weights=None) -> float:
+    """The temperature T in ``bounds`` that minimises :func:`tta_nll` on (V, N, C) logits (V = 1 without TTA),
+    each face weighted by ``weights`` (N,) when given.
 
     A bounded 1-D search over log T (Brent's method, scipy): the NLL of one scalar is smooth and has one
     minimum in practice, and the log scale treats halving and doubling T alike.
@@ -121,7 +123,7 @@ def fit_temperature(view_logits, labels, bounds: tuple[float, float] = TEMPERATU
     if view_logits.ndim != 3 or view_logits.shape[1] != len(labels) or not len(labels):
         raise ValueError(f"need (V, N, C) logits and N > 0 labels, got {view_logits.shape} and {labels.shape}")
     low, high = (math.log(b) for b in bounds)
-    res = minimize_scalar(lambda log_t: tta_nll(view_logits, labels, math.exp(log_t)), bounds=(low, high),
+    res = minimize_scalar(lambda log_t: tta_nll(view_logits, labels, math.exp(log_t), weights), bounds=(low, high),
                           method="bounded", options={"xatol": 1e-4})
     return float(math.exp(res.x))
 

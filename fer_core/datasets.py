@@ -51,6 +51,7 @@ class FaceArrays:
     images: np.ndarray
     labels: np.ndarray
     skipped: list[str] = field(default_factory=list)
+    people: np.ndarray | None = None  # (N,) str: the person of each face (whole photos), when known
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -245,7 +246,7 @@ def load_split(data: str | Path, split: str, size: int = 48, cache_dir: str | Pa
 
 # A person's photos share the file-name stem up to its last "_<digits>" (CFEE: cfee_id<subject>_<index>.jpg).
 _PERSON_SUFFIX = re.compile(r"_\d+$")
-PERSON_SPLITS = ("all", "train", "test")
+PERSON_SPLITS = ("all", "train", "test", "calibration")
 
 
 def person_of(path: str | Path) -> str:
@@ -253,29 +254,45 @@ def person_of(path: str | Path) -> str:
     return _PERSON_SUFFIX.sub("", Path(path).stem)
 
 
-def split_by_person(files: LabelledFiles, part: str, test_fraction: float = 0.3, seed: int = 0) -> LabelledFiles:
-    """The ``train`` or ``test`` people of a labelled set (``all``: every file), never one person in both.
+def split_by_person(files: LabelledFiles, part: str, test_fraction: float = 0.3, seed: int = 0,
+                    calibration_fraction: float = 0.0) -> LabelledFiles:
+    """The ``train``, ``test`` or ``calibration`` people of a labelled set (``all``: every file), never one person
+    in two parts.
 
-    People are shuffled with ``seed`` and the first ``test_fraction`` of them are the test people, so the same
-    arguments always give the same split, in training and in evaluation.
+    People are shuffled with ``seed``; the first ``test_fraction`` of them are the test people, the next
+    ``calibration_fraction`` (of all people) the calibration people (fitted on, never trained on), the rest the
+    training people. The test people do not depend on ``calibration_fraction``, and the same arguments always give
+    the same split, in training, calibration and evaluation.
     """
     if part == "all":
         return files
     if part not in PERSON_SPLITS:
         raise ValueError(f"person split must be one of {PERSON_SPLITS}, got {part!r}")
     people = sorted({person_of(p) for p in files.paths})
-    order = np.random.default_rng(seed).permutation(len(people))
-    test = {people[i] for i in order[: int(round(test_fraction * len(people)))]}
-    keep = [i for i, p in enumerate(files.paths) if (person_of(p) in test) == (part == "test")]
+    order = [people[i] for i in np.random.default_rng(seed).permutation(len(people))]
+    n_test = int(round(test_fraction * len(people)))
+    n_calibration = int(round(calibration_fraction * len(people)))
+    parts = {"test": set(order[:n_test]), "calibration": set(order[n_test:n_test + n_calibration]),
+             "train": set(order[n_test + n_calibration:])}
+    keep = [i for i, p in enumerate(files.paths) if person_of(p) in parts[part]]
     return LabelledFiles([files.paths[i] for i in keep], files.labels[keep], files.skipped)
 
 
-def detect_face_arrays(files: LabelledFiles, size: int = 48, detector: str = "retinaface") -> FaceArrays:
+def detect_face_arrays(files: LabelledFiles, size: int = 48, detector: str = "retinaface",
+                       cache_dir: str | Path | None = None) -> FaceArrays:
     """Whole labelled photos -> the largest face of each, cropped exactly as the app crops it
-    (:func:`fer_core.alignment.face_crop`), as (N, size, size) uint8. Photos without a face are left out;
-    unreadable photos too, named in ``skipped``."""
+    (:func:`fer_core.alignment.face_crop`), as (N, size, size) uint8, with the person of each face
+    (:func:`person_of`) in ``people``. Photos without a face are left out; unreadable photos too, named in
+    ``skipped``. With ``cache_dir``, the crops are cached in an .npz keyed on the file list, size and detector."""
+    cache_path = None
+    if cache_dir is not None:
+        cache_path = Path(cache_dir) / f"photo_faces_{detector}_{_cache_key(files, size)}.npz"
+        if cache_path.exists():
+            with np.load(cache_path) as z:
+                return FaceArrays(z["images"], z["labels"], files.skipped + [str(m) for m in z["skipped"]],
+                                  z["people"])
     finder = make_detector(detector)
-    images, labels, unreadable = [], [], []
+    images, labels, people, unreadable = [], [], [], []
     for path, label in zip(files.paths, files.labels):
         try:
             gray = decode_gray(path)
@@ -286,6 +303,15 @@ def detect_face_arrays(files: LabelledFiles, size: int = 48, detector: str = "re
         if faces:
             images.append(face_crop(gray, faces[0], size))
             labels.append(label)
+            people.append(person_of(path))
     if not images:
         raise ValueError("No face was found in any of the photos.")
-    return FaceArrays(np.stack(images), np.asarray(labels, dtype=np.int64), files.skipped + unreadable)
+    arrays = FaceArrays(np.stack(images), np.asarray(labels, dtype=np.int64), files.skipped + unreadable,
+                        np.asarray(people, dtype=str))
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, images=arrays.images, labels=arrays.labels, people=arrays.people,
+                 skipped=np.asarray(unreadable, dtype=str))
+        os.replace(tmp, cache_path)
+    return arrays

@@ -1,7 +1,8 @@
 """Batched training augmentation on the output of ``fer_core.preprocessing.faces_to_tensor``.
 
 Augment like faces occur: horizontal flip, small rotation / scale / shift, brightness and
-contrast, random erasing. Never a vertical flip. Each sample gets its own random parameters,
+contrast, random erasing. Never a vertical flip. Optional camera and lighting changes (gamma, down- and
+up-scaling, blur, sensor noise: :data:`CAMERA`) imitate other cameras and studios than FER2013's. Each sample gets its own random parameters,
 drawn from one ``torch.Generator`` so a run is reproducible and resumable.
 """
 
@@ -25,23 +26,71 @@ class AugmentConfig:
     contrast: tuple[float, float] = (0.7, 1.3)
     erase_prob: float = 0.5
     erase_area: tuple[float, float] = (0.02, 0.2)  # fraction of the image
+    # camera and lighting (0 / (1, 1): off, and no random numbers drawn for them)
+    gamma: tuple[float, float] = (1.0, 1.0)  # log-uniform range of the gamma on [0, 1] intensities
+    downscale_prob: float = 0.0  # share of faces shrunk and enlarged again (a smaller face, a softer camera)
+    downscale_factors: tuple[float, ...] = (0.35, 0.5, 0.7)  # linear factors, one drawn per face
+    blur_prob: float = 0.0  # share of faces blurred (defocus, motion, compression)
+    blur_sigma: tuple[float, float] = (0.3, 1.2)  # Gaussian sigma in pixels of the 48 px face
+    noise_std: float = 0.0  # maximum std of added Gaussian noise on [0, 1] intensities (drawn per face)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Camera and lighting augmentation for whole-photo fine-tuning (``training.train --camera-aug``).
+CAMERA = dict(gamma=(0.6, 1.6), downscale_prob=0.3, blur_prob=0.3, noise_std=0.04)
 
 
 def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=gen) * (high - low) + low
 
 
-def augment_batch(x: torch.Tensor, std: float, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """(B, 1, S, S) normalised faces -> augmented copy. ``std`` converts [0, 1] brightness to normalised units.
+def camera_batch(x: torch.Tensor, mean: float, std: float, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Gamma, down- and up-scaling and blur of (B, 1, S, S) normalised faces (``mean``/``std`` of the
+    normalisation), each per face with its own draw; ``x`` itself when all are off."""
+    b, _, s, _ = x.shape
+    dev = x.device
+    if cfg.gamma != (1.0, 1.0):
+        lo, hi = math.log(cfg.gamma[0]), math.log(cfg.gamma[1])
+        gamma = torch.exp(_uniform(b, lo, hi, gen)).view(b, 1, 1, 1).to(dev, x.dtype)
+        x = ((x * std + mean).clamp(0.0, 1.0) ** gamma - mean) / std
+    if cfg.downscale_prob > 0:
+        apply = torch.rand(b, generator=gen) < cfg.downscale_prob
+        level = torch.randint(0, len(cfg.downscale_factors), (b,), generator=gen)
+        x = x.clone()
+        for k, factor in enumerate(cfg.downscale_factors):
+            rows = torch.nonzero(apply & (level == k)).flatten().to(dev)
+            if len(rows):
+                small = F.interpolate(x[rows], size=max(4, round(s * factor)), mode="area")
+                x[rows] = F.interpolate(small, size=s, mode="bilinear", align_corners=False)
+    if cfg.blur_prob > 0:
+        apply = torch.rand(b, generator=gen) < cfg.blur_prob
+        sigma = _uniform(b, *cfg.blur_sigma, gen)
+        radius = 3
+        taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        kernel = torch.exp(-0.5 * (taps.view(1, -1) / sigma.view(-1, 1)) ** 2)
+        kernel = kernel / kernel.sum(1, keepdim=True)
+        kernel = torch.where(apply.view(-1, 1), kernel, (taps == 0).float().view(1, -1))  # identity when not drawn
+        k = kernel.to(dev, x.dtype)
+        xt = x.transpose(0, 1)  # (1, B, S, S): one group per face
+        xt = F.conv2d(F.pad(xt, (radius, radius, 0, 0), mode="replicate"), k.view(b, 1, 1, -1), groups=b)
+        xt = F.conv2d(F.pad(xt, (0, 0, radius, radius), mode="replicate"), k.view(b, 1, -1, 1), groups=b)
+        x = xt.transpose(0, 1)
+    return x
+
+
+def augment_batch(x: torch.Tensor, std: float, cfg: AugmentConfig, gen: torch.Generator,
+                  mean: float = 0.5) -> torch.Tensor:
+    """(B, 1, S, S) normalised faces -> augmented copy. ``std`` converts [0, 1] brightness to normalised units
+    (``mean`` too, for the camera changes, which work on [0, 1] intensities).
 
     Random parameters are drawn from ``gen`` on the CPU (one reproducible stream whatever the device) and
     moved to the batch's device, where the image work happens.
     """
     b, _, s, _ = x.shape
     dev = x.device
+    x = camera_batch(x, mean, std, cfg, gen)
     angle = _uniform(b, -cfg.max_rotation_deg, cfg.max_rotation_deg, gen) * math.pi / 180
     scale = _uniform(b, *cfg.scale, gen)
     flip = torch.where(torch.rand(b, generator=gen) < cfg.hflip, -1.0, 1.0)
@@ -71,6 +120,9 @@ def augment_batch(x: torch.Tensor, std: float, cfg: AugmentConfig, gen: torch.Ge
         apply = (torch.rand(b, generator=gen) < cfg.erase_prob).view(b, 1, 1)
         noise = torch.randn(out.shape, generator=gen)
         out = torch.where((box & apply).unsqueeze(1).to(dev), noise.to(dev), out)
+    if cfg.noise_std > 0:
+        level = (torch.rand(b, generator=gen) * cfg.noise_std / std).view(b, 1, 1, 1)
+        out = out + (torch.randn(out.shape, generator=gen) * level).to(dev, out.dtype)
     return out
 
 

@@ -3,6 +3,9 @@
     python -m training.train                      # default recipe -> artifacts/
     python -m training.train --resume             # continue a killed run from its last epoch
     python -m training.train --data fer2013.csv   # the original CSV instead of the Kaggle folders
+    python -m training.train --init-weights artifacts/model_fer2013.pt --fer-dose 8000 \
+        --domain ../shared/data/cfee:1500 --domain ../shared/data/tfeid:1500 --blend-prob 0.3 --camera-aug
+                                                  # fine-tune on whole-photo domains (training people only)
     torchrun --nproc_per_node 2 -m training.train # DistributedDataParallel: 2 processes (GPUs: one each)
 
 Writes to --out: model.pt (best epoch on validation), model_card.json, history.csv.
@@ -31,8 +34,7 @@ from tqdm import tqdm
 
 from fer_core.calibration import negative_log_likelihood
 from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fer_core.datasets import (FER_IMAGES, FaceArrays, describe_skipped, detect_face_arrays, list_labelled_folder,
-                               load_split, split_by_person)
+from fer_core.datasets import FER_IMAGES, FaceArrays, describe_skipped, load_split
 from fer_core.inference import predict_probabilities
 from fer_core.onnx_model import write_onnx_beside
 from fer_core.labels import EMOTIONS
@@ -41,7 +43,8 @@ from fer_core.model import VARIANTS, build_model, count_macs, count_parameters
 from fer_core.preprocessing import PreprocessConfig, faces_to_tensor
 
 from . import distributed
-from .augment import AugmentConfig, augment_batch, mix_batch
+from .augment import CAMERA, AugmentConfig, augment_batch, mix_batch
+from .data_sources import DomainSpec, IntensityBlend, TrainingPool, assemble, domain_faces
 from .distributed import SINGLE, Dist
 from .outputs import require_writable_dir
 from .streaming import StreamedFaces
@@ -91,13 +94,30 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--distill-temperature", type=float, default=2.0,
       help="with --teacher: temperature that softens both networks' logits in the distillation term "
            "(default: %(default)s)")
+    a("--domain", action="append", default=[], type=DomainSpec.parse, metavar="DIR[:DOSE]",
+      help="a whole-photo domain added to training (repeatable): a labelled folder <dir>/<class>/<photo> whose file "
+           "names name the person (<person>_<n>.jpg); the largest face of each photo, detected and aligned as the app "
+           "does; only its training people (see --photo-test-fraction, --calibration-fraction). DOSE: faces drawn "
+           "from it per epoch (default: each training face once)")
+    a("--fer-dose", type=int, default=0,
+      help="FER2013 training images drawn per epoch, a fresh random subset each epoch (default: 0 = all, once)")
     a("--photos", default="",
-      help="labelled folder of whole photos <dir>/<class>/<image> added to the training set: the largest face of each, "
-           "detected and aligned as the app does; only the 'train' people of the person split (see --photo-test-fraction)")
-    a("--photo-repeat", type=int, default=8, help="times each photo face is repeated per epoch (default: %(default)s)")
+      help="one whole-photo domain repeated --photo-repeat times per epoch: the same as --domain DIR:<repeat x faces>")
+    a("--photo-repeat", type=int, default=8, help="with --photos: times each photo face is repeated per epoch (default: %(default)s)")
     a("--photo-test-fraction", type=float, default=0.3,
-      help="share of the people in --photos held out for testing, never trained on; the same split as "
+      help="share of the people of each domain held out for testing, never trained on; the same split as "
            "`training.evaluate --person-split test` (default: %(default)s)")
+    a("--calibration-fraction", type=float, default=0.0,
+      help="share of the people of each domain held out of training for calibration (`training.calibrate "
+           "--domain`, `--person-split calibration`); the test people stay the same (default: %(default)s)")
+    a("--blend-prob", type=float, default=0.0,
+      help="share of expressive whole-photo faces mixed with a neutral face of the same person, with the matching "
+           "soft label, to teach faint expressions (default: %(default)s = off)")
+    a("--blend-min-share", type=float, default=0.3,
+      help="with --blend-prob: the expression's share a is drawn from U(this, 1) (default: %(default)s)")
+    a("--camera-aug", action="store_true",
+      help=f"add camera and lighting augmentation ({', '.join(f'{k}={v}' for k, v in CAMERA.items())}; "
+           "training/augment.py)")
     a("--select", default="best", choices=["best", "last"],
       help="which epoch's EMA weights become model.pt: 'best' validation accuracy, or the 'last' epoch of the "
            "schedule (for fine-tuning, where FER2013 validation cannot see the gain on photos). With --resume after "
@@ -175,17 +195,38 @@ def ship(path: Path, model, preprocess: PreprocessConfig, args: argparse.Namespa
             "per_class_recall": {k: v["recall"] for k, v in summary["per_class"].items()}}
 
 
-def add_photo_faces(args: argparse.Namespace, preprocess: PreprocessConfig) -> FaceArrays | None:
-    """The aligned faces of the training people of --photos (None without --photos)."""
-    if not args.photos:
-        return None
-    files = split_by_person(list_labelled_folder(args.photos), "train", args.photo_test_fraction)
-    faces = detect_face_arrays(files, preprocess.image_size)
-    if faces.skipped:
-        print(describe_skipped(faces.skipped, f"--photos {args.photos}"), file=sys.stderr, flush=True)
-    print(f"photos: {len(faces)} faces from {len(files)} photos of the training people of {args.photos}, "
-          f"x{args.photo_repeat} per epoch", flush=True)
-    return faces
+def training_pool(args: argparse.Namespace, train: FaceArrays, preprocess: PreprocessConfig) -> TrainingPool:
+    """FER2013's training faces and the training people of every --domain (and --photos), with their doses."""
+    specs = list(args.domain)
+    if args.photos:
+        specs.append(DomainSpec(Path(args.photos), -args.photo_repeat))  # dose fixed below, once the faces are known
+    domains = []
+    for spec in specs:
+        try:
+            faces = domain_faces(spec, preprocess.image_size, args.photo_test_fraction, args.calibration_fraction,
+                                 args.cache_dir or None)
+        except (FileNotFoundError, ValueError) as e:  # a missing folder, a foreign class folder, no faces
+            raise SystemExit(f"error: --domain {spec.path}: {e}") from None
+        if spec.dose < 0:
+            spec = DomainSpec(spec.path, -spec.dose * len(faces))
+        domains.append((spec, faces))
+    pool = assemble(train, args.fer_dose, domains)
+    for row in pool.report():
+        print(f"source {row['source']}: {row['faces']} faces"
+              + (f" of {row['people']} training people" if row["people"] else "")
+              + f", {row['dose_per_epoch']} per epoch (x{row['repeats_per_epoch']})", flush=True)
+    return pool
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
+                       label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy against (B, C) soft labels with label smoothing; each face is weighted by the class weights of
+    its label (mixed as the label is) and the sum normalised by the batch's total weight, as ``F.cross_entropy``
+    normalises with class indices (one-hot targets give its value up to how the smoothing term is weighted)."""
+    target = target * (1.0 - label_smoothing) + label_smoothing / target.shape[1]
+    per_face = -(target * F.log_softmax(logits, dim=1)).sum(1)
+    face_weight = (target * weights).sum(1) / target.sum(1)
+    return (per_face * face_weight).sum() / face_weight.sum()
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -269,7 +310,8 @@ def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
 def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | StreamedFaces, labels: torch.Tensor,
                     args, weights: torch.Tensor, preprocess: PreprocessConfig, aug: AugmentConfig,
                     gen: torch.Generator, device: torch.device, epoch: int, order: torch.Tensor | None = None,
-                    ctx: Dist = SINGLE, teacher: torch.nn.Module | None = None) -> dict:
+                    ctx: Dist = SINGLE, teacher: torch.nn.Module | None = None,
+                    blend: IntensityBlend | None = None) -> dict:
     """One pass over the shuffled training set, or over this rank's shard of it.
 
     ``images`` is the (N, 1, S, S) preprocessed tensor (or :class:`StreamedFaces` standing for it) and ``labels``
@@ -278,6 +320,7 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | Str
     sync at every step. ``order``: the indices to train on, in order (default: a permutation drawn from ``gen``);
     ``model`` may be wrapped in DistributedDataParallel, and the returned loss and accuracy are over all ranks.
     ``teacher``: a frozen network in eval mode whose predictions on the same batch are distilled (:func:`distill_loss`).
+    ``blend``: same-person intensity blends with soft labels (:class:`training.data_sources.IntensityBlend`).
     """
     model.train()
     if order is None:
@@ -291,12 +334,21 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | Str
                mininterval=1.0 if sys.stderr.isatty() else 30.0, disable=not ctx.is_main)
     for step in bar:
         idx = order[step * args.batch_size:(step + 1) * args.batch_size]
-        x = augment_batch(images[idx], preprocess.std, aug, gen)
-        x, y, y_mix, lam = mix_batch(x, labels[idx], args.mixup_alpha, args.cutmix_prob, gen)
+        soft = None
+        if blend is not None:
+            x, soft = blend(idx, images, labels, gen)
+            x = augment_batch(x, preprocess.std, aug, gen, preprocess.mean)
+            y, lam = labels[idx], 1.0
+        else:
+            x = augment_batch(images[idx], preprocess.std, aug, gen, preprocess.mean)
+            x, y, y_mix, lam = mix_batch(x, labels[idx], args.mixup_alpha, args.cutmix_prob, gen)
         x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, not args.no_bf16):
             logits = model(x).float()
-        loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=args.label_smoothing)
+        if soft is not None:
+            loss = soft_cross_entropy(logits, soft, weights, args.label_smoothing)
+        else:
+            loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=args.label_smoothing)
         if lam < 1.0:  # mixup/CutMix: the loss against both images' labels, weighted by their shares
             loss = lam * loss + (1.0 - lam) * F.cross_entropy(logits, y_mix, weight=weights,
                                                               label_smoothing=args.label_smoothing)
@@ -377,7 +429,10 @@ def run_identity(args: argparse.Namespace, train_images: int, world_size: int = 
     """The settings a resumed run must share with the run that wrote last.pt (stored in last.pt as "run")."""
     return {"variant": args.variant, "epochs": args.epochs, "batch_size": args.batch_size, "train_images": train_images,
             "optimizer": args.optimizer, "ema": args.ema_decay > 0, "seed": args.seed, "world_size": world_size,
-            "teacher": args.teacher}
+            "teacher": args.teacher, "fer_dose": args.fer_dose,
+            "domains": [f"{d.path}:{d.dose}" for d in args.domain] + ([f"{args.photos}:x{args.photo_repeat}"]
+                                                                       if args.photos else []),
+            "blend_prob": args.blend_prob, "camera_aug": args.camera_aug}
 
 
 def read_resume_state(path: Path, run: dict) -> dict:
@@ -481,16 +536,23 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
         work = require_writable_dir(args.work_dir, "--work-dir")
     else:  # only rank 0 writes there (--record-shards excepted); another machine may not have these folders
         out, work = Path(args.out), Path(args.work_dir)
-    if args.stream and (Path(args.data).suffix.lower() == ".csv" or args.photos):
+    mixes_sources = bool(args.photos or args.domain or args.fer_dose or args.blend_prob)
+    if args.stream and (Path(args.data).suffix.lower() == ".csv" or mixes_sources):
         raise SystemExit("error: --stream reads the train/ and validation/ folders of a folder layout; a CSV file is "
-                         "read whole, and --photos faces are held in memory: leave out --stream or those.")
+                         "read whole, and whole-photo faces and doses are held in memory: leave out --stream or "
+                         "--photos/--domain/--fer-dose/--blend-prob.")
+    if ctx.enabled and mixes_sources:
+        raise SystemExit("error: --photos/--domain/--fer-dose/--blend-prob train in one process; run them without "
+                         "torchrun.")
+    if args.blend_prob and args.mixup_alpha:
+        raise SystemExit("error: --blend-prob and --mixup-alpha both mix faces; choose one.")
     bf16, precision = distributed.from_main(lambda: use_bf16(args, device), ctx)  # one precision for all ranks
     args.no_bf16 = not bf16  # the card records the precision actually used
     if ctx.enabled:
         print(f"torchrun: {ctx.world_size} processes, {ctx.backend}, this rank on {device}", flush=True)
     print(f"Precision: {precision}", flush=True)
     preprocess = PreprocessConfig()
-    aug = AugmentConfig()
+    aug = AugmentConfig(**CAMERA) if args.camera_aug else AugmentConfig()
     cache = args.cache_dir or None
     if args.stream:
         cache = args.cache_dir or str(work / "faces")
@@ -510,12 +572,13 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
     if args.limit_val:
         keep = np.sort(np.random.default_rng(args.seed).permutation(len(val))[: args.limit_val])
         val = FaceArrays(val.images[keep], val.labels[keep])
-    photos = add_photo_faces(args, preprocess)
-    if photos is not None:
-        train = FaceArrays(np.concatenate([train.images, *[photos.images] * args.photo_repeat]),
-                           np.concatenate([train.labels, *[photos.labels] * args.photo_repeat]))
-    counts = {name: int((train.labels == i).sum()) for i, name in enumerate(EMOTIONS)}
-    print(f"train: {len(train)} images {counts}; validation: {len(val)} images"
+    pool = training_pool(args, train, preprocess) if mixes_sources else None
+    if pool is not None:
+        train = FaceArrays(pool.images, pool.labels)
+        counts = pool.epoch_class_counts()
+    else:
+        counts = {name: int((train.labels == i).sum()) for i, name in enumerate(EMOTIONS)}
+    print(f"train: {len(train)} images, per epoch {counts}; validation: {len(val)} images"
           + (" (memory-mapped, preprocessed per batch)" if args.stream else ""), flush=True)
     unseen = [name for name, n in counts.items() if not n]
     if unseen:  # the model would be written all the same, never having seen them
@@ -542,16 +605,26 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
     print(f"Xception '{args.variant}': {n_params:,} parameters, {macs / 1e6:.1f} M MACs per face", flush=True)
     optimizer = make_optimizer(model, args)
     sampler = distributed.shard_sampler(len(train_y), args.seed, ctx)  # None: one process shuffles as before
-    steps_per_epoch = (len(sampler) if sampler is not None else len(train_y)) // args.batch_size
+    epoch_size = pool.epoch_size if pool is not None else len(train_y)
+    steps_per_epoch = (len(sampler) if sampler is not None else epoch_size) // args.batch_size
     if steps_per_epoch == 0:
         raise SystemExit(f"--batch-size {args.batch_size} is larger than the training set "
-                         f"({len(sampler) if sampler is not None else len(train_y)} images per process).")
+                         f"({len(sampler) if sampler is not None else epoch_size} images per process).")
+    if args.epochs * steps_per_epoch < 3:  # the one-cycle schedule needs a step up, a peak and a step down
+        raise SystemExit(f"error: {args.epochs} epoch(s) of {steps_per_epoch} step(s) is too short a schedule (at least "
+                         f"3 steps): more data per epoch, more --epochs or a smaller --batch-size.")
     peak_lr = args.lr * distributed.lr_factor(args.lr_scaling, ctx.world_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=peak_lr, total_steps=args.epochs * steps_per_epoch,
         pct_start=min(0.5, max(args.warmup_epochs / args.epochs, 1.5 / (args.epochs * steps_per_epoch))), anneal_strategy="cos", div_factor=25, final_div_factor=1e3)
     ema = AveragedModel(model, multi_avg_fn=warmed_up_ema(args.ema_decay), use_buffers=True) if args.ema_decay > 0 else None
-    weights = class_weights(train.labels, args.class_weight_power).to(device)
+    weights = class_weights(train.labels if pool is None else
+                            np.repeat(np.arange(len(EMOTIONS)), [int(round(c)) for c in counts.values()]),
+                            args.class_weight_power).to(device)  # by the classes an epoch sees
+    blend = IntensityBlend(pool, args.blend_prob, args.blend_min_share) if pool is not None and args.blend_prob else None
+    if blend is not None:
+        print(f"intensity blends: {blend.blendable} faces have a neutral face of their person; each is blended "
+              f"with probability {args.blend_prob} (expression share U({args.blend_min_share}, 1))", flush=True)
     spread = {**distributed.describe(ctx, device), "batch_size_per_process": args.batch_size,
               "batch_size_per_step": args.batch_size * ctx.world_size, "lr_scaling": args.lr_scaling,
               "peak_lr": peak_lr}
@@ -564,7 +637,7 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
     best = {"val_acc": -1.0}
     start_epoch, prior_seconds = 1, 0.0
     state_path = work / "last.pt"
-    run = run_identity(args, len(train_y), ctx.world_size)
+    run = run_identity(args, epoch_size, ctx.world_size)
     if args.resume:  # rank 0 reads the file; every rank gets its contents
         state = distributed.from_main(lambda: read_resume_state(state_path, run) if state_path.exists() else None, ctx)
         if state is not None:
@@ -586,11 +659,11 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
         t0 = time.time()
         row = {"epoch": epoch, "lr": scheduler.get_last_lr()[0]}
         order = (distributed.epoch_indices(sampler, epoch) if sampler is not None
-                 else torch.randperm(len(train_y), generator=gen))
+                 else pool.epoch_order(gen) if pool is not None else torch.randperm(len(train_y), generator=gen))
         if args.record_shards:
             record_shard(work, ctx, epoch, order, args.batch_size)
         row.update(train_one_epoch(net, ema, optimizer, scheduler, train_x, train_y, args, weights, preprocess,
-                                   aug, gen, device, epoch, order, ctx, teacher))
+                                   aug, gen, device, epoch, order, ctx, teacher, blend))
         distributed.broadcast_module(shipped, ctx)  # rank 0's EMA (BatchNorm statistics) on every rank
         metrics = evaluate(shipped, val_x, val.labels, device, not args.no_bf16, tta=False, ctx=ctx)
         summary = metrics.pop("summary")
@@ -641,7 +714,8 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
         "preprocessing": preprocess.to_dict(),
         "augmentation": aug.to_dict(),
         "training": {"command": launcher + " ".join(sys.argv[1:]),
-                     "arguments": vars(args), "device": str(device), "precision": precision,
+                     "arguments": {**vars(args), "domain": [f"{d.path}:{d.dose}" for d in args.domain]},
+                     "device": str(device), "precision": precision,
                      "distributed": spread,
                      "wall_time_seconds": round(prior_seconds, 1),
                      "hardware": this_slice["hardware"],  # where this invocation ran (the last slice)
@@ -650,9 +724,12 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
                      "selection": ("highest validation accuracy (no TTA) of the EMA weights" if args.select == "best"
                                    else "the EMA weights of the last epoch (fixed schedule)")},
         "data": {"source": str(args.data), "train_images": len(train), "train_class_counts": counts,
-                 "photos": ({"folder": str(args.photos), "people": "train split of fer_core.datasets.split_by_person",
-                             "test_fraction": args.photo_test_fraction, "faces": len(photos),
-                             "repeat": args.photo_repeat} if photos is not None else None),
+                 "sources": pool.report() if pool is not None else None,
+                 "people_split": ({"people": "train part of fer_core.datasets.split_by_person (seed 0)",
+                                   "test_fraction": args.photo_test_fraction,
+                                   "calibration_fraction": args.calibration_fraction} if pool is not None else None),
+                 "intensity_blends": ({"prob": args.blend_prob, "min_share": args.blend_min_share,
+                                       "blendable_faces": blend.blendable} if blend is not None else None),
                  "validation_images": len(val)},
         "validation": {"split": "FER2013 PublicTest (validation folder)", "tta": False, **best},
         "library_versions": library_versions(),

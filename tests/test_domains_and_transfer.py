@@ -1,0 +1,200 @@
+"""Training on several whole-photo domains: person splits, doses, intensity blends, camera augmentation, and the
+transfer protocol (training.crossdomain) end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fer_core.datasets import FaceArrays, LabelledFiles, person_of, split_by_person
+from fer_core.labels import EMOTIONS
+from training.augment import CAMERA, AugmentConfig, augment_batch, camera_batch
+from training.data_sources import DomainSpec, IntensityBlend, assemble
+from training.train import soft_cross_entropy
+
+from helpers import jpeg_bytes, make_kaggle_tree, public_domain_faces
+
+ROOT = Path(__file__).resolve().parent.parent
+NEUTRAL, HAPPY = EMOTIONS.index("neutral"), EMOTIONS.index("happy")
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def people_files(people: int, photos_each: int) -> LabelledFiles:
+    paths = [Path(f"/x/happy/p{p}_{i}.jpg") for p in range(people) for i in range(photos_each)]
+    return LabelledFiles(paths, np.full(len(paths), HAPPY))
+
+
+def test_person_split_keeps_people_apart_and_test_people_fixed():
+    files = people_files(40, 3)
+    parts = {part: {person_of(p) for p in split_by_person(files, part, 0.3, calibration_fraction=0.2).paths}
+             for part in ("train", "test", "calibration")}
+    assert [len(parts[k]) for k in ("test", "calibration", "train")] == [12, 8, 20]
+    assert not (parts["train"] & parts["test"]) and not (parts["train"] & parts["calibration"])
+    assert not (parts["test"] & parts["calibration"])
+    # the test people do not move when calibration people are set aside: evaluations stay comparable
+    assert parts["test"] == {person_of(p) for p in split_by_person(files, "test", 0.3).paths}
+    assert parts["train"] | parts["calibration"] == {person_of(p) for p in split_by_person(files, "train", 0.3).paths}
+
+
+def test_domain_spec_reads_an_optional_dose():
+    assert DomainSpec.parse("data/cfee") == DomainSpec(Path("data/cfee"), 0)
+    assert DomainSpec.parse("data/cfee:1500") == DomainSpec(Path("data/cfee"), 1500)
+    assert DomainSpec.parse("data/cfee:1500").name == "cfee"
+
+
+def faces(n: int, label: int, people: list[str] | None = None, value: int = 0) -> FaceArrays:
+    return FaceArrays(np.full((n, 48, 48), value, np.uint8), np.full(n, label),
+                      people=None if people is None else np.asarray(people))
+
+
+def test_each_source_gives_its_dose_per_epoch():
+    fer = faces(100, HAPPY)
+    domain = faces(10, NEUTRAL, [f"p{i % 3}" for i in range(10)])
+    pool = assemble(fer, 30, [(DomainSpec(Path("d"), 25), domain)])
+    assert pool.epoch_size == 55
+    order = pool.epoch_order(torch.Generator().manual_seed(0))
+    assert len(order) == 55
+    from_domain = order[order >= 100]
+    assert len(from_domain) == 25
+    assert set(from_domain.tolist()) == set(range(100, 110))  # a dose above the size: every face at least twice
+    assert len(set(order[order < 100].tolist())) == 30  # a dose below the size: a subset without repeats
+    assert pool.epoch_class_counts()["neutral"] == 25 and pool.epoch_class_counts()["happy"] == 30
+    assert [r["people"] for r in pool.report()] == [0, 3]
+    # the order is a function of the generator only: a resumed run draws the same epochs
+    assert torch.equal(order, pool.epoch_order(torch.Generator().manual_seed(0)))
+
+
+def test_intensity_blends_mix_a_face_with_its_own_persons_neutral_face():
+    expressive = faces(4, HAPPY, ["a", "a", "b", "c"], value=200)
+    neutral = faces(2, NEUTRAL, ["a", "b"], value=40)
+    fer = faces(3, HAPPY)
+    pool = assemble(fer, 0, [(DomainSpec(Path("d")), FaceArrays(np.concatenate([expressive.images, neutral.images]),
+                                                               np.concatenate([expressive.labels, neutral.labels]),
+                                                               people=np.concatenate([expressive.people,
+                                                                                      neutral.people])))])
+    blend = IntensityBlend(pool, prob=1.0, min_share=0.3)
+    assert blend.blendable == 3  # a's two faces and b's one; c has no neutral face, FER2013's people are unknown
+    images = torch.from_numpy(pool.images).float().unsqueeze(1)
+    labels = torch.from_numpy(pool.labels)
+    idx = torch.arange(len(pool))
+    x, target = blend(idx, images, labels, torch.Generator().manual_seed(1))
+    assert torch.allclose(target.sum(1), torch.ones(len(pool)))
+    share = target[:, HAPPY]
+    for row in (3, 4):  # blended: the pixels are the same mix as the label
+        assert 0.3 <= share[row] < 1.0
+        assert torch.allclose(x[row], share[row] * 200 + (1 - share[row]) * 40)
+        assert target[row, NEUTRAL] == pytest.approx(1 - share[row].item())
+    for row in (0, 1, 2, 6, 7, 8):  # FER2013, person c, and the neutral faces themselves stay as they are
+        assert torch.equal(x[row], images[row]) and target[row].max() == 1.0
+
+
+def test_soft_cross_entropy_of_one_hot_labels_is_the_usual_loss():
+    logits = torch.randn(16, 7, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(16) % 7
+    weights = torch.linspace(0.5, 2.0, 7)
+    expected = F.cross_entropy(logits, y, weight=weights)
+    assert soft_cross_entropy(logits, F.one_hot(y, 7).float(), weights, 0.0).item() == pytest.approx(expected.item())
+
+
+def test_camera_augmentation_is_off_by_default_and_changes_faces_when_on():
+    x = torch.randn(32, 1, 48, 48, generator=torch.Generator().manual_seed(0)).clamp(-2, 2)
+    gen = torch.Generator().manual_seed(3)
+    assert torch.equal(camera_batch(x, 0.5, 0.25, AugmentConfig(), gen), x)
+    assert gen.initial_seed() == 3 and torch.equal(gen.get_state(), torch.Generator().manual_seed(3).get_state())
+    on = camera_batch(x, 0.5, 0.25, AugmentConfig(**CAMERA), torch.Generator().manual_seed(3))
+    assert on.shape == x.shape and torch.isfinite(on).all()
+    changed = (on - x).abs().flatten(1).amax(1) > 1e-3
+    assert changed.float().mean() > 0.5  # gamma alone moves almost every face
+    # the default recipe's random stream is untouched: the same draws as before the camera options existed
+    a = augment_batch(x, 0.25, AugmentConfig(), torch.Generator().manual_seed(5))
+    b = augment_batch(x, 0.25, AugmentConfig(), torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+def write_domain(root: Path, prefix: str, people: int) -> Path:
+    """A tiny whole-photo domain of real (public-domain) face photos: each person a neutral and a happy photo,
+    named <prefix><person>_<n>.jpg like CFEE and TFEID."""
+    photos = list(public_domain_faces().values())
+    for p in range(people):
+        for n, label in enumerate(("neutral", "happy")):
+            folder = root / label
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{prefix}{p}_{n}.jpg").write_bytes(jpeg_bytes(photos[(p + n) % len(photos)]))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    """A tiny FER2013 layout, two tiny whole-photo domains and a tiny checkpoint to fine-tune."""
+    tmp = tmp_path_factory.mktemp("domains")
+    data = make_kaggle_tree(tmp / "fer", per_class=8)
+    first = write_domain(tmp / "first", "first_p", 3)
+    second = write_domain(tmp / "second", "second_p", 3)
+    run("-m", "training.train", "--data", str(data), "--out", str(tmp / "init"), "--work-dir", str(tmp / "init_work"),
+        "--cache-dir", "", "--variant", "tiny", "--epochs", "1", "--batch-size", "16", "--threads", "1")
+    return tmp, data, first, second
+
+
+def test_training_takes_domains_with_doses_blends_and_camera_augmentation(tiny_world):
+    tmp, data, first, second = tiny_world
+    out = tmp / "multi"
+    proc = run("-m", "training.train", "--data", str(data), "--init-weights", str(tmp / "init" / "model.pt"),
+               "--domain", f"{first}:12", "--domain", str(second), "--fer-dose", "20", "--blend-prob", "0.5",
+               "--camera-aug", "--out", str(out), "--work-dir", str(tmp / "multi_work"), "--cache-dir", "",
+               "--epochs", "1", "--batch-size", "8", "--threads", "1")
+    assert "source first: 4 faces of 2 training people, 12 per epoch" in proc.stdout
+    card = json.loads((out / "model_card.json").read_text())
+    doses = {s["source"]: s["dose_per_epoch"] for s in card["data"]["sources"]}
+    assert doses == {"fer2013": 20, "first": 12, "second": 4}  # no dose: each training face once
+    assert card["data"]["intensity_blends"]["blendable_faces"] == 4  # the happy faces of the 2 + 2 training people
+    assert card["augmentation"]["gamma"] == list(CAMERA["gamma"])
+    assert card["training"]["arguments"]["domain"] == [f"{first}:12", f"{second}:0"]
+
+
+def test_a_missing_domain_folder_is_a_clear_error(tiny_world):
+    tmp, data, _, _ = tiny_world
+    proc = subprocess.run([sys.executable, "-m", "training.train", "--data", str(data), "--domain",
+                           str(tmp / "nowhere"), "--out", str(tmp / "x"), "--work-dir", str(tmp / "xw"),
+                           "--cache-dir", "", "--variant", "tiny", "--epochs", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "nowhere" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_transfer_protocol_holds_each_domain_out_and_prints_one_table(tiny_world):
+    tmp, data, first, second = tiny_world
+    runs = tmp / "protocol"
+    common = ["-m", "training.crossdomain", "--runs-dir", str(runs), "--init-weights", str(tmp / "init" / "model.pt"),
+              "--domain", str(first), "--domain", str(second), "--validation", str(data / "validation"),
+              "--photos", "", "--dose", "6"]
+    proc = run(*common, "--recipe", "tiny", "--combined", "--", "--data", str(data), "--cache-dir", "",
+               "--fer-dose", "24", "--epochs", "1", "--batch-size", "8", "--threads", "1")
+    for run_name, trained_on in (("without-first", ["second"]), ("without-second", ["first"]),
+                                 ("all-domains", ["first", "second"])):
+        measured = json.loads((runs / "tiny" / run_name / "measure.json").read_text())
+        assert measured["train_domains"] == trained_on
+        card = json.loads((runs / "tiny" / run_name / "out" / "model_card.json").read_text())
+        assert sorted(s["source"] for s in card["data"]["sources"]) == sorted(["fer2013", *trained_on])
+    held = json.loads((runs / "tiny" / "without-first" / "measure.json").read_text())["splits"]
+    assert held["first_all"]["n"] == 6 and held["second_test"]["n"] == 2  # all of the held-out domain; 1 test person
+    assert 0.0 <= held["first_all"]["accuracy"] <= 1.0 and held["first_all"]["ece"] >= 0.0
+    for column in ("heldout_first", "heldout_second", "first_test", "second_test", "held_out_mean",
+                   "neutral_precision"):
+        assert column in proc.stdout
+    assert "tiny (all domains)" in proc.stdout
+    # a second call reuses the finished runs and measurements: no training
+    again = run(*common, "--table")
+    assert "training.train" not in again.stdout and "tiny (all domains)" in again.stdout
+    assert (runs / "table.csv").is_file()
