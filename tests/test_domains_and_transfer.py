@@ -197,4 +197,4 @@ def test_transfer_protocol_holds_each_domain_out_and_prints_one_table(tiny_world
     # a second call reuses the finished runs and measurements: no training
     again = run(*common, "--table")
     assert "training.train" not in again.stdout and "tiny (all domains)" in again.stdout
-    assert (runs / "table.csv").is_file()
+    assert (runs / "table.csv").is_file() and (runs / "table.txt").is_file()

@@ -229,19 +229,12 @@ def print_table(runs_dir: Path) -> list[dict]:
                     key=lambda k: (not k.endswith("_test"), k))  # test people, then held-out domains
     df = pd.DataFrame(rows).reindex(columns=FIRST_COLUMNS + middle + LAST_COLUMNS)
     pd.set_option("display.width", 250)
+    text = df.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")
     print("accuracy on each split (TTA on; whole photos through the app's detector and alignment; no face = wrong)")
-    print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    print(text)
     df.to_csv(runs_dir / "table.csv", index=False)
-    (runs_dir / "table.md").write_text(df.to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else df.to_string())
+    (runs_dir / "table.txt").write_text(text + "\n")
     return rows
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401  (pandas' to_markdown needs it)
-    except ImportError:
-        return False
-    return True
 
 
 def main(args: argparse.Namespace) -> list[dict]:
