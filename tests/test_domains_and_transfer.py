@@ -198,3 +198,15 @@ def test_transfer_protocol_holds_each_domain_out_and_prints_one_table(tiny_world
     again = run(*common, "--table")
     assert "training.train" not in again.stdout and "tiny (all domains)" in again.stdout
     assert (runs / "table.csv").is_file() and (runs / "table.txt").is_file()
+
+
+def test_calibration_fits_on_validation_and_each_domains_calibration_people(tiny_world):
+    tmp, data, first, _ = tiny_world
+    out = tmp / "calibration.json"
+    proc = run("-m", "training.calibrate", "--weights", str(tmp / "init" / "model.pt"), "--validation",
+               str(data / "validation"), "--cfee", "", "--domain", str(first), "--calibration-fraction", "0.34",
+               "--cache", str(tmp / "cal_cache"), "--json", str(out))
+    report = json.loads(out.read_text())
+    assert report["fitted_on"] == "validation-fit + first-calibration"
+    assert report["splits"]["first-calibration"]["n_faces"] == 2  # one calibration person, two photos
+    assert report["splits"]["first-test"]["n_faces"] == 2 and "each set weighted alike" in proc.stdout

@@ -53,6 +53,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfee", default=str(CFEE),
                    help="CFEE whole photos; its test people are a second held-out split; '' to skip "
                         "(default: %(default)s)")
+    p.add_argument("--domain", action="append", default=[],
+                   help="a whole-photo domain <dir>/<class>/<person>_<n>.jpg (repeatable): the faces of its calibration "
+                        "people (never trained on; training.train --calibration-fraction) join the fit, every set "
+                        "weighted alike, and its test people are reported (default: FER2013 validation only)")
+    p.add_argument("--calibration-fraction", type=float, default=0.15,
+                   help="with --domain: the share of people training.train kept out for calibration (default: %(default)s)")
     p.add_argument("--fit-fraction", type=float, default=0.5,
                    help="share of validation that T is fitted on, stratified by class (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fit / held-out split (default: %(default)s)")
@@ -115,10 +121,24 @@ def main(args: argparse.Namespace) -> dict:
     fit_idx, held_idx = train_test_split(idx, train_size=args.fit_fraction, stratify=val["labels"],
                                          random_state=args.seed)
     fit_idx, held_idx = np.sort(fit_idx), np.sort(held_idx)
-    temperature = fit_temperature(val["view_logits"][:, fit_idx], val["labels"][fit_idx])
-    temperature_no_tta = fit_temperature(val["view_logits"][:1, fit_idx], val["labels"][fit_idx])
+    fit_sets = {"validation-fit": (val["view_logits"][:, fit_idx], val["labels"][fit_idx])}
+    domain_tests = {}
+    for folder in map(Path, args.domain):
+        files = list_labelled_folder(folder)
+        for part in ("calibration", "test"):
+            part_files = split_by_person(files, part, 0.3, calibration_fraction=args.calibration_fraction)
+            d = cached_logits(predictor, f"{folder.name}_{part}", part_files, cache, digest, detect_faces=True,
+                              split=f"{folder.name} {part} people")
+            (fit_sets if part == "calibration" else domain_tests)[f"{folder.name}-{part}"] = (
+                d["view_logits"], d["labels"], f"{folder.name} {part} people, whole photos "
+                f"({int(d['n_images'])} photos, {len(d['labels'])} faces found)")
+    logits = np.concatenate([v[0] for v in fit_sets.values()], axis=1)
+    labels = np.concatenate([v[1] for v in fit_sets.values()])
+    weights = np.concatenate([np.full(len(v[1]), 1.0 / len(v[1])) for v in fit_sets.values()])  # sets alike
+    temperature = fit_temperature(logits, labels, weights=weights)
+    temperature_no_tta = fit_temperature(logits[:1], labels, weights=weights)
     print(f"temperature {temperature:.4f} with TTA, {temperature_no_tta:.4f} without "
-          f"(fitted on {len(fit_idx)} validation faces)")
+          f"(fitted on {', '.join(f'{k} ({len(v[1])} faces)' for k, v in fit_sets.items())}, each set weighted alike)")
 
     splits = {
         "validation-fit": (val["view_logits"][:, fit_idx], val["labels"][fit_idx],
@@ -126,6 +146,7 @@ def main(args: argparse.Namespace) -> dict:
         "validation-heldout": (val["view_logits"][:, held_idx], val["labels"][held_idx],
                                f"FER2013 PublicTest, the other {len(held_idx)} faces (not fitted on)"),
         "validation": (val["view_logits"], val["labels"], f"FER2013 PublicTest, all {len(idx)} faces (half fitted on)"),
+        **{k: v for k, v in fit_sets.items() if k != "validation-fit"}, **domain_tests,
     }
     if args.cfee:
         cfee_files = split_by_person(list_labelled_folder(args.cfee), "test", 0.3)
@@ -137,7 +158,7 @@ def main(args: argparse.Namespace) -> dict:
     report = {
         "temperature": temperature,
         "temperature_no_tta": temperature_no_tta,
-        "fitted_on": "validation-fit",
+        "fitted_on": " + ".join(fit_sets),
         "objective": "NLL of the mean over the 6 TTA views of softmax(logits / T); without TTA, of view 0",
         "n_bins": N_BINS,
         "weights": args.weights if args.weights != str(DEFAULT_WEIGHTS) else "artifacts/model.pt",
@@ -171,7 +192,8 @@ def write_temperature(weights: Path, report: dict) -> None:
     model, preprocess, names, meta = load_checkpoint(weights)
     held = report["splits"]["validation-heldout"]
     temperatures = {"temperature": report["temperature"], "temperature_no_tta": report["temperature_no_tta"]}
-    summary = {**temperatures, "fitted_on": report["splits"]["validation-fit"]["description"],
+    summary = {**temperatures,
+               "fitted_on": "; ".join(report["splits"][k]["description"] for k in report["fitted_on"].split(" + ")),
                "command": report["command"], "created_at": report["created_at"],
                "heldout": {mode: {"ece_before": held[mode]["before"]["ece"], "ece_after": held[mode]["after"]["ece"],
                                   "nll_before": held[mode]["before"]["nll"], "nll_after": held[mode]["after"]["nll"]}
