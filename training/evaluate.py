@@ -42,6 +42,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--person-split", choices=PERSON_SPLITS, default="all",
                    help="evaluate only the 'train' or 'test' people of the folder (file names <person>_<n>.<ext>, e.g. "
                         "CFEE's cfee_id<subject>_<n>.jpg), split as `training.train --photos` splits them (default: all)")
+    p.add_argument("--calibration-fraction", type=float, default=0.0,
+                   help="with --person-split: share of the people kept out of training for calibration, as given to "
+                        "training.train (the 'calibration' part; the test people do not depend on it) (default: 0)")
     p.add_argument("--test-fraction", type=float, default=0.3,
                    help="with --person-split: share of the people in the test part (default: %(default)s)")
     p.add_argument("--no-align", action="store_true",
@@ -71,7 +74,8 @@ def main(args: argparse.Namespace) -> dict:
 
     started = time.perf_counter()
     try:
-        files = split_by_person(list_labelled_folder(args.folder), args.person_split, args.test_fraction)
+        files = split_by_person(list_labelled_folder(args.folder), args.person_split, args.test_fraction,
+                                calibration_fraction=args.calibration_fraction)
         if files.skipped:  # unsupported formats, non-files: named, not silently ignored
             print(describe_skipped(files.skipped, args.folder), file=sys.stderr)
         result = evaluate_files(predictor, files, detect_faces=args.detect_faces, tta=not args.no_tta,
