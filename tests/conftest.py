@@ -9,17 +9,11 @@ bundled NASA astronaut portrait, so they run on a fresh machine. Only the accura
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from helpers import FacePhotos, write_face_photos
+from helpers import FacePhotos, served_app, write_face_photos
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("FER_SHARED_DATA") or ROOT.parent / "shared" / "data")
@@ -78,56 +72,17 @@ def predictor():
     return Predictor.from_checkpoint(SHIPPED_WEIGHTS)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def _served_app():
-    """Serve `streamlit run app.py` on a free localhost port; yields its base URL, stops it afterwards."""
-    port = _free_port()
-    env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited early:\n{proc.stdout.read()}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not become healthy within 90 s")
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 @pytest.fixture(scope="session")
 def app_url():
     """Base URL of `streamlit run app.py` served on localhost for the whole test session."""
-    with _served_app() as url:
+    with served_app() as url:
         yield url
 
 
 @pytest.fixture
 def fresh_app_url():
     """Base URL of a server of its own that no browser has visited yet (for first-request behaviour)."""
-    with _served_app() as url:
+    with served_app() as url:
         yield url
 
 

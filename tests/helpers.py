@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +20,8 @@ from PIL import Image
 
 from fer_core.labels import EMOTIONS
 from fer_core.live import canvas_from_photos
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def synthetic_face(label: int, size: int = 48, seed: int = 0) -> np.ndarray:
@@ -114,3 +123,51 @@ def write_face_photos(folder: Path) -> FacePhotos:
     for name, rgb in arrays.items():
         (folder / f"{name}.jpg").write_bytes(jpeg_bytes(rgb))
     return FacePhotos(arrays, folder)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SERVER_OPTIONS = ("--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false")
+
+
+@contextmanager
+def served_app(env: dict | None = None, options: tuple[str, ...] = SERVER_OPTIONS):
+    """Serve `streamlit run app.py` headless on a free localhost port with ``options`` and ``env`` (default: this
+    environment, usage statistics off); yields its base URL, stops it afterwards and prints what it wrote (shown when
+    a test fails)."""
+    import pytest
+
+    port = free_port()
+    env = env if env is not None else {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         *options],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited early:\n{proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not become healthy within 90 s")
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        print(out)

@@ -17,13 +17,14 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import tomllib
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from helpers import served_app
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ("", "Upload_images", "Live_webcam", "Video_files", "Evaluation")  # URL paths: home, then app.py's pages
@@ -87,12 +88,6 @@ GUARD = textwrap.dedent('''
     socket.socket.sendto = _guarded_sendto
     socket.getaddrinfo = _guarded_getaddrinfo
 ''')
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -163,34 +158,8 @@ def test_onnx_runtime_is_imported_with_its_telemetry_off():
 def offline_app_url(network_cut):
     """`streamlit run app.py` with the network cut and only the project's config; yields (url, log, cache dir)."""
     env, log = network_cut
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited early:\n{proc.stdout.read()}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            if time.time() > deadline:
-                proc.kill()
-                pytest.fail("streamlit did not become healthy within 90 s")
-            time.sleep(0.5)
-    try:
+    with served_app(env, options=()) as url:
         yield url, log, Path(env["XDG_CACHE_HOME"])
-    finally:
-        proc.terminate()
-        try:
-            out, _ = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        print(out)  # shown when the test fails
 
 
 @pytest.mark.timeout(900)

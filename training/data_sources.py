@@ -181,8 +181,10 @@ class IntensityBlend:
         pick = (torch.rand(b, generator=gen) < self.prob) & (count > 0)
         share = torch.rand(b, generator=gen) * (1.0 - self.min_share) + self.min_share
         offset = (torch.rand(b, generator=gen) * count.clamp(min=1)).long()
-        partner = torch.where(pick, self.flat[(self.first[idx_cpu] + offset).clamp(max=max(len(self.flat) - 1, 0))]
-                              if len(self.flat) else idx_cpu, idx_cpu)
+        if not len(self.flat):  # no person has a neutral face: nothing to blend
+            pick = torch.zeros(b, dtype=torch.bool)
+        slot = torch.where(pick, self.first[idx_cpu] + offset, 0)  # rows not drawn read slot 0, then are discarded
+        partner = torch.where(pick, self.flat[slot] if len(self.flat) else idx_cpu, idx_cpu)
         a = torch.where(pick, share, torch.ones(b))
         dev = images.device
         a_dev = a.to(dev).view(b, 1, 1, 1)

@@ -165,9 +165,10 @@ def limit_per_class(data: FaceArrays, n: int, seed: int) -> FaceArrays:
     return FaceArrays(data.images[keep], data.labels[keep])
 
 
-def class_weights(labels: np.ndarray, power: float) -> torch.Tensor:
-    """Loss weights ~ count**-power, scaled so that the average weight per training image is 1."""
-    counts = np.bincount(labels, minlength=len(EMOTIONS)).astype(np.float64)
+def class_weights(labels: np.ndarray, power: float, counts: np.ndarray | None = None) -> torch.Tensor:
+    """Loss weights ~ count**-power, scaled so that the average weight per training image is 1. ``counts``: the
+    images per class an epoch sees, when it is not one pass over ``labels`` (doses)."""
+    counts = (np.bincount(labels, minlength=len(EMOTIONS)) if counts is None else np.asarray(counts)).astype(np.float64)
     w = np.where(counts > 0, np.maximum(counts, 1) ** -power, 0.0)
     w = w * counts.sum() / (w * counts).sum()
     return torch.tensor(w, dtype=torch.float32)
@@ -618,9 +619,8 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
         optimizer, max_lr=peak_lr, total_steps=args.epochs * steps_per_epoch,
         pct_start=min(0.5, max(args.warmup_epochs / args.epochs, 1.5 / (args.epochs * steps_per_epoch))), anneal_strategy="cos", div_factor=25, final_div_factor=1e3)
     ema = AveragedModel(model, multi_avg_fn=warmed_up_ema(args.ema_decay), use_buffers=True) if args.ema_decay > 0 else None
-    weights = class_weights(train.labels if pool is None else
-                            np.repeat(np.arange(len(EMOTIONS)), [int(round(c)) for c in counts.values()]),
-                            args.class_weight_power).to(device)  # by the classes an epoch sees
+    weights = class_weights(train.labels, args.class_weight_power,  # by the classes an epoch sees
+                            None if pool is None else list(counts.values())).to(device)
     blend = IntensityBlend(pool, args.blend_prob, args.blend_min_share) if pool is not None and args.blend_prob else None
     if blend is not None:
         print(f"intensity blends: {blend.blendable} faces have a neutral face of their person; each is blended "
