@@ -49,7 +49,9 @@ def artifact_path(name: str) -> Path:
     return artifacts_dir() / name
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json_object(path: str | Path) -> dict | None:
+    """The JSON object in file ``path``, or None when there is no such file; ArtifactError when it cannot be read
+    or holds something else than an object."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -64,7 +66,7 @@ def _read_json(path: Path) -> dict | None:
 
 def read_model_card(path: str | Path | None = None) -> dict | None:
     """The model card written at the end of training, or None when there is none yet."""
-    return _read_json(Path(path or artifact_path(MODEL_CARD_NAME)))
+    return read_json_object(Path(path or artifact_path(MODEL_CARD_NAME)))
 
 
 def check_eval_summary(summary: dict, source: str = "evaluation results") -> dict:
@@ -86,7 +88,7 @@ def check_eval_summary(summary: dict, source: str = "evaluation results") -> dic
 def read_eval_summary(path: str | Path | None = None) -> dict | None:
     """The shipped evaluation summary, validated, or None when it has not been written yet."""
     path = Path(path or artifact_path(EVAL_NAME))
-    data = _read_json(path)
+    data = read_json_object(path)
     return None if data is None else check_eval_summary(data, str(path))
 
 
@@ -94,7 +96,7 @@ def read_calibration_report(path: str | Path | None = None) -> dict | None:
     """The calibration report of ``training.calibrate`` (temperatures; per split, with and without TTA: ECE, NLL,
     reliability bins before and after), or None when it has not been written yet."""
     path = Path(path or artifact_path(CALIBRATION_NAME))
-    data = _read_json(path)
+    data = read_json_object(path)
     if data is not None and not isinstance(data.get("splits"), dict):
         raise ArtifactError(f"{path} lacks its per-split results; re-create it with `{CALIBRATE_COMMAND}`.")
     return data
