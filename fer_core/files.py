@@ -1,8 +1,10 @@
 """Small file-system helpers shared by the command lines and the pages: a folder proven writable before any work,
-file names that fit the file system, and the removal of leftovers older than an age."""
+file names that fit the file system, the removal of leftovers older than an age, and a text file replaced in one
+step (readers never see it half-written)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -47,3 +49,15 @@ def remove_older_than(paths: Iterable[Path], max_age_s: float) -> list[Path]:
             continue
         removed.append(path)
     return removed
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``, so that a reader
+    sees the old content or the new one, never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

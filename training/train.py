@@ -8,7 +8,8 @@
                                                   # fine-tune on whole-photo domains (training people only)
     torchrun --nproc_per_node 2 -m training.train # DistributedDataParallel: 2 processes (GPUs: one each)
 
-Writes to --out: model.pt (best epoch on validation), model_card.json, history.csv.
+Writes to --out: model.pt (best epoch on validation), model_card.json, history.csv, and progress.json while it
+runs (training/progress.py; the training-runs page reads it).
 Per-epoch resume state goes to --work-dir (not shipped). Under torchrun, only rank 0 prints and writes them
 (training/distributed.py has the plumbing); --batch-size is per process, the peak lr scales with --lr-scaling.
 """
@@ -35,6 +36,7 @@ from tqdm import tqdm
 from fer_core.calibration import negative_log_likelihood
 from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fer_core.datasets import FER_IMAGES, FaceArrays, describe_skipped, load_split
+from fer_core.files import write_text_atomically
 from fer_core.inference import predict_probabilities
 from fer_core.onnx_model import write_onnx_beside
 from fer_core.labels import EMOTIONS
@@ -47,6 +49,7 @@ from .augment import CAMERA, AugmentConfig, augment_batch, mix_batch
 from .data_sources import DomainSpec, IntensityBlend, TrainingPool, assemble, domain_faces
 from .distributed import SINGLE, Dist
 from .outputs import require_writable_dir
+from .progress import TrainingProgress
 from .streaming import StreamedFaces
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -312,7 +315,7 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | Str
                     args, weights: torch.Tensor, preprocess: PreprocessConfig, aug: AugmentConfig,
                     gen: torch.Generator, device: torch.device, epoch: int, order: torch.Tensor | None = None,
                     ctx: Dist = SINGLE, teacher: torch.nn.Module | None = None,
-                    blend: IntensityBlend | None = None) -> dict:
+                    blend: IntensityBlend | None = None, on_step=None) -> dict:
     """One pass over the shuffled training set, or over this rank's shard of it.
 
     ``images`` is the (N, 1, S, S) preprocessed tensor (or :class:`StreamedFaces` standing for it) and ``labels``
@@ -322,6 +325,7 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | Str
     ``model`` may be wrapped in DistributedDataParallel, and the returned loss and accuracy are over all ranks.
     ``teacher``: a frozen network in eval mode whose predictions on the same batch are distilled (:func:`distill_loss`).
     ``blend``: same-person intensity blends with soft labels (:class:`training.data_sources.IntensityBlend`).
+    ``on_step(n)``: called after the n-th step (:meth:`training.progress.TrainingProgress.step`).
     """
     model.train()
     if order is None:
@@ -369,6 +373,8 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | Str
         seen += len(y)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}", refresh=False)
+        if on_step is not None:
+            on_step(step + 1)
     loss_sum, correct_sum, seen_sum = distributed.sum_across_ranks([total_loss, correct, seen], ctx, device)
     return {"train_loss": loss_sum / seen_sum, "train_acc": correct_sum / seen_sum}
 
@@ -510,7 +516,9 @@ def main(args: argparse.Namespace) -> dict:
     """Train as one process, or as one rank of a torchrun job (see training/distributed.py); returns the model
     card (empty after --stop-after, and on the ranks other than 0)."""
     ctx, device = distributed.setup(args.device, args.dist_timeout)
-    card = train(args, ctx, device)
+    progress = TrainingProgress(args.out, enabled=ctx.is_main)
+    with progress.final_status():  # an exception ends the file as "failed" (Ctrl+C: "stopped")
+        card = train(args, ctx, device, progress)
     distributed.cleanup(ctx)
     return card
 
@@ -525,8 +533,9 @@ def record_shard(work: Path, ctx: Dist, epoch: int, order: torch.Tensor, batch_s
                       f"set (load order); the first {trained} are trained on (the ragged last batch is dropped)")
 
 
-def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
+def train(args: argparse.Namespace, ctx: Dist, device: torch.device, progress: TrainingProgress | None = None) -> dict:
     started = time.time()
+    progress = progress or TrainingProgress(args.out, enabled=False)
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
@@ -537,6 +546,7 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
         work = require_writable_dir(args.work_dir, "--work-dir")
     else:  # only rank 0 writes there (--record-shards excepted); another machine may not have these folders
         out, work = Path(args.out), Path(args.work_dir)
+    progress.begin(epochs=args.epochs, data=str(args.data), world_size=ctx.world_size)
     mixes_sources = bool(args.photos or args.domain or args.fer_dose or args.blend_prob)
     if args.stream and (Path(args.data).suffix.lower() == ".csv" or mixes_sources):
         raise SystemExit("error: --stream reads the train/ and validation/ folders of a folder layout; a CSV file is "
@@ -655,15 +665,19 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
     slices.append(this_slice)
     shipped = ema.module if ema is not None else model
     last_epoch = args.epochs if not args.stop_after else min(args.epochs, start_epoch + args.stop_after - 1)
+    progress.update(command=this_slice["command"], hardware=this_slice["hardware"], first_epoch=start_epoch,
+                    last_epoch=last_epoch, steps_per_epoch=steps_per_epoch,
+                    images_per_step=args.batch_size * ctx.world_size)
     for epoch in range(start_epoch, last_epoch + 1):
         t0 = time.time()
+        progress.start_epoch(epoch)
         row = {"epoch": epoch, "lr": scheduler.get_last_lr()[0]}
         order = (distributed.epoch_indices(sampler, epoch) if sampler is not None
                  else pool.epoch_order(gen) if pool is not None else torch.randperm(len(train_y), generator=gen))
         if args.record_shards:
             record_shard(work, ctx, epoch, order, args.batch_size)
         row.update(train_one_epoch(net, ema, optimizer, scheduler, train_x, train_y, args, weights, preprocess,
-                                   aug, gen, device, epoch, order, ctx, teacher, blend))
+                                   aug, gen, device, epoch, order, ctx, teacher, blend, progress.step))
         distributed.broadcast_module(shipped, ctx)  # rank 0's EMA (BatchNorm statistics) on every rank
         metrics = evaluate(shipped, val_x, val.labels, device, not args.no_bf16, tta=False, ctx=ctx)
         summary = metrics.pop("summary")
@@ -674,7 +688,7 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
               f"val acc {row['val_acc']:.4f}  val macro-F1 {row['val_macro_f1']:.4f}  lr {row['lr']:.2e}  "
               f"{row['seconds']:.0f}s", flush=True)
         if ctx.is_main:
-            pd.DataFrame(history).to_csv(out / "history.csv", index=False)
+            write_text_atomically(out / "history.csv", pd.DataFrame(history).to_csv(index=False))
         if args.select == "last" or row["val_acc"] > best["val_acc"]:
             best = ship(out / "model.pt", shipped, preprocess, args, epoch, summary, write=ctx.is_main)
         train_seconds = prior_seconds + (time.time() - (t0 if epoch > start_epoch else started))
@@ -693,9 +707,12 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
                         "slices": slices},
                        work / "last.pt.tmp")
             os.replace(work / "last.pt.tmp", state_path)
+        progress.end_epoch(epoch, time.time() - t0)
 
     if last_epoch < args.epochs:
         print(f"Stopped after epoch {last_epoch} of {args.epochs}; continue with --resume.", flush=True)
+        progress.finish("stopped", f"stopped after epoch {last_epoch} of {args.epochs} (--stop-after); "
+                                   "`--resume` continues it")
         return {}
     if args.select == "last" and history and best.get("epoch") != len(history):
         # --resume --select last after a run that selected its best epoch: ship the last one's weights now
@@ -735,7 +752,8 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device) -> dict:
         "library_versions": library_versions(),
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    (out / "model_card.json").write_text(json.dumps(card, indent=2))
+    write_text_atomically(out / "model_card.json", json.dumps(card, indent=2))
+    progress.finish("finished", f"model.pt is epoch {best.get('epoch')}: validation accuracy {best['val_acc']:.4f}")
     print(f"Done in {prior_seconds / 60:.1f} min. Best epoch {best.get('epoch')}: val acc {best['val_acc']:.4f}, "
           f"macro-F1 {best.get('val_macro_f1', 0):.4f}. Wrote {out}/model.pt, model_card.json, history.csv", flush=True)
     return card
