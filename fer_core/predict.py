@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from .alignment import face_crop
 from .calibration import UNCERTAIN_BELOW_HELP, threshold_arg, uncertain_label
@@ -25,7 +26,7 @@ from .face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS, make_det
 from .explain import explain_crop, overlay
 from .files import fitting_name, writable_folder
 from .images import ImageLoadError, load_image
-from .inference import NO_TTA_HELP, Predictor
+from .inference import NO_TTA_HELP, FacePrediction, Predictor
 from .preprocessing import to_gray
 from .results import left_to_right
 
@@ -62,6 +63,24 @@ def write_heatmap(predictor: Predictor, gray, prediction, path: Path) -> None:
     heat = explain_crop(predictor.backend, p, crop, classes=[predictor.class_names.index(prediction.label)])[0]
     if not cv2.imwrite(str(path), cv2.cvtColor(overlay(crop, heat, HEATMAP_SIDE), cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {path}")
+
+
+def classify_image(predictor: Predictor, detector, path: str | Path, tta: bool = True,
+                   whole_image_if_no_face: bool = False) -> tuple[np.ndarray, np.ndarray, list[FacePrediction]]:
+    """Read one image file and classify every face in it: ((H, W, 3) uint8 RGB, (H, W) uint8 gray, the faces
+    numbered left to right). Raises ImageLoadError for a file that cannot be read as an image."""
+    rgb = load_image(path)
+    gray = to_gray(rgb)
+    faces = predictor.classify_detected(gray, left_to_right(detector.detect(gray)), tta=tta,
+                                        whole_image_if_no_face=whole_image_if_no_face)
+    return rgb, gray, faces
+
+
+def face_entries(faces: list[FacePrediction], uncertain_below: float | None = None) -> list[dict]:
+    """The ``--json`` object of each face: :meth:`FacePrediction.to_dict`, with ``label`` "uncertain" below the
+    confidence ``uncertain_below`` (None: off) and ``top_label`` the most probable expression."""
+    return [{**f.to_dict(), "label": uncertain_label(f.label, f.confidence, uncertain_below), "top_label": f.label}
+            for f in faces]
 
 
 def expand_paths(paths: list[str]) -> list[Path]:
@@ -104,17 +123,15 @@ def main(args: argparse.Namespace) -> int:
     results, failures = [], 0
     for n, path in enumerate(paths, start=1):
         try:
-            gray = to_gray(load_image(path))
+            _, gray, faces = classify_image(predictor, detector, path, tta=not args.no_tta,
+                                            whole_image_if_no_face=args.whole_image)
         except ImageLoadError as e:
             print(f"skipped: {e}", file=sys.stderr)
             failures += 1
             continue
-        faces = predictor.classify_detected(gray, left_to_right(detector.detect(gray)), tta=not args.no_tta,
-                                            whole_image_if_no_face=args.whole_image)
         entry = {"path": str(path), "faces": []}
-        for i, f in enumerate(faces, start=1):
-            label = uncertain_label(f.label, f.confidence, threshold)
-            face = {**f.to_dict(), "label": label, "top_label": f.label}
+        for i, (f, face) in enumerate(zip(faces, face_entries(faces, threshold)), start=1):
+            label = face["label"]
             if explain_dir is not None:
                 face["heatmap"] = str(heatmap_path(explain_dir, n, path, i, f.label))
                 try:

@@ -1,0 +1,193 @@
+"""The files of ``fer_core.batch``: the columns of its two tables, the per-input parts written atomically, and the
+final tables and manifest assembled from the parts.
+
+Layout of the output folder::
+
+    photos.parquet   one row per face of every photo (PHOTO_SCHEMA); photos.csv too with --csv
+    videos.parquet   one row per analysed frame and face of every video (VIDEO_SCHEMA); videos.csv too with --csv
+    manifest.jsonl   one JSON object per input, in input order (status done / failed / skipped, see fer_core.batch)
+    annotated/       with --annotated: <name>_<key>_annotated.jpg per photo, .mp4 per video
+    parts/           <key>.parquet (the input's rows) and <key>.json (its manifest line) per input
+
+Every file is written under a temporary name in its folder and renamed into place (:func:`atomic_path`), so a
+process killed at any moment leaves either the whole file or none of it. An input's ``<key>.json`` is written
+last: it is what says the input is done, and a rerun reuses the input only when it is there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from .labels import EMOTIONS
+
+PHOTO, VIDEO = "photo", "video"
+PARTS = "parts"
+ANNOTATED = "annotated"
+MANIFEST = "manifest.jsonl"
+TABLES = {PHOTO: "photos", VIDEO: "videos"}  # kind -> file name of its table, without the suffix
+ROWS_PER_GROUP = 4096  # rows of a video written to its part at a time: memory stays flat on long videos
+_TMP_MARK = ".tmp"  # in the names of files being written (removed again when a killed run left them)
+
+# The five landmarks of fer_core.face_detection.Face, in its order ("left" and "right" as seen in the image)
+LANDMARK_COLUMNS = tuple(f"{point}_{axis}" for point in ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
+                         for axis in "xy")
+_BOX = [("x", pa.int32()), ("y", pa.int32()), ("w", pa.int32()), ("h", pa.int32())]
+_PROBABILITIES = [(name, pa.float64()) for name in EMOTIONS]
+PHOTO_SCHEMA = pa.schema([
+    ("source", pa.string()),  # absolute path of the photo
+    ("face", pa.int32()),  # 1, 2, ... left to right, as the upload page and fer_core.predict number them
+    *_BOX,  # pixels of the photo after its EXIF orientation
+    ("label", pa.string()),  # the expression, or "uncertain" under --uncertain-below
+    ("top_label", pa.string()),  # the most probable expression
+    ("confidence", pa.float64()),
+    ("whole_image", pa.bool_()),  # no face found: the whole image was classified (--whole-image)
+    ("detector_score", pa.float64()),
+    *[(name, pa.float64()) for name in LANDMARK_COLUMNS],  # null without landmarks (Haar, whole image)
+    *_PROBABILITIES,
+])
+VIDEO_SCHEMA = pa.schema([
+    ("source", pa.string()),  # absolute path of the video
+    ("frame", pa.int64()),  # index of the frame in the file, from 0
+    ("time_s", pa.float64()),  # the frame's presentation time
+    ("timestamp", pa.string()),  # the same as hh:mm:ss.mmm
+    ("face_id", pa.int32()),  # the tracker's ID: the same face keeps it from frame to frame
+    *_BOX,
+    ("label", pa.string()),
+    ("confidence", pa.float64()),  # of the smoothed probabilities
+    *_PROBABILITIES,
+])
+SCHEMAS = {PHOTO: PHOTO_SCHEMA, VIDEO: VIDEO_SCHEMA}
+
+
+def photo_row(source: str, face: int, entry: dict) -> tuple:
+    """One PHOTO_SCHEMA row from the ``fer_core.predict --json`` object of a face (fer_core.predict.face_entries)."""
+    points = [v for point in entry["landmarks"] for v in point] or [None] * len(LANDMARK_COLUMNS)
+    return (source, face, *entry["box"], entry["label"], entry["top_label"], entry["confidence"],
+            entry["whole_image"], entry["detector_score"], *points,
+            *(entry["probabilities"][name] for name in EMOTIONS))
+
+
+def to_table(rows: Sequence[tuple], schema: pa.Schema) -> pa.Table:
+    """Rows (tuples in ``schema``'s column order) -> a table of that schema."""
+    columns = list(zip(*rows)) if rows else [()] * len(schema)
+    return pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, schema)], schema=schema)
+
+
+def temporary_beside(path: Path) -> Path:
+    """A new temporary name in ``path``'s folder (created if needed) with ``path``'s suffix, so that writers that
+    go by the suffix pick the right format; :func:`remove_leftovers` knows it by its name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}{_TMP_MARK}{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path (:func:`temporary_beside`) to write ``path`` to; renamed to ``path`` when the block ends
+    without an exception, removed when it raises."""
+    tmp = temporary_beside(path)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def remove_leftovers(folder: Path) -> int:
+    """Delete the temporary files that killed runs left in ``folder`` (not those of files now being written: call
+    it before any worker starts). Returns how many."""
+    leftovers = [p for p in folder.glob(f".*{_TMP_MARK}*") if p.is_file()] if folder.is_dir() else []
+    for p in leftovers:
+        p.unlink(missing_ok=True)
+    return len(leftovers)
+
+
+class PartWriter:
+    """The rows of one input, written a row group at a time into ``parts/<key>.parquet`` under a temporary name,
+    which :meth:`commit` renames into place (an empty table when no row came)."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path, self.schema, self.rows = path, schema, 0
+        self._tmp = temporary_beside(path)
+        self._writer = pq.ParquetWriter(self._tmp, schema)
+
+    def write(self, rows: Sequence[tuple]) -> None:
+        if rows:
+            self._writer.write_table(to_table(rows, self.schema))
+            self.rows += len(rows)
+
+    def commit(self) -> None:
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+
+    def discard(self) -> None:
+        self._writer.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "PartWriter":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self.commit() if kind is None else self.discard()
+
+
+def part_path(out: Path, key: str) -> Path:
+    return out / PARTS / f"{key}.parquet"
+
+
+def record_path(out: Path, key: str) -> Path:
+    return out / PARTS / f"{key}.json"
+
+
+def write_json(path: Path, doc: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1))
+
+
+def read_record(out: Path, key: str) -> dict | None:
+    """The manifest line an earlier run committed for input ``key``, or None (none, or unreadable)."""
+    try:
+        return json.loads(record_path(out, key).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def assemble(out: Path, records: Sequence[dict], csv: bool = False) -> dict[str, int]:
+    """Write the two tables (and with ``csv`` their CSV copies) from the parts of the inputs in ``records`` whose
+    status is done or skipped, in the order of ``records``, and the manifest; returns rows per table kind.
+    Streams one row group at a time, so memory does not grow with the size of the tables."""
+    counts = {}
+    for kind, schema in SCHEMAS.items():
+        parts = [part_path(out, r["key"]) for r in records if r["kind"] == kind and r["status"] in ("done", "skipped")]
+        counts[kind] = _concatenate(parts, schema, out / f"{TABLES[kind]}.parquet",
+                                    out / f"{TABLES[kind]}.csv" if csv else None)
+        if not csv:  # an earlier run's copy would no longer match the table
+            (out / f"{TABLES[kind]}.csv").unlink(missing_ok=True)
+    with atomic_path(out / MANIFEST) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return counts
+
+
+def _concatenate(parts: Iterable[Path], schema: pa.Schema, parquet: Path, csv: Path | None) -> int:
+    rows = 0
+    with contextlib.ExitStack() as stack:
+        writers = [pq.ParquetWriter(stack.enter_context(atomic_path(parquet)), schema)]
+        if csv is not None:
+            writers.append(pa_csv.CSVWriter(stack.enter_context(atomic_path(csv)), schema))
+        for part in parts:
+            for batch in pq.ParquetFile(part).iter_batches():
+                rows += batch.num_rows
+                for w in writers:
+                    w.write_batch(batch)
+        for w in writers:
+            w.close()
+    return rows
