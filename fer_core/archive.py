@@ -33,7 +33,7 @@ import numpy as np
 
 from .alignment import face_crop
 from .datasets import IMAGE_SUFFIXES, LabelledFiles
-from .evaluation import evaluate_files
+from .evaluation import evaluate_models
 from .face_detection import Face
 from .files import remove_older_than
 from .images import load_image
@@ -236,14 +236,21 @@ def extracted_labelled_zip(data: bytes) -> Iterator[tuple[LabelledFiles, list[st
 
 def evaluate_zip(predictor, data: bytes, **kwargs):
     """:func:`fer_core.evaluation.evaluate_files` on a labelled zip; records' ``path`` is the zip member name."""
+    return evaluate_zip_models([predictor], data, **kwargs)[0]
+
+
+def evaluate_zip_models(predictors, data: bytes, **kwargs) -> list:
+    """:func:`fer_core.evaluation.evaluate_models` on a labelled zip (every model on the same faces); records'
+    ``path`` is the zip member name."""
     with extracted_labelled_zip(data) as (files, members):
-        result = evaluate_files(predictor, files, **kwargs)
-    for rec, name in zip(result.records, members):
-        rec["path"] = name
-        rec["source"] = "zip"
-        if rec.get("error"):  # the message names the temporary file; name the member instead
-            rec["error"] = f"{name}: {rec['error'].split(': ', 1)[-1]}"
-    return result
+        results = evaluate_models(predictors, files, **kwargs)
+    for result in results:
+        for rec, name in zip(result.records, members):
+            rec["path"] = name
+            rec["source"] = "zip"
+            if rec.get("error"):  # the message names the temporary file; name the member instead
+                rec["error"] = f"{name}: {rec['error'].split(': ', 1)[-1]}"
+    return results
 
 
 def read_member(data: bytes, name: str) -> bytes:

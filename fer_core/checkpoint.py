@@ -8,6 +8,7 @@ traceback, a huge allocation or silently wrong labels.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -57,12 +58,23 @@ def load_checkpoint(path: str | Path = DEFAULT_WEIGHTS) -> tuple[Xception, Prepr
     if not path.is_file():
         raise CheckpointError(f"Model weights not found at {path}. Train one with `python -m training.train` "
                               f"or restore artifacts/model.pt from the repository.")
+    return _checkpoint_from(path, path)
+
+
+def load_checkpoint_bytes(data: bytes, name: str) -> tuple[Xception, PreprocessConfig, tuple[str, ...], dict]:
+    """:func:`load_checkpoint` of a checkpoint held in memory (an upload), with the same checks; ``name`` is what
+    the error messages call it. Nothing is written to disk."""
+    return _checkpoint_from(io.BytesIO(data), name)
+
+
+def _checkpoint_from(source, name) -> tuple[Xception, PreprocessConfig, tuple[str, ...], dict]:
+    """:func:`load_checkpoint` of ``source`` (a path or a binary file object), called ``name`` in errors."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for corrupt/foreign files
-        raise CheckpointError(f"Cannot read weights file {path}: {e}") from e
+        raise CheckpointError(f"Cannot read weights file {name}: {e}") from e
     if not isinstance(payload, dict) or not {"model", "config", "class_names"} <= payload.keys():
-        raise CheckpointError(f"{path} is not a fer_core checkpoint (expected model/config/class_names entries).")
+        raise CheckpointError(f"{name} is not a fer_core checkpoint (expected model/config/class_names entries).")
     try:
         config = _checked_config(payload["config"])
         order = _class_order(payload["class_names"], config.num_classes)
@@ -70,13 +82,13 @@ def load_checkpoint(path: str | Path = DEFAULT_WEIGHTS) -> tuple[Xception, Prepr
         meta = _checked_meta(payload.get("meta", {}))
         state = _checked_state(payload["model"], config)
     except ValueError as e:
-        raise CheckpointError(f"{path} is not a usable expression model: {e}. Retrain it with "
+        raise CheckpointError(f"{name} is not a usable expression model: {e}. Retrain it with "
                               f"`python -m training.train` or use the shipped artifacts/model.pt.") from None
     model = Xception(config)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"Weights in {path} do not match their config: {e}") from e
+        raise CheckpointError(f"Weights in {name} do not match their config: {e}") from e
     _reorder_classes(model, order)
     model.eval()
     return model, preprocess, EMOTIONS, meta

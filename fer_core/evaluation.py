@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -49,44 +49,78 @@ def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: boo
     rolls every image by that many degrees first (a robustness test: tilted heads); ``align=False`` crops the
     detector's box instead of aligning on the landmarks (an ablation, to measure what alignment brings).
     """
-    names = predictor.class_names
+    return evaluate_models([predictor], files, detect_faces=detect_faces, tta=tta, min_face_size=min_face_size,
+                           chunk=chunk, progress=progress, split=split, detector=detector, rotate=rotate,
+                           align=align)[0]
+
+
+def evaluate_models(predictors: Sequence[Predictor], files: LabelledFiles, detect_faces: bool = False,
+                    tta: bool = True, min_face_size: int = 20, chunk: int = 256, progress: Progress | None = None,
+                    split: str = "", detector: str = DEFAULT_DETECTOR, rotate: float = 0.0,
+                    align: bool = True) -> list[EvaluationResult]:
+    """:func:`evaluate_files` of several predictors on the same data, one result each, in ``predictors`` order.
+
+    Every image is read (and its face detected) once, and the same face goes through every model: a paired
+    evaluation (:mod:`fer_core.compare`). Each model crops that face with its own preprocessing config (image size,
+    margin), so models that share it see identical crops.
+    """
+    names = predictors[0].class_names
+    if any(p.class_names != names for p in predictors):
+        raise ValueError("the models to compare have different class names")
     finder = make_detector(detector, min_face_size=min_face_size) if detect_faces else None
-    y_pred = np.full(len(files), -1, dtype=np.int64)
-    records: list[dict] = []
+    y_pred = np.full((len(predictors), len(files)), -1, dtype=np.int64)
+    records: list[list[dict]] = [[] for _ in predictors]
     unreadable = 0
-    all_logits: list[np.ndarray] = []
+    all_logits: list[list[np.ndarray]] = [[] for _ in predictors]
     for start in range(0, len(files), chunk):
-        crops, slots = [], []
+        grays, faces, slots = [], [], []
         for i in range(start, min(start + chunk, len(files))):
             path = files.paths[i]
             rec = {"path": str(path), "true": names[files.labels[i]], "predicted": None, "face_found": False,
                    "probabilities": None, "error": None}
-            records.append(rec)
             try:
                 gray = rotate_image(to_gray(load_image(path)), rotate)
             except ImageLoadError as e:
                 rec["error"] = str(e)
                 unreadable += 1
-                continue
-            if finder is not None:
-                faces = finder.detect(gray)
-                if not faces:
-                    continue
-                rec.update(faces[0].to_dict(), n_faces=len(faces))
-                face = faces[0] if align else Face(faces[0].box, faces[0].score)
-                gray = face_crop(gray, face, predictor.preprocess.image_size, predictor.preprocess.face_margin)
-            rec["face_found"] = True
-            crops.append(gray)
-            slots.append(i)
-        logits = predictor.view_logits(crops, tta=tta)
-        all_logits.append(logits)
-        probs = probabilities_from_view_logits(logits, predictor.temperature_for(tta))
-        for i, p in zip(slots, probs):
-            y_pred[i] = int(np.argmax(p))
-            records[i]["predicted"] = names[y_pred[i]]
-            records[i]["probabilities"] = {n: float(v) for n, v in zip(names, p)}
+                gray = None
+            face = None
+            if gray is not None and finder is not None:
+                found = finder.detect(gray)
+                if found:
+                    rec.update(found[0].to_dict(), n_faces=len(found))
+                    face = found[0] if align else Face(found[0].box, found[0].score)
+                else:
+                    gray = None
+            if gray is not None:
+                rec["face_found"] = True
+                grays.append(gray)
+                faces.append(face)
+                slots.append(i)
+            for model_records in records:
+                model_records.append(dict(rec))
+        for m, predictor in enumerate(predictors):
+            size, margin = predictor.preprocess.image_size, predictor.preprocess.face_margin
+            crops = [g if f is None else face_crop(g, f, size, margin) for g, f in zip(grays, faces)]
+            logits = predictor.view_logits(crops, tta=tta)
+            all_logits[m].append(logits)
+            probs = probabilities_from_view_logits(logits, predictor.temperature_for(tta))
+            for i, p in zip(slots, probs):
+                y_pred[m, i] = int(np.argmax(p))
+                records[m][i]["predicted"] = names[y_pred[m, i]]
+                records[m][i]["probabilities"] = {n: float(v) for n, v in zip(names, p)}
         if progress is not None:
             progress(min(start + chunk, len(files)), len(files))
+    return [_result(predictor, files, y_pred[m], records[m], all_logits[m], unreadable, tta=tta,
+                    detect_faces=detect_faces, detector=detector, rotate=rotate, align=align, split=split)
+            for m, predictor in enumerate(predictors)]
+
+
+def _result(predictor: Predictor, files: LabelledFiles, y_pred: np.ndarray, records: list[dict],
+            logits: list[np.ndarray], unreadable: int, tta: bool, detect_faces: bool, detector: str, rotate: float,
+            align: bool, split: str) -> EvaluationResult:
+    """One model's :class:`EvaluationResult` from its predictions (-1: no face) and view logits."""
+    names = predictor.class_names
     summary = classification_summary(files.labels, y_pred, names)
     found = y_pred >= 0
     summary.update({
@@ -102,7 +136,7 @@ def evaluate_files(predictor: Predictor, files: LabelledFiles, detect_faces: boo
         "aligned": align if detect_faces else None,
         "split": split,
     })
-    view_logits = np.concatenate(all_logits, axis=1) if all_logits else np.zeros((0, 0, len(names)), np.float32)
+    view_logits = np.concatenate(logits, axis=1) if logits else np.zeros((0, 0, len(names)), np.float32)
     summary.update(calibration_fields(view_logits, files.labels[found], predictor.temperature_for(tta), names))
     return EvaluationResult(summary, records, report_text(files.labels, y_pred, names), view_logits,
                             np.flatnonzero(found))

@@ -96,16 +96,25 @@ class OnnxModel:
 def read_onnx_model(path: str | Path) -> OnnxModel:
     """Read and check an exported classifier (ONNX Runtime only). Raises CheckpointError, naming the file and
     the field, for a file that is missing, unreadable or lacks usable metadata."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"Cannot read the ONNX model {path}: {e}") from None
+    return onnx_model_from_bytes(data, path)
+
+
+def onnx_model_from_bytes(data: bytes, path: str | Path) -> OnnxModel:
+    """:func:`read_onnx_model` of a file's bytes held in memory (an upload); ``path`` is what errors call it."""
     ort = load_onnxruntime()  # telemetry off (fer_core.onnx_runtime)
 
     path = Path(path)
     try:
-        data = path.read_bytes()
         options = ort.SessionOptions()
         options.log_severity_level = 3
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    except Exception as e:  # noqa: BLE001 - OSError or any of ONNX Runtime's load errors
+    except Exception as e:  # noqa: BLE001 - any of ONNX Runtime's load errors
         raise CheckpointError(f"Cannot read the ONNX model {path}: {e}") from None
     try:
         info = json.loads(text) if text is not None else None

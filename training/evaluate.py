@@ -6,6 +6,9 @@
 Prints sklearn's classification report; ``--json`` writes accuracy, macro_f1, n_images,
 n_faces_found, labels, confusion_matrix (rows = true, columns = predicted), per_class, and the calibration of the
 classified faces: ece, nll, reliability (15 bins), temperature, confidence_histograms and uncalibrated (at T = 1).
+``--label-issues OUT.csv`` writes the images whose given label the model most confidently disagrees with
+(fer_core.label_issues: cleanlab on the calibrated probabilities), with a suggested label and an empty ``keep``
+column to fill in.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from fer_core.datasets import PERSON_SPLITS, describe_skipped, list_labelled_fol
 from fer_core.evaluation import evaluate_files
 from fer_core.face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from fer_core.inference import NO_TTA_HELP, Predictor
+from fer_core.label_issues import relabel_csv, suspicious_labels
 from fer_core.labels import UnknownClassError
 
 from .outputs import require_writable_file
@@ -55,12 +59,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="", help="name of the data split, recorded in the JSON (e.g. 'FER2013 PublicTest')")
     p.add_argument("--json", dest="json_out", help="write the results as JSON to this file")
     p.add_argument("--with-images", action="store_true", help="include per-image predictions in the JSON")
+    p.add_argument("--label-issues", dest="label_issues_out",
+                   help="write the images whose label the model most confidently disagrees with (cleanlab, "
+                        "fer_core.label_issues) as an editable relabel CSV to this file")
     return p
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.json_out:
-        require_writable_file(args.json_out, "--json")  # before the evaluation, not after it
+    for out, flag in ((args.json_out, "--json"), (args.label_issues_out, "--label-issues")):
+        if out:
+            require_writable_file(out, flag)  # before the evaluation, not after it
     try:
         predictor = Predictor.from_checkpoint(args.weights, backend=args.backend)
     except CheckpointError as e:
@@ -106,6 +114,10 @@ def main(args: argparse.Namespace) -> dict:
         payload = result.to_json() if args.with_images else s
         out.write_text(json.dumps(payload, indent=2))
         print(f"wrote {out}")
+    if args.label_issues_out:
+        rows = suspicious_labels(result.records, predictor.class_names)
+        Path(args.label_issues_out).write_bytes(relabel_csv(rows))
+        print(f"{len(rows)} suspicious label(s) of {s['n_faces_found']} classified images; wrote {args.label_issues_out}")
     return s
 
 
