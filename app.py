@@ -20,6 +20,7 @@ UPLOAD = st.Page("pages/1_Upload_images.py", title="Upload images", icon=":mater
 LIVE = st.Page("pages/2_Live_webcam.py", title="Live webcam", icon=":material/videocam:")
 VIDEO = st.Page("pages/3_Video_files.py", title="Video files", icon=":material/movie:")
 EVALUATION = st.Page("pages/4_Evaluation.py", title="Evaluation", icon=":material/analytics:")
+TRAINING_RUNS = st.Page("pages/5_Training_runs.py", title="Training runs", icon=":material/monitoring:")
 
 
 def home() -> None:
@@ -47,6 +48,8 @@ def home() -> None:
     st.page_link(VIDEO, label="Video files: every face's expression over a recording", icon=":material/movie:")
     st.page_link(EVALUATION, label="Evaluation: accuracy, confusion matrix, calibration, your own data",
                  icon=":material/analytics:")
+    st.page_link(TRAINING_RUNS, label="Training runs: compare your runs' curves, follow one that is training",
+                 icon=":material/monitoring:")
 
 
 WHOLE_PHOTO_EVAL = "eval_cfee_test.json"  # whole photos of people never trained on (docs/evaluation.md)
@@ -120,4 +123,5 @@ def show_loaded_model(predictor: Predictor) -> None:
                    "Re-run training or restore the matching `model_card.json`.")
 
 
-st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), UPLOAD, LIVE, VIDEO, EVALUATION]).run()
+st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), UPLOAD, LIVE, VIDEO, EVALUATION,
+              TRAINING_RUNS]).run()

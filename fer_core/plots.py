@@ -198,3 +198,41 @@ def video_timeline_figure(rows: pd.DataFrame, face_id: int, class_names: Sequenc
                       legend=dict(orientation="h", yanchor="bottom", y=1.0), hovermode="closest",
                       clickmode="event+select")
     return fig
+
+
+# history.csv columns drawn by runs_curves_figure, one panel each: (title, axis format, log axis)
+RUN_CURVES = {"train_loss": ("training loss", None, False), "train_acc": ("training accuracy", ".0%", False),
+              "val_acc": ("validation accuracy", ".0%", False), "val_macro_f1": ("validation macro-F1", ".2f", False),
+              "val_loss": ("validation NLL", None, False), "lr": ("learning rate", ".0e", True)}
+RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+               "#17becf")
+
+
+def runs_curves_figure(histories: dict[str, pd.DataFrame], columns: int = 3) -> go.Figure:
+    """Several training runs overlaid: one panel per :data:`RUN_CURVES` column that any history has (training loss
+    and accuracy, validation accuracy, macro-F1 and NLL, learning rate), against the epoch; one colour per run
+    (``histories``: run name -> its history.csv), its legend entry toggling the run in every panel. Zoom and legend
+    choices survive a redraw with new rows (``uirevision``)."""
+    panels = [c for c in RUN_CURVES if any(c in h.columns for h in histories.values())]
+    rows = max(1, -(-len(panels) // columns))
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=[RUN_CURVES[c][0] for c in panels],
+                        horizontal_spacing=0.07, vertical_spacing=0.16)
+    for i, (name, history) in enumerate(histories.items()):
+        colour = RUN_COLOURS[i % len(RUN_COLOURS)]
+        for j, column in enumerate(panels):
+            if column not in history.columns:
+                continue
+            title, fmt, _ = RUN_CURVES[column]
+            value = f"%{{y:{fmt}}}" if fmt else "%{y:.4f}"
+            fig.add_trace(go.Scatter(
+                x=history["epoch"], y=history[column], name=name, legendgroup=name, showlegend=j == 0,
+                mode="lines+markers", line={"color": colour, "width": 2}, marker={"size": 5},
+                hovertemplate=f"{name}<br>epoch %{{x}}: {title} {value}<extra></extra>"),
+                row=j // columns + 1, col=j % columns + 1)
+    for j, column in enumerate(panels):
+        _, fmt, log = RUN_CURVES[column]
+        fig.update_yaxes(tickformat=fmt, type="log" if log else None, row=j // columns + 1, col=j % columns + 1)
+    fig.update_xaxes(title_text="epoch", rangemode="tozero")
+    fig.update_layout(height=300 * rows + 80, margin=_MARGIN, uirevision="runs",
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.08, "xanchor": "left", "x": 0})
+    return fig

@@ -44,10 +44,6 @@ STATUSES = {
     "unknown": "no model card and no readable progress file",
 }
 
-# history.csv columns that the curves show, with their names (training.train writes all of them).
-CURVES = {"train_loss": "training loss", "train_acc": "training accuracy", "val_acc": "validation accuracy",
-          "val_macro_f1": "validation macro-F1", "val_loss": "validation NLL", "lr": "learning rate"}
-
 _RUN_FILE = re.compile(r"^(?:history(?P<h>_[\w.-]+)?\.csv|model_card(?P<c>_[\w.-]+)?\.json|progress(?P<p>_[\w.-]+)?\.json)$")
 
 
@@ -170,8 +166,10 @@ def progress_status(progress: dict, now: float | None = None) -> tuple[str, str 
     status = progress["status"]
     if status == "failed":
         return "failed", f"failed: {progress.get('error') or 'no error message recorded'}"
-    if status in ("finished", "stopped"):
-        return status, progress.get("message")
+    if status == "finished":
+        return status, None
+    if status == "stopped":
+        return status, progress.get("message") or "stopped before its last epoch; `--resume` continues it"
     if status != "running":
         return "unknown", f"unknown status {status!r} in {PROGRESS_NAME}"
     now = time.time() if now is None else now
