@@ -1,0 +1,120 @@
+"""Suspicious labels: cleanlab's ranking on synthetic probabilities with injected flips, the relabel CSV, the
+measurement helpers, ``training.evaluate --label-issues`` and ``training.label_noise_check`` on a tiny folder."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_core.label_issues import (RELABEL_FIELDS, flag_quality, flip_labels, ranked_label_issues, relabel_csv,
+                                   suspicious_labels)
+from fer_core.labels import EMOTIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def confident_probabilities(labels: np.ndarray, rng: np.random.Generator, accuracy: float = 0.9) -> np.ndarray:
+    """(N, 7) probabilities of a model that is right about ``accuracy`` of the time, mostly confidently."""
+    n = len(labels)
+    guess = np.where(rng.random(n) < accuracy, labels, rng.integers(0, 7, n))
+    probs = rng.dirichlet(np.full(7, 0.5), n) * 0.3
+    probs[np.arange(n), guess] += 0.7
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def test_flipped_labels_are_ranked_first():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 7, 700)
+    probs = confident_probabilities(truth, rng)
+    noisy, flipped = flip_labels(truth, 0.1, 7, rng)
+    assert flipped.sum() == 70 and np.all(noisy[flipped] != truth[flipped]) and np.all(noisy[~flipped] == truth[~flipped])
+    ranked = ranked_label_issues(noisy, probs)
+    given = probs[ranked, noisy[ranked]]
+    assert np.all(np.diff(given) >= 0)  # self-confidence: the least probable given label first
+    quality = flag_quality(ranked, flipped)
+    assert quality["n_flipped"] == 70 and quality["top_k"] == 70
+    assert quality["recall"] > 0.7 and quality["precision_top_k"] > 0.6
+    clean = ranked_label_issues(truth, probs)
+    assert len(clean) < len(ranked)  # the flips are what cleanlab finds
+
+
+def test_flag_quality_counts():
+    flipped = np.asarray([True, True, False, False, False, False, False, False, False, False])
+    q = flag_quality([0, 5, 1], flipped, top_fraction=0.2)
+    assert q == {"n_images": 10, "n_flipped": 2, "n_flagged": 3, "precision": pytest.approx(2 / 3), "recall": 1.0,
+                 "top_k": 2, "precision_top_k": 0.5}
+    assert flag_quality([], flipped)["precision"] == 0.0
+
+
+def test_tiny_or_bad_inputs():
+    assert len(ranked_label_issues([3], np.full((1, 7), 1 / 7))) == 0
+    with pytest.raises(ValueError, match="need"):
+        ranked_label_issues([0, 1], np.ones((3, 7)) / 7)
+
+
+def test_suspicious_labels_rows_and_the_editable_csv():
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 7, 300)
+    probs = confident_probabilities(truth, rng, accuracy=1.0)
+    noisy, flipped = flip_labels(truth, 0.1, 7, rng)
+    records = [{"path": f"{EMOTIONS[t]}/{i}.png", "true": EMOTIONS[t],
+                "probabilities": {n: float(p[j]) for j, n in enumerate(EMOTIONS)}} for i, (t, p) in enumerate(zip(noisy, probs))]
+    records.append({"path": "sad/no_face.png", "true": "sad", "probabilities": None})  # left out
+    rows = suspicious_labels(records, EMOTIONS)
+    assert rows and [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    first = rows[0]
+    assert first["given"] == records[first["record"]]["true"] and first["suggested"] != first["given"]
+    assert first["confidence"] > first["given_probability"] and first["keep"] == ""
+    assert np.mean([flipped[r["record"]] for r in rows[:30]]) > 0.8
+    table = list(csv.DictReader(io.StringIO(relabel_csv(rows).decode())))
+    assert tuple(table[0]) == RELABEL_FIELDS and table[0]["path"] == first["path"] and table[0]["keep"] == ""
+    assert relabel_csv([]).decode().strip() == ",".join(RELABEL_FIELDS)
+    assert suspicious_labels([records[-1]], EMOTIONS) == []
+
+
+def test_cleanlab_does_not_import_torch():
+    """The app's install has no torch: cleanlab's ranking must not pull it in."""
+    code = ("import sys; import fer_core.label_issues as l, numpy as np; "
+            "l.ranked_label_issues(np.arange(20) % 2, np.tile([[0.6, 0.4], [0.3, 0.7]], (10, 1))); "
+            "print(sorted(m for m in ('torch', 'tensorflow', 'jax') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def face_folder(tmp_path_factory) -> Path:
+    """<dir>/<class>/<image>: 4 generated 48x48 faces per class."""
+    import cv2
+
+    from helpers import synthetic_face
+
+    root = tmp_path_factory.mktemp("faces")
+    for label, name in enumerate(EMOTIONS):
+        (root / name).mkdir()
+        for i in range(4):
+            cv2.imwrite(str(root / name / f"{i}.png"), synthetic_face(label, seed=i))
+    return root
+
+
+def test_evaluate_writes_the_relabel_csv_and_the_noise_check_runs(face_folder, tmp_path, capsys):
+    from training.evaluate import get_args_parser as evaluate_args
+    from training.evaluate import main as evaluate
+    from training.label_noise_check import get_args_parser as check_args
+    from training.label_noise_check import main as check
+
+    out = tmp_path / "issues.csv"
+    evaluate(evaluate_args().parse_args([str(face_folder), "--no-tta", "--label-issues", str(out)]))
+    assert "suspicious label(s) of 28 classified images" in capsys.readouterr().out
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert all(r["given"] in EMOTIONS and r["suggested"] in EMOTIONS and r["keep"] == "" for r in rows)
+    assert all(Path(r["path"]).parent.name == r["given"] for r in rows)
+    result = check(check_args().parse_args(["--data", str(face_folder), "--flip", "0.25", "--seed", "0", "--no-tta",
+                                            "--json", str(tmp_path / "check.json")]))
+    assert result["n_flipped"] == 7 and result["n_images"] == 28
+    assert "precision among the top-ranked 7" in capsys.readouterr().out
