@@ -236,3 +236,44 @@ def runs_curves_figure(histories: dict[str, pd.DataFrame], columns: int = 3) -> 
     fig.update_layout(height=300 * rows + 80, margin=_MARGIN, uirevision="runs",
                       legend={"orientation": "h", "yanchor": "bottom", "y": 1.08, "xanchor": "left", "x": 0})
     return fig
+
+
+def class_delta_figure(per_class: dict[str, dict], title: str | None = "Per-class change, B - A") -> go.Figure:
+    """Grouped bars per class of the recall and F1 differences B - A (``per_class`` of
+    :func:`fer_core.compare.compare_results`), classes absent from the data left out; the hover gives both values."""
+    names = [n for n in _ordered(list(per_class)) if per_class[n]["support"]]
+    fig = go.Figure()
+    for metric, colour in (("recall", "#1f77b4"), ("f1", "#ff7f0e")):
+        deltas = [per_class[n][f"{metric}_difference"] for n in names]
+        fig.add_trace(go.Bar(
+            x=names, y=deltas, name=f"{'F1' if metric == 'f1' else metric} B - A", marker_color=colour,
+            customdata=[[per_class[n][f"a_{metric}"], per_class[n][f"b_{metric}"], per_class[n]["support"]]
+                        for n in names],
+            text=[f"{d:+.2f}" for d in deltas], textposition="outside", cliponaxis=False,
+            hovertemplate=f"%{{x}} {metric}: A %{{customdata[0]:.3f}}, B %{{customdata[1]:.3f}} "
+                          "(%{customdata[2]} images)<extra></extra>"))
+    fig.update_layout(title=title, barmode="group", height=360, margin=_MARGIN,
+                      yaxis=dict(title="B - A", zeroline=True, zerolinecolor="#444"),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
+    return fig
+
+
+def confusion_difference_figure(difference: Sequence[Sequence[int]], labels: Sequence[str],
+                                title: str | None = "Confusion matrix B - A (rows: true class, columns: predicted)"
+                                ) -> go.Figure:
+    """Diverging heatmap of the difference of two confusion matrices (B - A, counts): on the diagonal, blue = B
+    right more often; off it, red = B makes that mistake more often."""
+    labels = list(labels)
+    z = [[int(v) for v in row] for row in difference]
+    # On the diagonal more is better, off it more is worse: colour by that, label with the signed count.
+    goodness = [[v if i == j else -v for j, v in enumerate(row)] for i, row in enumerate(z)]
+    peak = max([abs(v) for row in z for v in row] + [1])
+    fig = go.Figure(go.Heatmap(
+        z=goodness, x=labels, y=labels, text=[[f"{v:+d}" if v else "0" for v in row] for row in z],
+        texttemplate="%{text}", customdata=z, colorscale="RdBu", zmin=-peak, zmax=peak, zmid=0,
+        colorbar=dict(title="B better"), hovertemplate="true %{y}<br>predicted %{x}<br>B - A: %{customdata:+d} "
+                                                      "images<extra></extra>"))
+    fig.update_layout(title=title, height=480, margin=_MARGIN,
+                      xaxis=dict(title="predicted", type="category"),
+                      yaxis=dict(title="true", autorange="reversed", type="category"))
+    return fig

@@ -1,6 +1,14 @@
-"""Evaluation: the shipped validation results, training curves, and evaluation on your own labelled data.
+"""Evaluation: the shipped validation results, training curves, evaluation on your own labelled data (with its
+suspicious labels), and the comparison of two models on the same data.
 
-The first view (the headline numbers of the shipped evaluation JSON) is drawn before the charts' libraries are
+Other pages can hand a checkpoint over (a path to a ``.pt`` or ``.onnx``) through ``st.session_state``:
+
+* ``st.session_state["evaluate_model_path"]``: preselected as the model that evaluates own data, and as model B of
+  the comparison;
+* ``st.session_state["compare_model_path"]``: preselected as model B of the comparison, with the shipped model as A.
+
+Each value is applied when it appears or changes (fer_core.evaluation_ui.apply_handoffs); the visitor can pick
+another model afterwards. The first view (the headline numbers of the shipped evaluation JSON) is drawn before the charts' libraries are
 imported and before anything is computed; the charts and tables follow.
 """
 
@@ -13,9 +21,6 @@ from fer_core.artifacts import (CALIBRATE_COMMAND, EVAL_COMMAND, LOCAL_VALIDATIO
                                 calibration_rows, read_calibration_report, read_eval_summary, read_history)
 from fer_core.navigation import PAGE_ICON, run_through_app
 
-GALLERY_SIZE = 24
-GALLERY_WIDTH = 110  # pixels of each image in the drill-down
-EXPLAIN_SIDE = 96  # pixels of each heatmap picture in the drill-down (a 48x48 crop enlarged 2x)
 SERVER_FOLDERS_ENV = "FER_ALLOW_SERVER_FOLDERS"  # "1": visitors may evaluate folders on the server (docs/pages.md)
 FOLDER_PLACEHOLDER = "e.g. /data/my_faces"
 
@@ -65,17 +70,20 @@ if shipped is not None:
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fer_core.archive import MAX_EVAL_IMAGES, ArchiveError, evaluate_zip, record_face_crop, record_image  # noqa: E402
+from fer_core.archive import MAX_EVAL_IMAGES, ArchiveError, evaluate_zip, evaluate_zip_models  # noqa: E402
+from fer_core.compare import compare_results, disagreements  # noqa: E402
 from fer_core.weights import CheckpointError  # noqa: E402
 from fer_core.evaluation import evaluate_folder  # noqa: E402
-from fer_core.explain import explain_crop, overlay  # noqa: E402
+from fer_core.evaluation_ui import (EXPLAIN_SIDE, GALLERY_SIZE, GAP, IMAGE_WIDTH, apply_handoffs,  # noqa: E402
+                                    gallery_image, load_model, model_label, model_options, model_select, model_upload,
+                                    model_version, record_overlays, show_comparison, show_label_issues)
+from fer_core.label_issues import suspicious_labels  # noqa: E402
 from fer_core.face_detection import DEFAULT_DETECTOR  # noqa: E402
 from fer_core.images import ImageLoadError  # noqa: E402
 from fer_core.labels import EMOTIONS, UnknownClassError  # noqa: E402
 from fer_core.plots import (confidence_histogram_figure, confusion_matrix_figure, per_class_f1_figure,  # noqa: E402
                             reliability_figure, training_curves_figure)
 from fer_core.report import NO_FACE, cell_records, classification_table, most_confused  # noqa: E402
-from fer_core.results import display_copy  # noqa: E402
 from fer_core.ui import detector_choice, get_predictor, shared_results, weights_version  # noqa: E402
 
 
@@ -112,30 +120,15 @@ def folder_error(e: Exception) -> str:
             "work too).")
 
 
-def explanation_pair(rec: dict, summary: dict, zip_data: bytes | None) -> np.ndarray:
-    """(EXPLAIN_SIDE, 2 * EXPLAIN_SIDE + 4, 3) uint8: the face as the model saw it with the occlusion map of its true
-    class (left) and of its predicted class (right); kept for the session."""
-    store = st.session_state.setdefault("_explanations", {})
-    key = (rec["path"], rec["true"], rec["predicted"], weights_version())  # cleared with each new own-data run
-    if key not in store:
-        predictor = get_predictor()
-        names = list(predictor.class_names)
-        crop = record_face_crop(rec, zip_data, predictor.preprocess.image_size, predictor.preprocess.face_margin,
-                                align=summary.get("aligned") is not False)
-        maps = explain_crop(predictor.backend, predictor.preprocess, crop,
-                            classes=[names.index(rec["true"]), names.index(rec["predicted"])])
-        gap = np.full((EXPLAIN_SIDE, 4, 3), 255, np.uint8)
-        store[key] = np.hstack([overlay(crop, maps[0], EXPLAIN_SIDE), gap, overlay(crop, maps[1], EXPLAIN_SIDE)])
-    return store[key]
+def explanation_pair(rec: dict, summary: dict, zip_data: bytes | None, model: str | None = None) -> np.ndarray:
+    """The face as the model (``model``, an option of fer_core.evaluation_ui; None: the shipped one) saw it with the
+    occlusion map of its true class (left) and of its predicted class (right); kept for the session."""
+    return record_overlays(load_model(model), model_version(model), rec, zip_data, [rec["true"], rec["predicted"]],
+                           aligned=summary.get("aligned") is not False)
 
 
-def gallery_image(rec: dict, zip_data: bytes | None, width: int) -> np.ndarray:
-    """The image behind a record, at most ``width`` px wide (each side at least 1 px): st.image can neither encode
-    an image over 65,535 px nor scale a very wide, thin one down without reaching 0 px."""
-    return display_copy(record_image(rec, zip_data), max_width=width)
-
-
-def show_gallery(summary: dict, records: list[dict], key: str, zip_data: bytes | None = None) -> None:
+def show_gallery(summary: dict, records: list[dict], key: str, zip_data: bytes | None = None,
+                 model: str | None = None) -> None:
     """Pick a confusion-matrix cell (true, predicted) and see its images with their probabilities, and with the
     explanation toggle where the model saw the true and the predicted class."""
     labels = list(summary["labels"])
@@ -167,12 +160,12 @@ def show_gallery(summary: dict, records: list[dict], key: str, zip_data: bytes |
             if explain and probs:
                 with col.container(horizontal=True, gap="small"):
                     st.image(gallery_image(rec, zip_data, EXPLAIN_SIDE), width=EXPLAIN_SIDE)
-                    st.image(explanation_pair(rec, summary, zip_data), width=2 * EXPLAIN_SIDE + 4,
+                    st.image(explanation_pair(rec, summary, zip_data, model), width=2 * EXPLAIN_SIDE + GAP,
                              caption=f"{true} {probs.get(true, 0):.0%} | {rec['predicted']} "
                                      f"{probs[rec['predicted']]:.0%}")
             else:
-                col.image(gallery_image(rec, zip_data, GALLERY_WIDTH), caption=caption, width=GALLERY_WIDTH)
-        except (ImageLoadError, ArchiveError) as e:
+                col.image(gallery_image(rec, zip_data, IMAGE_WIDTH), caption=caption, width=IMAGE_WIDTH)
+        except (ImageLoadError, ArchiveError, CheckpointError) as e:
             col.warning(str(e))
     if chosen:
         with st.expander("Probabilities of these images"):
@@ -189,7 +182,7 @@ def open_cell(chart_key: str, gallery_key: str) -> None:
 
 
 def show_results(summary: dict, key: str, records: list[dict] | None = None, zip_data: bytes | None = None,
-                 headline: bool = True, gallery_key: str | None = None) -> None:
+                 headline: bool = True, gallery_key: str | None = None, model: str | None = None) -> None:
     """Headline numbers (unless already shown), confusion matrix, classification report, per-class F1 and (with
     records) the drill-down. A click on a cell of the matrix opens that cell in the drill-down of ``gallery_key``
     (``key`` when there are records)."""
@@ -221,7 +214,7 @@ def show_results(summary: dict, key: str, records: list[dict] | None = None, zip
 
     if records:
         st.subheader("Browse the mistakes")
-        show_gallery(summary, records, key, zip_data)
+        show_gallery(summary, records, key, zip_data, model)
 
 
 def show_calibration(summary: dict, key: str) -> None:
@@ -302,10 +295,13 @@ if history is not None and len(history):
     st.plotly_chart(training_curves_figure(history), key="curves")
 
 # ---- own data -------------------------------------------------------------------------------------
+apply_handoffs("own_model", "compare_a", "compare_b")  # checkpoints handed over by another page (module docstring)
+models = model_options()
 st.header("Evaluate on your own data")
 st.markdown("A labelled set is a folder (or a zip of one) with one sub-folder per expression, named after it "
             "(`angry`, `disgust`, `fear`, `happy`, `sad`, `surprise`, `neutral`; `anger`, `happiness`, ... work too), "
             "holding the images: `<class>/<image>`.")
+own_model = model_select("Model", "own_model", models)
 with st.container(horizontal=True, gap="large"):  # wraps onto a second row on a narrow window, never cuts a label
     detect = st.checkbox("Images are whole photos: detect faces", value=False, key="own_detect", width="content",
                          help="Off: every image is already a face crop (as in FER2013).")
@@ -316,6 +312,13 @@ own_detector = detector_choice("own_detector", c1) if detect else DEFAULT_DETECT
 own_min_face = c2.slider("Minimum face size (pixels)", 20, 300, 20, step=10, key="own_min_face", disabled=not detect)
 options = dict(detect_faces=detect, tta=own_tta, min_face_size=own_min_face, detector=own_detector)
 
+
+def keep_own_result(result, data: bytes | None) -> None:
+    st.session_state["own_eval"] = {"summary": result.summary, "records": result.records, "zip": data,
+                                    "model": own_model}
+    st.session_state.pop("_explanations", None)  # heatmaps of the previous run's images
+
+
 zip_tab, folder_tab = st.tabs(["Upload a zip", "Folder on the server"])
 with zip_tab:
     archive = st.file_uploader("Zip of <class>/<image> folders", type=["zip"], key="own_zip",
@@ -324,13 +327,12 @@ with zip_tab:
     if st.button("Evaluate zip", key="own_zip_go", disabled=archive is None):
         data = archive.getvalue()
         result, error = run_with_progress(
-            lambda progress: evaluate_zip(get_predictor(), data, progress=progress, split=archive.name, **options),
-            "Evaluating")
+            lambda progress: evaluate_zip(load_model(own_model), data, progress=progress, split=archive.name,
+                                          **options), "Evaluating")
         if error:
             st.error(str(error))
         else:
-            st.session_state["own_eval"] = {"summary": result.summary, "records": result.records, "zip": data}
-            st.session_state.pop("_explanations", None)  # heatmaps of the previous run's images
+            keep_own_result(result, data)
 with folder_tab:
     if not server_folders_allowed():
         st.info("Evaluating a folder on the server is turned off: any visitor could read the server's images "
@@ -341,15 +343,61 @@ with folder_tab:
                                help="A folder on the machine that runs this app, holding `<class>/<image>`.")
         if st.button("Evaluate folder", key="own_folder_go", disabled=not folder.strip()):
             result, error = run_with_progress(
-                lambda progress: evaluate_folder(get_predictor(), Path(folder.strip()).expanduser(),
+                lambda progress: evaluate_folder(load_model(own_model), Path(folder.strip()).expanduser(),
                                                  progress=progress, split=folder.strip(), **options), "Evaluating")
             if error:
                 st.error(f"Cannot evaluate `{folder.strip()}`. {folder_error(error)}")
             else:
-                st.session_state["own_eval"] = {"summary": result.summary, "records": result.records, "zip": None}
-                st.session_state.pop("_explanations", None)  # heatmaps of the previous run's images
+                keep_own_result(result, None)
 
 own = st.session_state.get("own_eval")
 if own is not None:
     st.subheader(f"Results: {own['summary'].get('split') or 'your data'}")
-    show_results(own["summary"], "own", own["records"], own["zip"])
+    st.caption(f"Model: {model_label(own.get('model'))}")
+    show_results(own["summary"], "own", own["records"], own["zip"], model=own.get("model"))
+    st.subheader("Suspicious labels")
+    if own.get("issues") is None and st.button(
+            "Find suspicious labels", key="own_issues_go", icon=":material/flag:",
+            help="cleanlab ranks the images whose given label the model most confidently disagrees with (on the "
+                 "calibrated probabilities of this evaluation)."):
+        own["issues"] = suspicious_labels(own["records"], EMOTIONS)
+    if own.get("issues") is not None:
+        try:
+            show_label_issues(own["issues"], own["records"], load_model(own.get("model")),
+                              model_version(own.get("model")), own["zip"], own["summary"].get("aligned") is not False,
+                              "own_issues")
+        except CheckpointError as e:
+            st.error(str(e))
+
+# ---- two models -----------------------------------------------------------------------------------
+st.header("Compare two models")
+st.markdown("Is one model really better than another on your data, beyond noise? Every image goes through both "
+            "models on the same face; you get the accuracy and macro-F1 of each with 95 % intervals, the difference, "
+            "McNemar's exact test, the per-class changes and the images they disagree on. The settings of *Evaluate "
+            "on your own data* above apply (whole photos, test-time augmentation, detector).")
+model_upload("compare_upload")
+models = model_options()  # with a model uploaded just now
+c1, c2 = st.columns(2)
+model_a = model_select("Model A", "compare_a", models, 0, c1)
+model_b = model_select("Model B (differences are B - A)", "compare_b", models, 1, c2)
+compare_zip = st.file_uploader("Zip of <class>/<image> folders to compare on", type=["zip"], key="compare_zip",
+                               help=f"At most {MAX_EVAL_IMAGES:,} images; each goes through both models.")
+if model_a == model_b:
+    st.caption("Choose two different models.")
+if st.button("Compare", key="compare_go", disabled=compare_zip is None or model_a == model_b,
+             icon=":material/compare_arrows:"):
+    data = compare_zip.getvalue()
+    results, error = run_with_progress(
+        lambda progress: evaluate_zip_models([load_model(model_a), load_model(model_b)], data, progress=progress,
+                                             split=compare_zip.name, **options), "Comparing")
+    if error:
+        st.error(str(error))
+    else:
+        a, b = results
+        st.session_state["comparison"] = {
+            "comparison": compare_results(a.summary, a.records, b.summary, b.records,
+                                          names=(model_label(model_a), model_label(model_b))),
+            "disagreements": disagreements(a.records, b.records), "records_a": a.records, "records_b": b.records,
+            "zip": data, "options": (model_a, model_b), "aligned": a.summary.get("aligned") is not False}
+if st.session_state.get("comparison") is not None:
+    show_comparison(st.session_state["comparison"])
