@@ -10,6 +10,8 @@ Pure functions over arrays -> plain, JSON-able results.
   turns the logits of the test-time views into probabilities, so T is fitted for the app as it runs.
 * :func:`uncertain_label` is the one confidence policy of the pages, the CLI and the downloads: below a
   threshold the face is labelled :data:`UNCERTAIN` instead of a forced expression.
+* :func:`uncertain_threshold` is that threshold's default: the confidence below which a face is more likely wrong
+  than right, fitted on calibration faces (``training.calibrate``) and shipped in the checkpoint's meta.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .inference import probabilities_from_view_logits
 N_BINS = 15  # equal-width confidence bins of the ECE and the reliability diagram
 TEMPERATURE_BOUNDS = (0.05, 20.0)  # the search range of fit_temperature
 UNCERTAIN = "uncertain"  # the label of a face whose confidence is below the user's threshold
+THRESHOLD_RANGE = (0.20, 0.95)  # the thresholds the pages offer (their slider's range)
 _EPS = 1e-12  # probabilities are clipped here before the log (a probability of exactly 0 would be -inf)
 
 
@@ -154,3 +157,26 @@ def uncertain_label(label: str, confidence: float, threshold: float | None = Non
     face's top probability ``confidence`` is below ``threshold``. Off (None) by default: always ``label``."""
     threshold = check_threshold(threshold)
     return UNCERTAIN if threshold is not None and confidence < threshold else label
+
+
+def uncertain_threshold(confidences, correct, weights=None, target: float = 0.5) -> float | None:
+    """The top-probability confidence at which a face is right with probability ``target`` (default: as often
+    right as wrong), from a weighted logistic fit of P(correct | confidence) on calibration faces: below it, a
+    face is more likely wrong than right. Clipped to :data:`THRESHOLD_RANGE`; None when correctness does not rise
+    with confidence (no usable threshold) or there are fewer than two classes of outcome.
+
+    On perfectly calibrated probabilities this is ``target`` itself; where the model is over-confident (faces of
+    people and studios unlike its training set), it is higher.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(confidences, np.float64).reshape(-1, 1)
+    y = np.asarray(correct, bool)
+    if x.shape[0] != len(y) or len(np.unique(y)) < 2:
+        return None
+    fit = LogisticRegression(C=1e6).fit(x, y, sample_weight=weights)
+    slope, intercept = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    if not slope > 0:
+        return None
+    t = (math.log(target / (1.0 - target)) - intercept) / slope
+    return float(np.clip(t, *THRESHOLD_RANGE))

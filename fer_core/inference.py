@@ -222,6 +222,15 @@ class Predictor:
         """The calibrated temperature of the probabilities with (``tta``) or without test-time augmentation."""
         return self.temperature if tta else self.temperature_no_tta
 
+    def uncertain_below_for(self, tta: bool) -> float | None:
+        """The default "uncertain" threshold that ``training.calibrate --write`` stored for probabilities with
+        (``tta``) or without test-time augmentation: the confidence below which a calibration face was more often
+        wrong than right (:func:`fer_core.calibration.uncertain_threshold`). None when the weights carry none."""
+        value = self.meta.get("uncertain_below" if tta else "uncertain_below_no_tta")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+            return None  # absent (older weights) or unusable: the pages fall back to their own default
+        return float(value)
+
     @classmethod
     def from_checkpoint(cls, path: str | Path = DEFAULT_WEIGHTS, backend: str | None = None) -> "Predictor":
         """The classifier of a checkpoint ``path`` (``.pt``) or of an exported ``.onnx`` file.

@@ -17,6 +17,7 @@ from pathlib import Path
 import streamlit as st
 
 from .artifacts import ARTIFACTS_ENV, WEIGHTS_NAME, artifact_path
+from .calibration import THRESHOLD_RANGE
 from .weights import CheckpointError
 from .face_detection import DEFAULT_DETECTOR, DETECTORS, FaceDetector, make_detector
 from .inference import Predictor
@@ -73,16 +74,22 @@ UNCERTAIN_HELP = ("Off by default: every face gets its most likely expression. O
                   "downloads). The probabilities are calibrated on validation data, so 60 % means about 60 % right.")
 
 
-def uncertainty_choice(key: str = "uncertain", container=st) -> float | None:
+def uncertainty_choice(key: str = "uncertain", container=st, default: float | None = None) -> float | None:
     """A toggle (off by default) and a threshold slider: the confidence below which a face is labelled
-    "uncertain" (:func:`fer_core.calibration.uncertain_label`), or None when the policy is off."""
+    "uncertain" (:func:`fer_core.calibration.uncertain_label`), or None when the policy is off. The slider starts
+    at ``default`` (the model's calibrated threshold, :meth:`fer_core.inference.Predictor.uncertain_below_for`)
+    rounded to its step, or at 0.50 when the model carries none."""
     on = container.toggle('Label unsure faces "uncertain"', value=False, key=f"{key}_on", help=UNCERTAIN_HELP)
     if not on:
         return None
-    return container.slider("Uncertain below (top probability)", min_value=0.20, max_value=0.95, value=0.50,
+    low, high = THRESHOLD_RANGE
+    start = 0.50 if default is None else min(max(round(default / 0.05) * 0.05, low), high)
+    source = ("the model's calibrated default: below it, faces of people it never saw were more often wrong than "
+              "right" if default is not None else "0.50, the model carries no calibrated default")
+    return container.slider("Uncertain below (top probability)", min_value=low, max_value=high, value=round(start, 2),
                             step=0.05, format="%.2f", key=f"{key}_threshold",
                             help="A face whose most likely expression has a lower probability than this is labelled "
-                                 "\"uncertain\".")
+                                 f"\"uncertain\". Starts at {start:.2f}: {source}.")
 
 
 def session_detector(min_face_size: int, name: str = DEFAULT_DETECTOR) -> FaceDetector:

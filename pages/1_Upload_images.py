@@ -34,7 +34,7 @@ with st.sidebar:
                          help="Faces narrower than this, in pixels of the uploaded image, are ignored. Raise it "
                               "to skip faces in the background.")
     detector_name = detector_choice()
-    uncertain_below = uncertainty_choice("upload_uncertain")
+    uncertain_below = uncertainty_choice("upload_uncertain", default=predictor.uncertain_below_for(tta))
     explain = st.toggle("Show where the model looked", value=False, key="explain",
                         help="A heatmap over the face as the model saw it (aligned, 48x48): red where hiding the "
                              "face lowers the expression's probability most. It shows the predicted expression; pick "

@@ -84,7 +84,7 @@ with st.sidebar:
     show_probabilities = st.toggle("Show probabilities on the video", value=True,
                                    help="A small bar per expression beside each face.")
     mirror = st.toggle("Mirror view", value=True, help="Show the video like a mirror (as most video-call apps do).")
-    uncertain_below = uncertainty_choice("live_uncertain")
+    uncertain_below = uncertainty_choice("live_uncertain", default=predictor.uncertain_below_for(tta=False))
     with st.expander("Speed"):
         tta = st.toggle("Test-time augmentation", value=False,
                         help="Off for live speed: averaging six views of each face (mirrored, zoomed in and out) "

@@ -85,7 +85,7 @@ with st.sidebar:
     min_face = st.slider("Minimum face size (pixels)", 10, 300, video_settings().min_face_size, 10,
                          help="Faces smaller than this in the video are ignored.")
     detector = detector_choice("video_detector")
-    uncertain_below = uncertainty_choice("video_uncertain")
+    uncertain_below = uncertainty_choice("video_uncertain", default=predictor.uncertain_below_for(tta=True))
     make_video = st.toggle("Make the annotated video", value=True,
                            help="An mp4 (H.264, plays in the browser) with every face boxed, numbered and labelled. "
                                 "Encoding every frame takes extra time.")

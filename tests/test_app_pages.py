@@ -22,6 +22,7 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Block
 
 from fer_core.artifacts import ARTIFACTS_ENV
+from fer_core.inference import Predictor
 from fer_core.labels import EMOTIONS
 
 from helpers import group_photo, jpeg_bytes, make_zip
@@ -206,6 +207,9 @@ def test_upload_uncertain_policy_and_explanations(monkeypatch, artifacts_dir, fa
     assert not [s for s in at.selectbox if s.label == "Explain"]  # explanations are off by default
 
     at.toggle(key="upload_uncertain_on").set_value(True).run()
+    default = Predictor.from_checkpoint(artifacts_dir / "model.pt").uncertain_below_for(tta=True)
+    start = at.slider(key="upload_uncertain_threshold").value  # the model's calibrated default, to the slider's step
+    assert start == pytest.approx(round(default / 0.05) * 0.05) and start != 0.50
     at.slider(key="upload_uncertain_threshold").set_value(0.95).run()
     no_exception(at)
     assert "**Face #1: uncertain (most likely happy)**" in texts(at.markdown)

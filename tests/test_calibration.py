@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_core.calibration import (UNCERTAIN, calibration_summary, confidence_histograms, expected_calibration_error,
-                                  fit_temperature, negative_log_likelihood, reliability_bins, tta_nll,
-                                  uncertain_label)
+from fer_core.calibration import (THRESHOLD_RANGE, UNCERTAIN, calibration_summary, confidence_histograms,
+                                  expected_calibration_error, fit_temperature, negative_log_likelihood,
+                                  reliability_bins, tta_nll, uncertain_label, uncertain_threshold)
 from fer_core.checkpoint import load_checkpoint, save_checkpoint
 from fer_core.face_detection import make_detector
 from fer_core.frames import FramePipeline, FrameSettings
@@ -112,6 +112,37 @@ def test_the_shipped_checkpoint_carries_its_fitted_temperatures(predictor):
     assert 0.3 < predictor.temperature_no_tta < 3.0 and predictor.temperature != 1.0
     held = predictor.meta["calibration"]["heldout"]["tta"]
     assert held["ece_after"] < held["ece_before"] and held["nll_after"] < held["nll_before"]
+
+
+def test_default_uncertain_threshold_is_where_faces_are_as_often_right_as_wrong():
+    """On calibrated confidences the threshold is 0.5; on an over-confident model (right with probability c**2 at
+    confidence c, as on faces unlike the training set) it moves up to about sqrt(0.5); no usable threshold when
+    correctness does not rise with confidence."""
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.15, 1.0, 20_000)
+    assert uncertain_threshold(conf, rng.uniform(size=conf.size) < conf) == pytest.approx(0.5, abs=0.03)
+    over = uncertain_threshold(conf, rng.uniform(size=conf.size) < conf ** 2)
+    assert 0.62 < over < 0.75
+    assert uncertain_threshold(conf, rng.uniform(size=conf.size) < 1.0 - conf) is None  # falls with confidence
+    assert uncertain_threshold(conf, np.ones(conf.size, bool)) is None  # never wrong: nothing to fit
+    weighted = uncertain_threshold(conf, rng.uniform(size=conf.size) < conf, weights=np.full(conf.size, 3.0))
+    assert weighted == pytest.approx(0.5, abs=0.03)
+    assert THRESHOLD_RANGE[0] <= over <= THRESHOLD_RANGE[1]
+
+
+def test_predictor_reads_the_default_threshold_from_the_weights(tmp_path):
+    """The shipped weights carry a threshold per mode (training.calibrate --write); weights without one, or with an
+    unusable value, give None (the pages then start at 0.50) rather than an error."""
+    shipped = Predictor.from_checkpoint(ROOT / "artifacts" / "model.pt")
+    for tta in (True, False):
+        assert 0.3 < shipped.uncertain_below_for(tta) < 0.9
+    model, preprocess, names, meta = load_checkpoint(ROOT / "artifacts" / "model.pt")
+    for value in (None, float("nan"), 1.5, True):
+        plain = {k: v for k, v in meta.items() if not k.startswith("uncertain_below")}
+        if value is not None:
+            plain["uncertain_below"] = value
+        save_checkpoint(tmp_path / "m.pt", model, preprocess, plain, names)
+        assert Predictor.from_checkpoint(tmp_path / "m.pt").uncertain_below_for(True) is None
 
 
 def test_uncertain_policy_is_off_by_default_and_applies_below_the_threshold():

@@ -16,6 +16,13 @@ Splits (labels of each face are its folder's):
     alignment; never trained or fitted on.
 Each split is reported with TTA and without it (view 0 of the same logits), each at its own temperature.
 
+The same fitting faces give the pages' default "uncertain" threshold (with and without TTA): the calibrated
+confidence at which a face was as often right as wrong (a logistic fit of correctness on confidence,
+:func:`fer_core.calibration.uncertain_threshold`). With ``--domain``, whole photos of people the model never saw
+join that fit, so the default follows how the model does on new people rather than on FER2013 alone. ``--write``
+stores both thresholds beside the temperatures; each split's report gives the share of faces set aside at it and
+the accuracy of the others.
+
 The logits of every view are computed once per split and weights and cached in ``--cache`` (an .npz per split,
 keyed on a digest of the weights, not of the temperature), so a second run only refits and reports.
 """
@@ -33,7 +40,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from fer_core.artifacts import MODEL_CARD_NAME
-from fer_core.calibration import N_BINS, calibration_summary, fit_temperature
+from fer_core.calibration import N_BINS, calibration_summary, fit_temperature, uncertain_threshold
 from fer_core.checkpoint import DEFAULT_WEIGHTS, load_checkpoint, save_checkpoint
 from fer_core.datasets import FER_IMAGES, list_labelled_folder, split_by_person
 from fer_core.evaluation import evaluate_files
@@ -43,6 +50,9 @@ from fer_core.onnx_model import write_onnx_beside
 from .outputs import require_writable_file
 
 CFEE = FER_IMAGES.parent.parent / "cfee"
+
+
+THRESHOLD_KEYS = ("uncertain_below", "uncertain_below_no_tta")  # with / without TTA (Predictor.uncertain_below_for)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -59,6 +69,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "weighted alike, and its test people are reported (default: FER2013 validation only)")
     p.add_argument("--calibration-fraction", type=float, default=0.15,
                    help="with --domain: the share of people training.train kept out for calibration (default: %(default)s)")
+    p.add_argument("--temperature-from", default="mix", choices=["mix", "validation"],
+                   help="fit the temperatures on every fitting set ('mix': FER2013 validation-fit and each --domain's "
+                        "calibration people, weighted alike) or on FER2013 validation-fit alone; the default "
+                        "'uncertain' thresholds use the mix either way (default: %(default)s)")
     p.add_argument("--fit-fraction", type=float, default=0.5,
                    help="share of validation that T is fitted on, stratified by class (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fit / held-out split (default: %(default)s)")
@@ -97,15 +111,31 @@ def cached_logits(predictor: Predictor, name: str, files, cache: Path, digest: s
     return out
 
 
-def report_split(view_logits: np.ndarray, labels: np.ndarray, t_tta: float, t_no_tta: float) -> dict:
-    """Before (T = 1) and after calibration, with TTA (at ``t_tta``) and without (view 0, at ``t_no_tta``)."""
+def report_split(view_logits: np.ndarray, labels: np.ndarray, t_tta: float, t_no_tta: float,
+                 thresholds: dict | None = None) -> dict:
+    """Before (T = 1) and after calibration, with TTA (at ``t_tta``) and without (view 0, at ``t_no_tta``); with
+    ``thresholds``, also the share of faces the default "uncertain" threshold sets aside and the accuracy of the
+    others."""
     out = {"n_faces": int(len(labels))}
     for mode, logits, temperature in (("tta", view_logits, t_tta), ("no_tta", view_logits[:1], t_no_tta)):
         probs = {"before": probabilities_from_view_logits(logits, 1.0),
                  "after": probabilities_from_view_logits(logits, temperature)}
         out[mode] = {"temperature": temperature, **{k: calibration_summary(p, labels) for k, p in probs.items()},
                      "accuracy": {k: float(np.mean(p.argmax(1) == labels)) for k, p in probs.items()}}
+        threshold = (thresholds or {}).get("uncertain_below" + ("" if mode == "tta" else "_no_tta"))
+        if threshold is not None and len(labels):
+            sure = probs["after"].max(1) >= threshold
+            out[mode]["uncertain"] = {"threshold": threshold, "share_uncertain": float(1 - sure.mean()),
+                                      "accuracy_of_the_rest": float(np.mean(probs["after"][sure].argmax(1)
+                                                                            == labels[sure])) if sure.any() else None}
     return out
+
+
+def default_threshold(view_logits: np.ndarray, labels: np.ndarray, temperature: float, weights: np.ndarray):
+    """The pages' default "uncertain" threshold for these calibration faces at ``temperature``: the confidence
+    where a face is as often right as wrong (:func:`fer_core.calibration.uncertain_threshold`)."""
+    probs = probabilities_from_view_logits(view_logits, temperature)
+    return uncertain_threshold(probs.max(1), probs.argmax(1) == labels, weights=weights)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -134,11 +164,20 @@ def main(args: argparse.Namespace) -> dict:
                 f"({int(d['n_images'])} photos, {len(d['labels'])} faces found)")
     logits = np.concatenate([v[0] for v in fit_sets.values()], axis=1)
     labels = np.concatenate([v[1] for v in fit_sets.values()])
-    weights = np.concatenate([np.full(len(v[1]), 1.0 / len(v[1])) for v in fit_sets.values()])  # sets alike
-    temperature = fit_temperature(logits, labels, weights=weights)
-    temperature_no_tta = fit_temperature(logits[:1], labels, weights=weights)
-    print(f"temperature {temperature:.4f} with TTA, {temperature_no_tta:.4f} without "
-          f"(fitted on {', '.join(f'{k} ({len(v[1])} faces)' for k, v in fit_sets.items())}, each set weighted alike)")
+    set_weights = np.concatenate([np.full(len(v[1]), 1.0 / len(v[1])) for v in fit_sets.values()])  # sets alike
+    t_logits, t_labels, t_weights = logits, labels, set_weights
+    if args.temperature_from == "validation":  # the thresholds still see every fitting set
+        t_logits, t_labels = fit_sets["validation-fit"]
+        t_weights = None
+    temperature = fit_temperature(t_logits, t_labels, weights=t_weights)
+    temperature_no_tta = fit_temperature(t_logits[:1], t_labels, weights=t_weights)
+    print(f"temperature {temperature:.4f} with TTA, {temperature_no_tta:.4f} without (fitted on "
+          + (f"validation-fit ({len(t_labels)} faces))" if args.temperature_from == "validation" else
+             f"{', '.join(f'{k} ({len(v[1])} faces)' for k, v in fit_sets.items())}, each set weighted alike)"))
+    thresholds = dict(zip(THRESHOLD_KEYS, (default_threshold(logits, labels, temperature, set_weights),
+                                            default_threshold(logits[:1], labels, temperature_no_tta, set_weights))))
+    print("default 'uncertain' threshold (a face below it was more often wrong than right on the same faces): "
+          + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} none" for k, v in thresholds.items()))
 
     splits = {
         "validation-fit": (val["view_logits"][:, fit_idx], val["labels"][fit_idx],
@@ -158,7 +197,9 @@ def main(args: argparse.Namespace) -> dict:
     report = {
         "temperature": temperature,
         "temperature_no_tta": temperature_no_tta,
-        "fitted_on": " + ".join(fit_sets),
+        **thresholds,
+        "fitted_on": "validation-fit" if args.temperature_from == "validation" else " + ".join(fit_sets),
+        "thresholds_fitted_on": " + ".join(fit_sets),
         "objective": "NLL of the mean over the 6 TTA views of softmax(logits / T); without TTA, of view 0",
         "n_bins": N_BINS,
         "weights": args.weights if args.weights != str(DEFAULT_WEIGHTS) else "artifacts/model.pt",
@@ -169,7 +210,7 @@ def main(args: argparse.Namespace) -> dict:
     print(f"{'split':20s} {'mode':7s} {'n':>5s}  {'ECE before':>10s} {'ECE after':>9s}  {'NLL before':>10s} "
           f"{'NLL after':>9s}  {'acc before':>10s} {'acc after':>9s}")
     for name, (logits, labels, description) in splits.items():
-        r = report_split(logits, labels, temperature, temperature_no_tta)
+        r = report_split(logits, labels, temperature, temperature_no_tta, thresholds)
         report["splits"][name] = {"description": description, **r}
         for mode in ("tta", "no_tta"):
             m = r[mode]
@@ -191,14 +232,18 @@ def write_temperature(weights: Path, report: dict) -> None:
     and a summary in the model card beside it (when there is one)."""
     model, preprocess, names, meta = load_checkpoint(weights)
     held = report["splits"]["validation-heldout"]
-    temperatures = {"temperature": report["temperature"], "temperature_no_tta": report["temperature_no_tta"]}
+    temperatures = {"temperature": report["temperature"], "temperature_no_tta": report["temperature_no_tta"],
+                    **{k: report[k] for k in THRESHOLD_KEYS if report.get(k) is not None}}
     summary = {**temperatures,
                "fitted_on": "; ".join(report["splits"][k]["description"] for k in report["fitted_on"].split(" + ")),
+               "thresholds_fitted_on": "; ".join(report["splits"][k]["description"]
+                                                 for k in report["thresholds_fitted_on"].split(" + ")),
                "command": report["command"], "created_at": report["created_at"],
                "heldout": {mode: {"ece_before": held[mode]["before"]["ece"], "ece_after": held[mode]["after"]["ece"],
                                   "nll_before": held[mode]["before"]["nll"], "nll_after": held[mode]["after"]["nll"]}
                            for mode in ("tta", "no_tta")}}
-    save_checkpoint(weights, model, preprocess, {**meta, **temperatures, "calibration": summary}, names)
+    kept = {k: v for k, v in meta.items() if k not in THRESHOLD_KEYS}  # a threshold not refitted is not kept
+    save_checkpoint(weights, model, preprocess, {**kept, **temperatures, "calibration": summary}, names)
     print(f"wrote temperatures {temperatures} into {weights} and {write_onnx_beside(weights)}")
     card_path = weights.parent / MODEL_CARD_NAME
     if card_path.is_file():
