@@ -11,6 +11,7 @@ Ray (``max_retries=1``, ``retry_exceptions``), then reported as failed.
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
 from typing import Iterator, Sequence
 
 from .batch_worker import BatchOptions, Input, failed_record, process_input
@@ -40,7 +41,9 @@ def run_ray(todo: Sequence[Input], options: BatchOptions, address: str) -> Itera
     started = not ray.is_initialized()
     if started:
         try:
-            ray.init(address=address or None, include_dashboard=False)
+            # The workers import fer_core from the same checkout path as here (docs/batch.md)
+            ray.init(address=address or None, include_dashboard=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}})
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise RayUnavailable(f"could not connect to or start Ray at {address or 'this machine'}: {e}") from None
     task = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=True)(process_input)

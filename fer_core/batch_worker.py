@@ -151,7 +151,7 @@ def process_input(item: Input, options: BatchOptions) -> dict:
         LOGGER.exception("%s could not be analysed", item.path)
         record.update(status="failed", error=f"{type(e).__name__}: {e}")
     record["seconds"] = round(time.perf_counter() - t, 3)
-    record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record["finished"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     write_json(record_path(Path(options.out), item.key), record)
     return record
 
@@ -203,7 +203,7 @@ def _analyse_video(item: Input, options: BatchOptions, state: WorkerState) -> di
 def failed_record(item: Input, options: BatchOptions, error: str) -> dict:
     """The manifest line of an input whose work never returned (its process died, its task was lost)."""
     return {**item.record(options), "status": "failed", "error": error,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
 
 
 def options_dict(options: BatchOptions) -> dict:

@@ -11,13 +11,22 @@ with one face (detection + alignment + classification, with and without TTA, and
 page's processor); the processing rate of video files (seconds of 720p video per second, at the default
 analysis rate and at every frame, training.video_benchmark); and training seconds per FER2013 epoch with the default recipe (extrapolated from timed
 steps of the real training loop on random data).
+
+    python -m training.benchmark --batch [--batch-ray]   # only fer_core.batch: throughput at 1 and 2 workers
+
+``--batch`` measures the batch command instead (docs/batch.md): photo faces per second on the photos of
+../shared/data/photos and seconds of video per second on generated 720p videos, each with 1 and 2 worker
+processes (and with ``--batch-ray``, 2 Ray tasks on a local Ray runtime), from the start of the job to its tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -36,7 +45,7 @@ from fer_core.preprocessing import PreprocessConfig, to_gray
 from fer_core.results import analyse_image
 
 from .augment import AugmentConfig
-from .video_benchmark import bench_video
+from .video_benchmark import bench_video, write_face_video
 from .train import class_weights, get_args_parser as train_args, initial_model, make_optimizer, train_one_epoch
 
 FER_TRAIN_IMAGES = 28_709
@@ -64,6 +73,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-steps", type=int, default=15, help="timed training steps (default: %(default)s)")
     p.add_argument("--video-seconds", type=float, default=20.0,
                    help="length of the generated 720p video for the video-file rate, 0 to skip (default: %(default)s)")
+    p.add_argument("--batch", action="store_true",
+                   help="measure only fer_core.batch's throughput (photos, videos) at --batch-workers (default: off)")
+    p.add_argument("--batch-workers", type=int, nargs="+", default=[1, 2],
+                   help="worker processes to time the batch command with (default: %(default)s)")
+    p.add_argument("--batch-photos", default=str(PHOTOS),
+                   help="folder of photos for the batch command's faces per second (default: %(default)s)")
+    p.add_argument("--batch-videos", type=int, default=4,
+                   help="generated 720p videos for its seconds of video per second (default: %(default)s)")
+    p.add_argument("--batch-video-seconds", type=float, default=15.0,
+                   help="length of each generated video (default: %(default)s)")
+    p.add_argument("--batch-ray", action="store_true",
+                   help="also time the batch command's Ray path on a local runtime of max(--batch-workers) CPUs "
+                        "(needs requirements-cluster.txt; default: off)")
     return p
 
 
@@ -218,7 +240,77 @@ def bench_training(steps: int) -> None:
           f"({per_image * 1000:.2f} ms/image, from {steps} timed steps)")
 
 
+def time_batch(inputs: list[Path], weights: str, workers: int, ray: bool = False) -> dict:
+    """One fer_core.batch job on ``inputs`` into a new folder, defaults of the command: wall seconds from the start
+    (worker processes started, models loaded) to the tables written, faces, seconds of video, and the seconds the
+    inputs took in their workers."""
+    from fer_core.batch import find_inputs, run_batch
+    from fer_core.batch_worker import BatchOptions
+
+    with tempfile.TemporaryDirectory(prefix="fer_batch_bench_") as out:
+        options = BatchOptions(out=out, weights=str(Path(weights).absolute()))
+        start = time.time()
+        lines = run_batch(find_inputs(inputs, Path(out)), options, workers, ray_address="" if ray else None,
+                          progress=False)
+        wall = time.time() - start
+    failed = [r["path"] for r in lines if r["status"] != "done"]
+    if failed:
+        print(f"  not done: {failed}")
+    first = min(datetime.fromisoformat(r["finished"]).timestamp() - r["seconds"] for r in lines)
+    return {"wall_s": wall, "inputs": len(lines), "faces": sum(r.get("faces") or 0 for r in lines),
+            "video_s": sum(r.get("video_seconds") or 0.0 for r in lines),
+            "busy_s": sum(r.get("seconds") or 0.0 for r in lines), "startup_s": max(0.0, first - start)}
+
+
+def _after_startup(r: dict, amount: float, unit: str) -> str:
+    """The rate once the workers have started, and what the start and the work in the workers took."""
+    rate = amount / max(r["wall_s"] - r["startup_s"], 1e-9)
+    return f"{rate:.2f} {unit} after a start of {r['startup_s']:.1f} s; {r['busy_s']:.1f} s of work in the workers"
+
+
+def bench_batch(args: argparse.Namespace) -> None:
+    """fer_core.batch's throughput: photo faces per second and seconds of video per second, per number of workers
+    (and on a local Ray runtime with --batch-ray); each job timed from its start to its tables."""
+    print(f"fer_core.batch on {len(os.sched_getaffinity(0))} CPUs, load average "
+          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} at the start")
+    photo_dir = Path(args.batch_photos)
+    frame = find_face_frame(args.photo)
+    runs = [(f"{n} worker{'s' if n > 1 else ''}", n, False) for n in args.batch_workers]
+    if args.batch_ray:
+        import ray
+
+        cpus = max(args.batch_workers)
+        t = time.perf_counter()
+        ray.init(num_cpus=cpus, include_dashboard=False)
+        print(f"Ray {ray.__version__}: local runtime of {cpus} CPUs started in {time.perf_counter() - t:.1f} s "
+              "(not counted below)")
+        runs.append((f"Ray, {cpus} CPUs", cpus, True))
+    with tempfile.TemporaryDirectory(prefix="fer_batch_videos_") as tmp:
+        videos = []
+        if frame is not None:
+            t = time.perf_counter()
+            videos = [write_face_video(Path(tmp) / f"faces_{i}.mp4", frame, args.batch_video_seconds)
+                      for i in range(args.batch_videos)]
+            print(f"{len(videos)} videos of {args.batch_video_seconds:g} s, 1280x720 at 25 fps, 2 faces (generated in "
+                  f"{time.perf_counter() - t:.0f} s); default analysis (5 frames per second of video)")
+        for name, n, ray_path in runs:
+            if photo_dir.is_dir():
+                r = time_batch([photo_dir], args.weights, n, ray_path)
+                print(f"batch photos, {name}: {r['inputs']} photos, {r['faces']} faces in {r['wall_s']:.1f} s -> "
+                      f"{r['faces'] / r['wall_s']:.2f} faces/s; {_after_startup(r, r['faces'], 'faces/s')}")
+            if videos:
+                r = time_batch(videos, args.weights, n, ray_path)
+                print(f"batch videos, {name}: {r['video_s']:.0f} s of video in {r['wall_s']:.1f} s -> "
+                      f"{r['video_s'] / r['wall_s']:.2f} s of video per second; "
+                      f"{_after_startup(r, r['video_s'], 's of video per second')}")
+    if args.batch_ray:
+        ray.shutdown()
+
+
 def main(args: argparse.Namespace) -> None:
+    if args.batch:
+        bench_batch(args)
+        return
     predictor = Predictor.from_checkpoint(args.weights)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; weights {args.weights}")
     others = {path: Predictor.from_checkpoint(path) for path in args.compare}
