@@ -203,7 +203,7 @@ def video_timeline_figure(rows: pd.DataFrame, face_id: int, class_names: Sequenc
 # history.csv columns drawn by runs_curves_figure, one panel each: (title, axis format, log axis)
 RUN_CURVES = {"train_loss": ("training loss", None, False), "train_acc": ("training accuracy", ".0%", False),
               "val_acc": ("validation accuracy", ".0%", False), "val_macro_f1": ("validation macro-F1", ".2f", False),
-              "val_loss": ("validation NLL", None, False), "lr": ("learning rate", ".0e", True)}
+              "val_loss": ("validation NLL", None, False), "lr": ("learning rate", None, True)}
 RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
                "#17becf")
 

@@ -49,7 +49,7 @@ def show_progress(run: Run) -> None:
     epoch, epochs = p.get("epoch"), p.get("epochs") or run.epochs_planned
     step, steps = p.get("step") or 0, p.get("steps_per_epoch") or 0
     with st.container(border=True):
-        st.markdown(f"**{run.name}** is training: {p.get('phase') or 'running'}")
+        st.markdown(f"**{run.name}**: {p.get('phase') or 'training'}")
         with st.container(horizontal=True, gap="large"):
             st.metric("Epoch", f"{epoch or '-'} / {epochs or '?'}", width="content")
             st.metric("Step", f"{step} / {steps or '?'}", width="content")

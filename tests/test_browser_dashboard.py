@@ -51,7 +51,7 @@ def test_home_links_to_the_pages(app_url, page):
     expect(page.get_by_text("Evaluation: accuracy, confusion matrix")).to_be_visible()
     # the sidebar names the home page "Home" (not the script's file name) and lists every page
     nav = page.get_by_test_id("stSidebarNav")
-    for name in ("Home", "Upload images", "Live webcam", "Video files", "Evaluation"):
+    for name in ("Home", "Upload images", "Live webcam", "Video files", "Evaluation", "Training runs"):
         expect(nav.get_by_role("link", name=name, exact=True)).to_be_visible()
     nav.get_by_role("link", name="Evaluation", exact=True).click()
     expect(page.get_by_role("heading", name="Evaluation", exact=True)).to_be_visible()
@@ -66,10 +66,10 @@ def test_deep_link_on_a_fresh_server_shows_the_app_navigation(fresh_app_url, pag
     page.goto(f"{fresh_app_url}/Upload_images")
     expect(page.get_by_text("Upload one or more images to see")).to_be_visible()
     nav = page.get_by_test_id("stSidebarNav")
-    for name in ("Home", "Upload images", "Live webcam", "Video files", "Evaluation"):
+    for name in ("Home", "Upload images", "Live webcam", "Video files", "Evaluation", "Training runs"):
         expect(nav.get_by_role("link", name=name, exact=True)).to_be_visible()
     expect(nav.get_by_role("link", name="app", exact=True)).to_have_count(0)
-    assert nav.locator('[data-testid="stIconMaterial"]').count() == 5  # one icon per entry
+    assert nav.locator('[data-testid="stIconMaterial"]').count() == 6  # one icon per entry
     assert page.url.endswith("/Upload_images")
     assert page.title() == "Upload images - expressions"
 

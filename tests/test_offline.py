@@ -27,7 +27,8 @@ import pytest
 from helpers import served_app
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ("", "Upload_images", "Live_webcam", "Video_files", "Evaluation")  # URL paths: home, then app.py's pages
+# URL paths: home, then app.py's pages
+PAGES = ("", "Upload_images", "Live_webcam", "Video_files", "Evaluation", "Training_runs")
 WAIT_MS = 120_000  # the test machine is slow and may be busy
 
 # Installed as sitecustomize.py in the server's PYTHONPATH: every Python process started with it has no network.

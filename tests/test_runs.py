@@ -22,33 +22,10 @@ from fer_core.runs import (PROGRESS_NAME, RUNS_ENV, STALE_AFTER_SECONDS, discove
 from training.progress import TrainingProgress
 
 from helpers import make_kaggle_tree
+from run_helpers import HISTORY_HEADER, history_rows, running, write_run
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS_PAGE = "pages/5_Training_runs.py"
-HISTORY_HEADER = "epoch,lr,train_loss,train_acc,val_loss,val_acc,val_macro_f1,seconds\n"
-
-
-def history_rows(epochs: range) -> str:
-    """history.csv rows of a run that learns a little every epoch."""
-    return "".join(f"{e},{0.003 / e:.6f},{2.0 - 0.1 * e:.3f},{0.2 + 0.05 * e:.3f},{1.9 - 0.08 * e:.3f},"
-                   f"{0.25 + 0.04 * e:.3f},{0.2 + 0.04 * e:.3f},60.0\n" for e in epochs)
-
-
-def write_run(folder: Path, epochs: int = 0, card: dict | None = None, progress: dict | None = None,
-              model: bool = False) -> Path:
-    """A made-up run folder: ``epochs`` rows of history.csv, a model card, a progress file, a model.pt."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if epochs:
-        (folder / "history.csv").write_text(HISTORY_HEADER + history_rows(range(1, epochs + 1)))
-    if card is not None:
-        (folder / "model_card.json").write_text(json.dumps(card))
-    if progress is not None:
-        (folder / PROGRESS_NAME).write_text(json.dumps(progress))
-    if model:
-        (folder / "model.pt").write_bytes(b"weights")
-    return folder
-
-
 def card(epochs: int = 3, selected: int = 3) -> dict:
     return {"training": {"command": f"python -m training.train --epochs {epochs} --out runs/x",
                          "arguments": {"epochs": epochs, "lr": 0.003}, "wall_time_seconds": 4000.0,
@@ -57,16 +34,6 @@ def card(epochs: int = 3, selected: int = 3) -> dict:
                                       "host": "box"}},
             "data": {"source": "data/fer2013/images", "train_images": 28709, "validation_images": 3589},
             "validation": {"epoch": selected, "val_acc": 0.37, "val_macro_f1": 0.32}}
-
-
-def running(epoch: int = 2, epochs: int = 5, step: int = 3, steps: int = 10, **fields) -> dict:
-    """The progress file of a run training now, in this process (alive) on this machine."""
-    return {"status": "running", "phase": "training", "epoch": epoch, "epochs": epochs, "first_epoch": 1,
-            "last_epoch": epochs, "step": step, "steps_per_epoch": steps, "images_per_second": 321.5,
-            "elapsed_seconds": 130.0, "eta_seconds": 400.0, "updated_unix": time.time(),
-            "updated_at": "2026-12-03T12:00:00+00:00", "started_at": "2026-12-03T11:58:00+00:00",
-            "pid": os.getpid(), "host": platform.node(), "command": "python -m training.train --out runs/live",
-            **fields}
 
 
 def dead_pid() -> int:
