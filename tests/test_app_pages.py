@@ -380,7 +380,7 @@ def test_evaluate_own_zip_then_drill_into_a_cell(monkeypatch, artifacts_dir):
     assert "my_faces.zip" in texts(at.subheader)
     # the own run adds its confusion matrix, F1 chart, reliability diagram and confidence histograms
     assert len(at.get("plotly_chart")) == 9
-    assert "Calibration: can the probabilities be trusted?" in [s.value for s in at.subheader][-2:]
+    assert "Calibration: can the probabilities be trusted?" in [s.value for s in at.subheader][-3:]  # then 'Browse the mistakes', 'Suspicious labels'
     records = at.session_state["own_eval"]["records"]
     assert len(records) == 14 and all(r["path"].startswith("my_faces/") for r in records)
     true, pred = records[0]["true"], records[0]["predicted"]

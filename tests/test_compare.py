@@ -211,3 +211,148 @@ def test_uploaded_models_are_checked_and_kept_in_memory(tmp_path):
                                 ("big.pt", b"0" * (MAX_UPLOAD_BYTES + 1), "at most 64 MB")):
         with pytest.raises(CheckpointError, match=message):
             uploaded_model(name, data)
+
+
+def test_a_pt_without_its_onnx_needs_torch_and_says_so(tmp_path):
+    """The app's install has no torch: a .pt with no .onnx beside it, handed over or uploaded, is a CheckpointError
+    that names the training install and the export command (run with torch made unimportable)."""
+    import subprocess
+    import sys
+
+    shutil.copy(ROOT / "artifacts" / "model_fer2013.pt", tmp_path / "alone.pt")
+    code = f"""
+import sys
+sys.modules["torch"] = None  # import torch fails, as without requirements-train.txt
+from fer_core.inference import Predictor
+from fer_core.model_files import uploaded_model
+from fer_core.weights import CheckpointError
+for load in (lambda: Predictor.from_checkpoint({str(tmp_path / 'alone.pt')!r}),
+             lambda: uploaded_model("alone.pt", open({str(tmp_path / 'alone.pt')!r}, "rb").read())):
+    try:
+        load()
+    except CheckpointError as e:
+        print(e)
+print(uploaded_model("m.onnx", open({str(ROOT / 'artifacts' / 'model_fer2013.onnx')!r}, "rb").read()).backend.name)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    lines = out.strip().splitlines()
+    assert len(lines) == 3 and all("requirements-train.txt" in line for line in lines[:2]), out
+    assert "python -m fer_core.onnx_model" in lines[1] and lines[2] == "onnxruntime"
+
+
+# ---- the evaluation page -----------------------------------------------------------------------------------
+
+EVALUATION = "pages/4_Evaluation.py"
+
+
+@pytest.fixture(scope="module")
+def page_artifacts(tmp_path_factory) -> Path:
+    """An artifacts folder with the shipped and the FER2013-only models (as links) and nothing else, which is also
+    the only models folder, and a run folder elsewhere with a checkpoint to hand over."""
+    art = tmp_path_factory.mktemp("artifacts")
+    for name in ("model.pt", "model.onnx", "model_fer2013.pt", "model_fer2013.onnx"):
+        (art / name).symlink_to(ROOT / "artifacts" / name)
+    return art
+
+
+@pytest.fixture
+def page_env(monkeypatch, page_artifacts):
+    from fer_core.artifacts import ARTIFACTS_ENV
+    from fer_core.model_files import MODELS_ENV
+
+    monkeypatch.setenv(ARTIFACTS_ENV, str(page_artifacts))
+    monkeypatch.setenv(MODELS_ENV, str(page_artifacts))
+    return page_artifacts
+
+
+def open_evaluation(session_state: dict | None = None):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.switch_page(EVALUATION)
+    for k, v in (session_state or {}).items():
+        at.session_state[k] = v
+    return at.run()
+
+
+def face_zip(per_class: int = 2) -> bytes:
+    import cv2
+
+    from helpers import synthetic_face
+
+    return make_zip({f"faces/{name}/{i}.png": cv2.imencode(".png", synthetic_face(label, seed=i))[1].tobytes()
+                     for label, name in enumerate(EMOTIONS) for i in range(per_class)})
+
+
+def no_error(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_page_compares_two_models_on_a_zip(page_env):
+    at = open_evaluation()
+    no_error(at)
+    assert at.selectbox(key="compare_a").value.startswith("shipped model")
+    assert at.selectbox(key="compare_b").value.startswith("FER2013-only model")
+    at.file_uploader(key="compare_zip").set_value(("faces.zip", face_zip(), "application/zip")).run()
+    at.button(key="compare_go").click().run()
+    no_error(at)
+    run = at.session_state["comparison"]
+    c = run["comparison"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Accuracy A"] == f"{c['accuracy']['a']['value']:.1%}"
+    assert metrics["McNemar p"] == f"{c['mcnemar']['p_value']:.3g}"
+    titles = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
+    assert "Per-class change, B - A" in titles and any(t.startswith("Confusion matrix B - A") for t in titles)
+    assert "Where the models disagree" in [s.value for s in at.subheader]
+    shown = min(len(run["disagreements"]), 24)
+    assert shown and len(at.image) == shown  # one photo per disagreement
+    assert {b.key for b in at.get("download_button")} >= {"compare_csv", "compare_json"}
+    at.toggle(key="compare_explain").set_value(True).run()
+    no_error(at)
+    assert len(at.image) == 2 * shown  # the photo, and A's | B's heatmap of its own prediction
+
+
+def test_page_takes_the_checkpoints_other_pages_hand_over(page_env, tmp_path):
+    run = tmp_path / "runs" / "try" / "out"
+    run.mkdir(parents=True)
+    shutil.copy(ROOT / "artifacts" / "model_fer2013.pt", run / "model.pt")
+    shutil.copy(ROOT / "artifacts" / "model_fer2013.onnx", run / "model.onnx")  # readable without torch
+    at = open_evaluation({"compare_model_path": str(run / "model.pt")})
+    no_error(at)
+    assert at.selectbox(key="compare_b").value == str(run / "model.pt")
+    assert at.selectbox(key="compare_a").value.startswith("shipped model")
+    assert at.selectbox(key="own_model").value.startswith("shipped model")
+    at.selectbox(key="compare_b").set_value(at.selectbox(key="compare_a").value).run()  # the visitor may change it
+    assert at.selectbox(key="compare_b").value.startswith("shipped model")
+    assert at.button(key="compare_go").disabled  # two different models are needed
+
+    at = open_evaluation({"evaluate_model_path": str(run / "model.pt")})
+    no_error(at)
+    assert at.selectbox(key="own_model").value == str(run / "model.pt") == at.selectbox(key="compare_b").value
+    at.file_uploader(key="own_zip").set_value(("faces.zip", face_zip(1), "application/zip")).run()
+    at.button(key="own_zip_go").click().run()
+    no_error(at)
+    assert at.session_state["own_eval"]["model"] == str(run / "model.pt")
+    assert f"Model: {run / 'model.pt'}" in [c.value for c in at.caption]
+
+    at = open_evaluation({"evaluate_model_path": str(tmp_path / "gone.pt")})
+    assert "does not exist" in " ".join(w.value for w in at.warning)
+
+
+def test_page_checks_uploaded_models(page_env):
+    at = open_evaluation()
+    at.file_uploader(key="compare_upload").set_value(("weights.pt", b"not a checkpoint", "application/octet-stream"))
+    at.run()
+    assert not at.exception and "weights.pt cannot be used" in " ".join(e.value for e in at.error)
+    onnx = (ROOT / "artifacts" / "model_fer2013.onnx").read_bytes()
+    at.file_uploader(key="compare_upload").set_value(("mine.onnx", onnx, "application/octet-stream")).run()
+    no_error(at)
+    assert "usable expression model" in " ".join(s.value for s in at.success)
+    uploaded = [o for o in at.selectbox(key="compare_b").options if o.startswith("uploaded mine.onnx")]
+    assert len(uploaded) == 1
+    at.selectbox(key="compare_b").set_value(uploaded[0]).run()
+    at.file_uploader(key="compare_zip").set_value(("faces.zip", face_zip(1), "application/zip")).run()
+    at.button(key="compare_go").click().run()
+    no_error(at)
+    assert at.session_state["comparison"]["comparison"]["models"][1] == uploaded[0]

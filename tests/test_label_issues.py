@@ -118,3 +118,39 @@ def test_evaluate_writes_the_relabel_csv_and_the_noise_check_runs(face_folder, t
                                             "--json", str(tmp_path / "check.json")]))
     assert result["n_flipped"] == 7 and result["n_images"] == 28
     assert "precision among the top-ranked 7" in capsys.readouterr().out
+
+
+def test_evaluation_page_lists_suspicious_labels_with_an_editable_csv(monkeypatch, tmp_path):
+    """Own data on the evaluation page: "Find suspicious labels" shows the flagged images (given -> suggested) and a
+    relabel table whose 'keep' column can be edited and downloaded."""
+    import cv2
+    from streamlit.testing.v1 import AppTest
+
+    from fer_core.artifacts import ARTIFACTS_ENV
+    from fer_core.model_files import MODELS_ENV
+    from helpers import make_zip, synthetic_face
+
+    for name in ("model.pt", "model.onnx"):
+        (tmp_path / name).symlink_to(ROOT / "artifacts" / name)
+    monkeypatch.setenv(ARTIFACTS_ENV, str(tmp_path))
+    monkeypatch.setenv(MODELS_ENV, str(tmp_path))
+    data = make_zip({f"{name}/{i}.png": cv2.imencode(".png", synthetic_face(label, seed=i))[1].tobytes()
+                     for label, name in enumerate(EMOTIONS) for i in range(4)})
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.switch_page("pages/4_Evaluation.py")
+    at.run()
+    at.file_uploader(key="own_zip").set_value(("faces.zip", data, "application/zip")).run()
+    at.button(key="own_zip_go").click().run()
+    assert "Suspicious labels" in [s.value for s in at.subheader]
+    images_before = len(at.image)
+    at.button(key="own_issues_go").click().run()
+    assert not at.exception and not at.error
+    rows = at.session_state["own_eval"]["issues"]
+    assert rows, "the model disagrees with many labels of these generated faces"
+    shown = min(len(rows), 24)
+    assert len(at.image) == images_before + shown
+    captions = [img.proto.imgs[0].caption for img in at.image[images_before:]]
+    assert captions[0].startswith(f"#1 given {rows[0]['given']} ") and f"→ {rows[0]['suggested']} " in captions[0]
+    assert any(b.key == "own_issues_csv" for b in at.get("download_button"))
+    at.toggle(key="own_issues_explain").set_value(True).run()
+    assert not at.exception and len(at.image) == images_before + 2 * shown  # photo | given and suggested heatmaps
