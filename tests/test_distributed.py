@@ -90,6 +90,10 @@ def test_two_processes_write_loadable_artifacts_once(ddp_run):
     assert card["training"]["command"].startswith("torchrun --nnodes 1 --nproc_per_node 2 -m training.train")
     # only rank 0 prints: one line per epoch, not one per rank
     assert first.stdout.count("epoch   1  loss") == 1 and resumed.stdout.count("epoch   2  loss") == 1
+    # rank 0 alone keeps the progress file: both processes' images per step, no temporary file left behind
+    progress = json.loads((run_dir / "out" / "progress.json").read_text())
+    assert progress["status"] == "finished" and progress["world_size"] == 2 and progress["images_per_step"] == 8
+    assert progress["command"].startswith("torchrun ") and not list((run_dir / "out").glob(".*.tmp"))
 
 
 def test_the_ranks_see_disjoint_shards_that_cover_each_epoch(ddp_run):
