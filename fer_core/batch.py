@@ -36,8 +36,8 @@ from .batch_worker import (VIDEO_SUFFIXES, BatchOptions, Input, failed_record, i
 from .calibration import UNCERTAIN_BELOW_HELP, threshold_arg
 from .datasets import IMAGE_SUFFIXES
 from .face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
-from .files import writable_folder
 from .inference import NO_TTA_HELP
+from .predict import unusable_folder
 from .video import DEFAULT_ANALYSIS_FPS, SHORT_CLIP_S
 from .weights import DEFAULT_WEIGHTS, CheckpointError
 
@@ -247,11 +247,9 @@ def run_batch(items: Sequence[Input], options: BatchOptions, workers: int = 1, r
 def main(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     out = Path(options.out)
-    try:
-        writable_folder(out)
-    except OSError as e:
-        print(f"error: --out {out} is not a writable folder ({e.strerror or e}); choose another folder or fix its "
-              "permissions.", file=sys.stderr)
+    problem = unusable_folder("--out", out)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     items = find_inputs(args.inputs, out)
     if not items:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -137,7 +137,7 @@ def process_input(item: Input, options: BatchOptions) -> dict:
     """Analyse one input, commit its part file, and return its manifest line (also committed, last, as
     ``parts/<key>.json``): status "done" with the counts, or "failed" with the error. Never raises for a bad
     input; an unexpected exception is logged with its traceback and fails this input only."""
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     record = item.record(options)
     try:
         state = worker_state(options)
@@ -151,6 +151,7 @@ def process_input(item: Input, options: BatchOptions) -> dict:
         LOGGER.exception("%s could not be analysed", item.path)
         record.update(status="failed", error=f"{type(e).__name__}: {e}")
     record["seconds"] = round(time.perf_counter() - t, 3)
+    record["cpu_seconds"] = round(time.process_time() - cpu, 3)  # of this process, all its threads
     record["finished"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     write_json(record_path(Path(options.out), item.key), record)
     return record
@@ -204,7 +205,3 @@ def failed_record(item: Input, options: BatchOptions, error: str) -> dict:
     """The manifest line of an input whose work never returned (its process died, its task was lost)."""
     return {**item.record(options), "status": "failed", "error": error,
             "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
-
-
-def options_dict(options: BatchOptions) -> dict:
-    return asdict(options)

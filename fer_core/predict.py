@@ -83,6 +83,17 @@ def face_entries(faces: list[FacePrediction], uncertain_below: float | None = No
             for f in faces]
 
 
+def unusable_folder(option: str, folder: Path) -> str | None:
+    """None when ``folder`` is a writable folder (created if needed); else the error line for the command-line
+    ``option`` that named it."""
+    try:
+        writable_folder(folder)
+    except OSError as e:
+        return (f"error: {option} {folder} is not a writable folder ({e.strerror or e}); choose another folder or fix "
+                "its permissions.")
+    return None
+
+
 def expand_paths(paths: list[str]) -> list[Path]:
     """Files as given; folders replaced by the image files under them (a folder without any is noted on stderr)."""
     out: list[Path] = []
@@ -108,11 +119,9 @@ def main(args: argparse.Namespace) -> int:
         return 2
     explain_dir = Path(args.explain) if args.explain else None
     if explain_dir is not None:  # before any work, so that no result is lost to an unusable folder
-        try:
-            writable_folder(explain_dir)
-        except OSError as e:
-            print(f"error: --explain {explain_dir} is not a writable folder ({e.strerror or e}); choose another "
-                  "folder or fix its permissions.", file=sys.stderr)
+        problem = unusable_folder("--explain", explain_dir)
+        if problem:
+            print(problem, file=sys.stderr)
             return 2
     try:
         predictor = Predictor.from_checkpoint(args.weights)

@@ -259,13 +259,16 @@ def time_batch(inputs: list[Path], weights: str, workers: int, ray: bool = False
     first = min(datetime.fromisoformat(r["finished"]).timestamp() - r["seconds"] for r in lines)
     return {"wall_s": wall, "inputs": len(lines), "faces": sum(r.get("faces") or 0 for r in lines),
             "video_s": sum(r.get("video_seconds") or 0.0 for r in lines),
-            "busy_s": sum(r.get("seconds") or 0.0 for r in lines), "startup_s": max(0.0, first - start)}
+            "busy_s": sum(r.get("seconds") or 0.0 for r in lines), "startup_s": max(0.0, first - start),
+            "cpu_s": sum(r.get("cpu_seconds") or 0.0 for r in lines)}
 
 
 def _after_startup(r: dict, amount: float, unit: str) -> str:
     """The rate once the workers have started, and what the start and the work in the workers took."""
     rate = amount / max(r["wall_s"] - r["startup_s"], 1e-9)
-    return f"{rate:.2f} {unit} after a start of {r['startup_s']:.1f} s; {r['busy_s']:.1f} s of work in the workers"
+    return (f"{rate:.2f} {unit} after a start of {r['startup_s']:.1f} s; {r['busy_s']:.1f} s of work in the workers, "
+            f"{r['cpu_s']:.1f} CPU s ({amount / max(r['cpu_s'], 1e-9):.2f} {unit.split('/')[0].split(' per')[0]} per "
+            "CPU second)")
 
 
 def bench_batch(args: argparse.Namespace) -> None:
