@@ -182,7 +182,8 @@ def progress_status(progress: dict, now: float | None = None) -> tuple[str, str 
                            f"{'' if age is None else format_duration(age) + ' ago'}; `--resume` continues it").strip()
     if age is None or age > STALE_AFTER_SECONDS:
         return "stale", ("no progress update " + ("time" if age is None else f"for {format_duration(age)}")
-                         + ("; its process is still alive (frozen?)" if alive else ""))
+                         + (f" while {progress.get('phase') or 'running'}; its process {pid} is alive: a long "
+                            "phase, or frozen" if alive else ""))
     return "running", None
 
 

@@ -18,7 +18,8 @@ st.set_page_config(page_title="Training runs - expressions", page_icon=PAGE_ICON
 
 import pandas as pd  # noqa: E402
 
-from fer_core.artifacts import ArtifactError, artifact_path, format_timestamp  # noqa: E402
+from fer_core.artifacts import WEIGHTS_NAME, ArtifactError, artifact_path, format_timestamp  # noqa: E402
+from fer_core.evaluation_ui import COMPARE_MODEL_KEY, EVALUATE_MODEL_KEY  # noqa: E402
 from fer_core.plots import runs_curves_figure  # noqa: E402
 from fer_core.runs import (RUNS_ENV, STATUSES, TRAIN_RUN_COMMAND, Run, discover_runs, format_duration,  # noqa: E402
                            read_run_history, runs_dir, runs_table)
@@ -113,17 +114,17 @@ def offer_evaluation(runs: list[Run]) -> None:
     name = st.selectbox("Finished run", list(finished), key="evaluate_run")
     model = finished[name]
     st.caption(f"model: `{model}`")
-    shipped = artifact_path("model.pt")
+    shipped = artifact_path(WEIGHTS_NAME)
     same_as_shipped = shipped.is_file() and model.resolve() == shipped.resolve()
     with st.container(horizontal=True):
         if st.button("Evaluate it", icon=":material/analytics:", key="evaluate_run_button",
                      help="Open the Evaluation page with this run's model chosen"):
-            st.session_state["evaluate_model_path"] = str(model)
+            st.session_state[EVALUATE_MODEL_KEY] = str(model)
             st.switch_page(EVALUATION_PAGE)
         if st.button("Compare it with the shipped model", icon=":material/compare_arrows:", key="compare_run_button",
                      disabled=same_as_shipped, help="Open the Evaluation page's comparison of two models with this "
                                                     "run's model and the shipped one"):
-            st.session_state["compare_model_path"] = str(model)
+            st.session_state[COMPARE_MODEL_KEY] = str(model)
             st.switch_page(EVALUATION_PAGE)
 
 

@@ -100,6 +100,9 @@ def test_a_stale_progress_file_with_a_dead_process_is_a_stopped_run(tmp_path):
     assert far.status == "stale" and "no progress update for 20 min" in far.notes[0]
     near = read_run(write_run(tmp_path / "near", progress=running(host="other-machine")))
     assert near.status == "running"
+    # Alive, but silent for long (a long data loading, or a frozen process): stale, and the note says so.
+    slow = read_run(write_run(tmp_path / "slow", progress=running(phase="loading data", updated_unix=old)))
+    assert slow.status == "stale" and "while loading data" in slow.notes[0] and "is alive" in slow.notes[0]
 
 
 def test_failed_and_stopped_runs_say_why(tmp_path):
