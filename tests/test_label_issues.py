@@ -117,7 +117,7 @@ def test_evaluate_writes_the_relabel_csv_and_the_noise_check_runs(face_folder, t
     result = check(check_args().parse_args(["--data", str(face_folder), "--flip", "0.25", "--seed", "0", "--no-tta",
                                             "--json", str(tmp_path / "check.json")]))
     assert result["n_flipped"] == 7 and result["n_images"] == 28
-    assert "precision among the top-ranked 7" in capsys.readouterr().out
+    assert "precision among the top-ranked 7 (25%)" in capsys.readouterr().out
 
 
 def test_evaluation_page_lists_suspicious_labels_with_an_editable_csv(monkeypatch, tmp_path):

@@ -36,6 +36,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="labelled folder <data>/<class>/<image>")
     p.add_argument("--flip", type=float, default=0.1, help="share of the labels flipped at random (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the flips (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="flip this many times, seeds --seed, --seed + 1, ...; the mean is reported too (default: 1)")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="the model (default: %(default)s)")
     p.add_argument("--no-tta", action="store_true", help=NO_TTA_HELP)
     p.add_argument("--detect-faces", action="store_true", help="images are whole photos: classify the largest face")
@@ -68,14 +70,20 @@ def main(args: argparse.Namespace) -> dict:
     used = [r for r in result.records if r.get("probabilities")]
     probs = np.asarray([[r["probabilities"][n] for n in names] for r in used], np.float64)
     labels = np.asarray([names.index(r["true"]) for r in used], np.int64)
-    out = {**noise_check(probs, labels, args.flip, args.seed), "data": str(args.data), "weights": str(args.weights),
+    runs = [noise_check(probs, labels, args.flip, args.seed + i) for i in range(max(1, args.repeats))]
+    print(f"{args.data}: {len(used)} images with a prediction (accuracy {result.summary['accuracy']:.2%}); "
+          f"flagged on the unflipped labels: {runs[0]['flagged_before_flips']}")
+    for run in runs:
+        print(f"seed {run['seed']}: {run['n_flipped']} labels flipped ({args.flip:.0%}), {run['n_flagged']} flagged: "
+              f"precision {run['precision']:.3f}  recall {run['recall']:.3f}  precision among the top-ranked "
+              f"{run['top_k']} ({args.flip:.0%}): {run['precision_top_k']:.3f}")
+    mean = {k: float(np.mean([r[k] for r in runs])) for k in ("precision", "recall", "precision_top_k")}
+    if len(runs) > 1:
+        print(f"mean of {len(runs)} seeds: precision {mean['precision']:.3f}  recall {mean['recall']:.3f}  "
+              f"precision among the top-ranked {args.flip:.0%}: {mean['precision_top_k']:.3f}")
+    out = {**runs[0], "runs": runs, "mean": mean, "data": str(args.data), "weights": str(args.weights),
            "accuracy": result.summary["accuracy"], "tta": not args.no_tta, "detect_faces": args.detect_faces,
            "person_split": args.person_split}
-    print(f"{args.data}: {out['n_images']} images with a prediction (accuracy {out['accuracy']:.2%}); "
-          f"{out['n_flipped']} labels flipped ({args.flip:.0%}, seed {args.seed})")
-    print(f"flagged {out['n_flagged']} (on the unflipped labels: {out['flagged_before_flips']})")
-    print(f"precision {out['precision']:.3f}  recall {out['recall']:.3f}  "
-          f"precision among the top-ranked {out['top_k']} ({args.flip:.0%}): {out['precision_top_k']:.3f}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json_out}")
