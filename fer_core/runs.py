@@ -69,7 +69,7 @@ class Run:
     best_val_macro_f1: float | None = None
     best_val_nll: float | None = None
     selected_epoch: int | None = None  # the epoch written as model.pt
-    last_activity: float | None = None  # unix time of the newest file of the run
+    last_activity: float | None = None  # unix time of the run's last update (see _last_activity)
     progress: dict | None = None  # the progress file as written (see training/progress.py)
 
     @property
@@ -228,6 +228,24 @@ def _read_card(path: Path) -> dict | None:
     return card
 
 
+def _unix_time(iso) -> float | None:
+    """An ISO time ('2026-11-26T11:55:56+00:00') as a unix time; None when it is not one."""
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _last_activity(run: Run, card: dict) -> float | None:
+    """When the run last wrote something: its progress file's last update, else the time its model card was written
+    (a copied or checked-out folder keeps it, unlike the files' modification times), else the newest file's."""
+    updated = _number((run.progress or {}).get("updated_unix")) or _unix_time(card.get("trained_at"))
+    if updated is not None:
+        return updated
+    times = [p.stat().st_mtime for p in (run.card_path, run.history_path, run.progress_path) if p.is_file()]
+    return max(times) if times else None
+
+
 def read_run(folder: str | Path, suffix: str = "", name: str | None = None, shipped: bool = False,
              now: float | None = None) -> Run:
     """Everything a run folder says about the run ``suffix`` in it (see :class:`Run`); never raises for a damaged
@@ -245,8 +263,7 @@ def read_run(folder: str | Path, suffix: str = "", name: str | None = None, ship
     card = attempt(_read_card, run.card_path) or {}
     history = attempt(read_run_history, run.history_path)
     run.progress = attempt(read_progress, run.progress_path)
-    times = [p.stat().st_mtime for p in (run.card_path, run.history_path, run.progress_path) if p.is_file()]
-    run.last_activity = max(times) if times else None
+    run.last_activity = _last_activity(run, card)
 
     training, progress = card.get("training") or {}, run.progress or {}
     run.arguments = training.get("arguments") if isinstance(training.get("arguments"), dict) else None
