@@ -24,15 +24,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .artifacts import ArtifactError, artifacts_dir, read_history, read_json_object
+from .artifacts import TRAIN_COMMAND, ArtifactError, artifacts_dir, read_history, read_json_object
 
 RUNS_ENV = "FER_RUNS_DIR"
 RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
 PROGRESS_NAME = "progress.json"  # written by training.train (training/progress.py), read here
 STALE_AFTER_SECONDS = 600.0  # a "running" progress file older than this is stale (the writer updates it every ~5 s)
 MAX_DEPTH = 6  # folder levels searched below the runs folder
-MAX_RUNS = 500
-TRAIN_RUN_COMMAND = "python -m training.train --data path/to/fer2013/images --out runs/my_run"
+MAX_RUNS = 500  # runs listed at most (a folder of sweeps stays readable)
+TRAIN_RUN_COMMAND = f"{TRAIN_COMMAND} --data path/to/fer2013/images --out runs/my_run"
 
 # The statuses a run can have, and what each means on the page.
 STATUSES = {
@@ -44,7 +44,9 @@ STATUSES = {
     "unknown": "no model card and no readable progress file",
 }
 
-_RUN_FILE = re.compile(r"^(?:history(?P<h>_[\w.-]+)?\.csv|model_card(?P<c>_[\w.-]+)?\.json|progress(?P<p>_[\w.-]+)?\.json)$")
+# The files that make a folder a run, with the suffix that tells several runs of one folder apart.
+_RUN_FILE = re.compile(r"^(?:history(?P<h>_[\w.-]+)?\.csv|model_card(?P<c>_[\w.-]+)?\.json"
+                       r"|progress(?P<p>_[\w.-]+)?\.json)$")
 
 
 @dataclass
@@ -82,7 +84,7 @@ class Run:
 
     @property
     def progress_path(self) -> Path:
-        return self.folder / (PROGRESS_NAME if not self.suffix else f"progress{self.suffix}.json")
+        return self.folder / PROGRESS_NAME.replace(".json", f"{self.suffix}.json")
 
     @property
     def model_path(self) -> Path | None:
@@ -126,7 +128,7 @@ def run_folders(root: str | Path, max_depth: int = MAX_DEPTH) -> list[tuple[Path
     found: list[tuple[Path, str]] = []
     if not root.is_dir():
         return found
-    for folder, subfolders, files in os.walk(root, onerror=lambda e: None):
+    for folder, subfolders, files in os.walk(root):  # a folder that cannot be listed is left out
         depth = len(Path(folder).relative_to(root).parts)
         subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")) if depth < max_depth else []
         suffixes = {m.group("h") or m.group("c") or m.group("p") or "" for m in map(_RUN_FILE.match, files) if m}
