@@ -261,8 +261,8 @@ def show_disagreements(run: dict) -> None:
                 options = run["options"]
                 with col.container(horizontal=True, gap="small"):
                     st.image(gallery_image(rec_a, run["zip"], EXPLAIN_SIDE), width=EXPLAIN_SIDE)
-                    heatmaps = [record_overlays(load_model(o), o, r, run["zip"], [r["predicted"]], run["aligned"])
-                                for o, r in zip(options, (rec_a, rec_b))]
+                    heatmaps = [record_overlays(load_model(o), model_version(o), r, run["zip"], [r["predicted"]],
+                                                run["aligned"]) for o, r in zip(options, (rec_a, rec_b))]
                     gap = np.full((EXPLAIN_SIDE, GAP, 3), 255, np.uint8)
                     st.image(np.hstack([heatmaps[0], gap, heatmaps[1]]), width=2 * EXPLAIN_SIDE + GAP,
                              caption=caption)
