@@ -98,7 +98,7 @@ class Run:
 
     @property
     def eta_seconds(self) -> float | None:
-        return _number((self.progress or {}).get("eta_seconds")) if self.status == "running" else None
+        return (self.progress or {}).get("eta_seconds") if self.status == "running" else None
 
 
 def runs_dir() -> Path:
@@ -153,12 +153,25 @@ def process_alive(pid: int) -> bool | None:
     return True
 
 
+# The fields of a progress file by type (training/progress.py); a value of another type is read as None.
+_PROGRESS_INTEGERS = ("epoch", "epochs", "first_epoch", "last_epoch", "step", "steps_per_epoch", "images_per_step",
+                      "world_size", "pid")
+_PROGRESS_NUMBERS = ("images_per_second", "elapsed_seconds", "eta_seconds", "updated_unix")
+_PROGRESS_TEXTS = ("status", "phase", "message", "error", "command", "host", "data", "started_at", "updated_at")
+
+
 def read_progress(path: str | Path) -> dict | None:
-    """The progress file of a run, or None when there is none; ArtifactError when it is not a JSON object."""
+    """The progress file of a run with every field of its type or None (see training/progress.py), or None when
+    there is no file; ArtifactError when it is not a JSON object with a status."""
     data = read_json_object(Path(path))
-    if data is not None and not isinstance(data.get("status"), str):
+    if data is None:
+        return None
+    if not isinstance(data.get("status"), str):
         raise ArtifactError(f"{path} has no status; it was not written by training.train.")
-    return data
+    return {**{k: _integer(data.get(k)) for k in _PROGRESS_INTEGERS},
+            **{k: _number(data.get(k)) for k in _PROGRESS_NUMBERS},
+            **{k: data[k] if isinstance(data.get(k), str) else None for k in _PROGRESS_TEXTS},
+            "hardware": data.get("hardware") if isinstance(data.get("hardware"), dict) else None}
 
 
 def progress_status(progress: dict, now: float | None = None) -> tuple[str, str | None]:
@@ -175,9 +188,8 @@ def progress_status(progress: dict, now: float | None = None) -> tuple[str, str 
     if status != "running":
         return "unknown", f"unknown status {status!r} in {PROGRESS_NAME}"
     now = time.time() if now is None else now
-    updated = _number(progress.get("updated_unix"))
+    updated, pid = progress.get("updated_unix"), progress.get("pid")
     age = None if updated is None else max(0.0, now - updated)
-    pid = _integer(progress.get("pid"))
     alive = process_alive(pid) if pid is not None and progress.get("host") == platform.node() else None
     if alive is False:
         return "stopped", (f"its process {pid} has ended without a final status (killed or crashed) "
@@ -241,7 +253,7 @@ def _unix_time(iso) -> float | None:
 def _last_activity(run: Run, card: dict) -> float | None:
     """When the run last wrote something: its progress file's last update, else the time its model card was written
     (a copied or checked-out folder keeps it, unlike the files' modification times), else the newest file's."""
-    updated = _number((run.progress or {}).get("updated_unix")) or _unix_time(card.get("trained_at"))
+    updated = (run.progress or {}).get("updated_unix") or _unix_time(card.get("trained_at"))
     if updated is not None:
         return updated
     times = [p.stat().st_mtime for p in (run.card_path, run.history_path, run.progress_path) if p.is_file()]
@@ -274,7 +286,7 @@ def read_run(folder: str | Path, suffix: str = "", name: str | None = None, ship
     run.hardware = _hardware(progress.get("hardware") or training.get("hardware"), world_size) or (
         training.get("device") and f"{training['device']}, {training.get('precision') or 'precision unknown'}")
     run.data = _data(card.get("data")) or progress.get("data")
-    run.epochs_planned = _integer(progress.get("epochs")) or _integer((run.arguments or {}).get("epochs"))
+    run.epochs_planned = progress.get("epochs") or _integer((run.arguments or {}).get("epochs"))
     run.wall_seconds = _number(training.get("wall_time_seconds"))
     if history is not None and len(history):
         run.epochs_run = int(history["epoch"].max())

@@ -331,3 +331,13 @@ def test_page_evaluate_button_sets_the_model_of_the_evaluation_page(monkeypatch,
     at.button(key="evaluate_run_button").click().run()
     assert at.session_state["evaluate_model_path"] == str(runs / "done" / "model.pt")
     assert [t.value for t in at.title] == ["Evaluation"]
+
+
+def test_page_draws_a_progress_file_with_fields_of_the_wrong_type(monkeypatch, tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs / "odd", progress=running(epoch="three", epochs=[5], step={"n": 1}, steps_per_epoch="ten",
+                                             images_per_second="fast", eta_seconds=float("nan"), updated_at=12))
+    at = open_runs_page(monkeypatch, runs, tmp_path / "no_artifacts")
+    assert not at.exception, texts(at.exception)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Epoch"] == "- / ?" and metrics["ETA"] == "estimating" and metrics["Images/s"] == "-"
