@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .batch_ray import RayUnavailable, run_ray
-from .batch_tables import MANIFEST, PARTS, PHOTO, TABLES, VIDEO, assemble, part_path, read_record, remove_leftovers
+from .batch_tables import (ANNOTATED, MANIFEST, PARTS, PHOTO, TABLES, VIDEO, assemble, part_path, read_record,
+                           remove_leftovers)
 from .batch_worker import (VIDEO_SUFFIXES, BatchOptions, Input, failed_record, init_worker, model_sha256,
                            process_input, worker_state)
 from .calibration import UNCERTAIN_BELOW_HELP, threshold_arg
@@ -219,8 +220,8 @@ def run_batch(items: Sequence[Input], options: BatchOptions, workers: int = 1, r
             records[item.key] = {**earlier, "status": "skipped"}
         else:
             todo.append(item)
-    remove_leftovers(out / PARTS)
-    remove_leftovers(out / "annotated")
+    for folder in (out / PARTS, out / ANNOTATED):  # what killed runs left
+        remove_leftovers(folder)
     todo = schedule(todo)
     if ray_address is not None:
         results = run_ray(todo, options, ray_address)
@@ -239,6 +240,8 @@ def run_batch(items: Sequence[Input], options: BatchOptions, workers: int = 1, r
     finally:
         if bar is not None:
             bar.close()
+    for folder in (out / PARTS, out / ANNOTATED):  # what workers that died in this run left
+        remove_leftovers(folder)
     manifest = [records[item.key] for item in items]
     assemble(out, manifest, csv=csv)
     return manifest

@@ -19,7 +19,7 @@ import pytest
 from fer_core.batch import find_inputs, run_batch
 from fer_core.batch_ray import RayUnavailable, import_ray
 from fer_core.batch_tables import PHOTO_SCHEMA, VIDEO_SCHEMA
-from fer_core.batch_worker import BatchOptions
+from fer_core.batch_worker import BatchOptions, Input
 from fer_core.labels import EMOTIONS
 
 from helpers import group_photo, jpeg_bytes, write_face_photos
@@ -97,7 +97,7 @@ def test_photo_rows_are_those_of_predict_json(media, pool_run):
         assert list(mine.face) == list(range(1, len(faces) + 1))
         for (_, row), face in zip(mine.iterrows(), faces):
             assert [row.x, row.y, row.w, row.h] == face["box"]
-            assert (row.label, row.top_label, row.whole_image) == (face["label"], face["top_label"], face["whole_image"])
+            assert [row.label, row.top_label, row.whole_image] == [face[k] for k in ("label", "top_label", "whole_image")]
             assert row.confidence == face["confidence"] and row.detector_score == face["detector_score"]
             assert [row[n] for n in EMOTIONS] == [face["probabilities"][n] for n in EMOTIONS]
             points = [row[c] for c in PHOTO_COLUMNS[11:21]]
@@ -171,6 +171,53 @@ def test_a_job_killed_midway_and_run_again_gives_the_whole_result_once(media, po
     assert {r["status"] for r in lines.values() if r["kind"] == "video" and r["error"] is None} == {"skipped"}
     assert {r["status"] for r in lines.values() if r["kind"] == "photo" and r["error"] is None} == {"done"}
     assert all(r["options"]["tta"] is False for r in lines.values() if r["kind"] == "photo"), other.stderr
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The pool workers (multiprocessing's spawned children) of process ``pid``, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _wait_for(condition, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None and time.monotonic() < deadline, "the job ended before the moment to kill came"
+        time.sleep(0.01)
+
+
+def test_a_worker_that_dies_loses_nothing_and_the_file_that_kills_it_alone_fails(media, pool_run, tmp_path):
+    """The pool's workers are killed while the video is analysed (the pool breaks, its inputs are analysed again,
+    one at a time), then again while the video is analysed alone: the video is a failed line, the rest done."""
+    reference, _ = pool_run
+    out = tmp_path / "out"
+    clip = Input.of(media / "clips" / "clip.mp4").key
+    proc = subprocess.Popen([sys.executable, "-m", "fer_core.batch", str(media), "--out", str(out), "--workers", "2"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(2):
+            before = set((out / "parts").glob(f".{clip}.*.tmp.parquet"))
+            _wait_for(lambda: set((out / "parts").glob(f".{clip}.*.tmp.parquet")) - before, proc)
+            for pid in _workers_of(proc.pid):
+                os.kill(pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    lines = manifest(out)
+    assert lines["clip.mp4"]["status"] == "failed" and "died" in lines["clip.mp4"]["error"], stderr
+    assert {n: r["status"] for n, r in lines.items() if n != "clip.mp4"} == \
+        {n: r["status"] for n, r in manifest(reference).items() if n != "clip.mp4"}
+    pd.testing.assert_frame_equal(table(out, "photos"), table(reference, "photos"))
+    assert table(out, "videos").empty and proc.returncode == 1
+    assert not any((out / "parts").glob(".*.tmp*")), "what the killed workers were writing is removed"
 
 
 def test_ray_on_a_local_runtime_gives_the_rows_of_two_workers(media, pool_run, tmp_path):
