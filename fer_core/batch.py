@@ -29,7 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .batch_ray import RayUnavailable, run_ray
+from .batch_ray import RayUnavailable, import_ray, run_ray
 from .batch_tables import (ANNOTATED, MANIFEST, PARTS, PHOTO, TABLES, VIDEO, assemble, part_path, read_record,
                            remove_leftovers)
 from .batch_worker import (VIDEO_SUFFIXES, BatchOptions, Input, failed_record, init_worker, model_sha256,
@@ -39,7 +39,7 @@ from .datasets import IMAGE_SUFFIXES
 from .face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from .inference import NO_TTA_HELP
 from .predict import unusable_folder
-from .video import DEFAULT_ANALYSIS_FPS, SHORT_CLIP_S
+from .video import DEFAULT_ANALYSIS_FPS, SHORT_CLIP_S, video_settings
 from .weights import DEFAULT_WEIGHTS, CheckpointError
 
 IN_FLIGHT_PER_WORKER = 2  # inputs handed out per worker at a time: one running, one waiting, none piling up
@@ -62,7 +62,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="also write each input annotated as the pages draw it, into <out>/annotated (default: off)")
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="processes on this machine, each with one model and one thread (default: the %(default)s "
-                        "CPUs here)")
+                        "CPUs here; not with --ray)")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run the inputs as Ray tasks instead (needs requirements-cluster.txt): without ADDRESS a Ray "
                         "runtime on this machine (or the cluster of $RAY_ADDRESS), 'auto' the cluster this machine "
@@ -249,6 +249,15 @@ def run_batch(items: Sequence[Input], options: BatchOptions, workers: int = 1, r
 
 def main(args: argparse.Namespace) -> int:
     options = options_from_args(args)
+    try:  # the options' own checks, before any work
+        video_settings(smoothing=options.smoothing, min_face_size=options.video_min_face_size)
+        if args.fps is not None and args.fps < 0:
+            raise ValueError(f"--fps must be positive, or 0 for every frame; got {args.fps:g}")
+        if args.ray is not None:
+            import_ray()
+    except (ValueError, RayUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = Path(options.out)
     problem = unusable_folder("--out", out)
     if problem:
@@ -266,7 +275,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         manifest = run_batch(items, options, args.workers, args.ray, csv=args.csv)
-    except RayUnavailable as e:
+    except RayUnavailable as e:  # installed, but could not start or connect
         print(f"error: {e}", file=sys.stderr)
         return 2
     counts = {s: sum(r["status"] == s for r in manifest) for s in ("done", "skipped", "failed")}

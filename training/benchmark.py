@@ -16,7 +16,8 @@ steps of the real training loop on random data).
 
 ``--batch`` measures the batch command instead (docs/batch.md): photo faces per second on the photos of
 ../shared/data/photos and seconds of video per second on generated 720p videos, each with 1 and 2 worker
-processes (and with ``--batch-ray``, 2 Ray tasks on a local Ray runtime), from the start of the job to its tables.
+processes (and with ``--batch-ray``, Ray tasks on a local Ray runtime of all CPUs), each a run of the command
+timed from its start to its end.
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-video-seconds", type=float, default=15.0,
                    help="length of each generated video (default: %(default)s)")
     p.add_argument("--batch-ray", action="store_true",
-                   help="also time the batch command's Ray path on a local runtime of max(--batch-workers) CPUs "
-                        "(needs requirements-cluster.txt; default: off)")
+                   help="also time the batch command's Ray path on a local runtime of all CPUs (needs "
+                        "requirements-cluster.txt; default: off)")
     return p
 
 
@@ -241,18 +242,21 @@ def bench_training(steps: int) -> None:
 
 
 def time_batch(inputs: list[Path], weights: str, workers: int, ray: bool = False) -> dict:
-    """One fer_core.batch job on ``inputs`` into a new folder, defaults of the command: wall seconds from the start
-    (worker processes started, models loaded) to the tables written, faces, seconds of video, and the seconds the
+    """One ``python -m fer_core.batch`` job on ``inputs`` into a new folder, with the command's defaults: wall seconds
+    from the command's start to its end (tables written), the start (until the first input began: the interpreter,
+    the model, the worker processes or the Ray runtime), faces, seconds of video, and the wall and CPU seconds the
     inputs took in their workers."""
-    from fer_core.batch import find_inputs, run_batch
-    from fer_core.batch_worker import BatchOptions
+    import json
+    import subprocess
+    import sys
 
     with tempfile.TemporaryDirectory(prefix="fer_batch_bench_") as out:
-        options = BatchOptions(out=out, weights=str(Path(weights).absolute()))
+        command = [sys.executable, "-m", "fer_core.batch", *map(str, inputs), "--out", out, "--weights", weights,
+                   "--workers", str(workers), *(["--ray"] if ray else [])]
         start = time.time()
-        lines = run_batch(find_inputs(inputs, Path(out)), options, workers, ray_address="" if ray else None,
-                          progress=False)
+        subprocess.run(command, capture_output=True, text=True, check=False)
         wall = time.time() - start
+        lines = [json.loads(line) for line in (Path(out) / "manifest.jsonl").read_text().splitlines()]
     failed = [r["path"] for r in lines if r["status"] != "done"]
     if failed:
         print(f"  not done: {failed}")
@@ -279,15 +283,8 @@ def bench_batch(args: argparse.Namespace) -> None:
     photo_dir = Path(args.batch_photos)
     frame = find_face_frame(args.photo)
     runs = [(f"{n} worker{'s' if n > 1 else ''}", n, False) for n in args.batch_workers]
-    if args.batch_ray:
-        import ray
-
-        cpus = max(args.batch_workers)
-        t = time.perf_counter()
-        ray.init(num_cpus=cpus, include_dashboard=False)
-        print(f"Ray {ray.__version__}: local runtime of {cpus} CPUs started in {time.perf_counter() - t:.1f} s "
-              "(not counted below)")
-        runs.append((f"Ray, {cpus} CPUs", cpus, True))
+    if args.batch_ray:  # Ray's default local runtime: all CPUs here
+        runs.append((f"Ray, {len(os.sched_getaffinity(0))} CPUs", 1, True))
     with tempfile.TemporaryDirectory(prefix="fer_batch_videos_") as tmp:
         videos = []
         if frame is not None:
@@ -306,8 +303,6 @@ def bench_batch(args: argparse.Namespace) -> None:
                 print(f"batch videos, {name}: {r['video_s']:.0f} s of video in {r['wall_s']:.1f} s -> "
                       f"{r['video_s'] / r['wall_s']:.2f} s of video per second; "
                       f"{_after_startup(r, r['video_s'], 's of video per second')}")
-    if args.batch_ray:
-        ray.shutdown()
 
 
 def main(args: argparse.Namespace) -> None:
