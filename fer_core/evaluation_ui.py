@@ -11,8 +11,8 @@ Other pages hand a checkpoint over through two ``st.session_state`` keys (a path
 * :data:`COMPARE_MODEL_KEY` (``"compare_model_path"``): preselected as model B of the comparison, with the shipped
   model as A.
 
-Each value is applied once when it appears or changes (the visitor can pick another model afterwards); the keys
-themselves are left as they are. A model is chosen by an option string: a file path, or ``upload:<sha256>`` for a
+A hand-off is applied when its value is new and each time the visitor arrives from another page; in between, the
+visitor's own choice stands. The keys are left in the session state. A model is chosen by an option string: a file path, or ``upload:<sha256>`` for a
 model uploaded in this session (kept in its session state, never written to disk).
 """
 
@@ -101,12 +101,14 @@ def _handed_over() -> list[str]:
 
 def apply_handoffs(evaluate_key: str, compare_a_key: str, compare_b_key: str) -> None:
     """Preselect the checkpoints other pages handed over (:data:`EVALUATE_MODEL_KEY`, :data:`COMPARE_MODEL_KEY`) in
-    the select boxes of these keys; each value once, before the widgets are drawn. A path that is not a file gets a
-    warning."""
+    the select boxes of these keys, before the widgets are drawn: when the value is new, or when the visitor arrives
+    from another page (Streamlit has then dropped this page's widget values). Between, the visitor's own choice
+    stands. The keys are left in place. A path that is not a file gets a warning."""
     applied = st.session_state.setdefault("_applied_handoffs", {})
     for handoff, widgets in ((EVALUATE_MODEL_KEY, (evaluate_key, compare_b_key)), (COMPARE_MODEL_KEY, (compare_b_key,))):
         value = st.session_state.get(handoff)
-        if not value or applied.get(handoff) == str(value):
+        arrived = any(w not in st.session_state for w in widgets)
+        if not value or (applied.get(handoff) == str(value) and not arrived):
             continue
         applied[handoff] = str(value)
         if not Path(value).is_file():

@@ -7,8 +7,8 @@ Other pages can hand a checkpoint over (a path to a ``.pt`` or ``.onnx``) throug
   the comparison;
 * ``st.session_state["compare_model_path"]``: preselected as model B of the comparison, with the shipped model as A.
 
-Each value is applied when it appears or changes (fer_core.evaluation_ui.apply_handoffs); the visitor can pick
-another model afterwards. The first view (the headline numbers of the shipped evaluation JSON) is drawn before the charts' libraries are
+A hand-off is applied when its value is new and each time the visitor arrives from another page
+(fer_core.evaluation_ui.apply_handoffs); in between, the visitor's own choice stands. The first view (the headline numbers of the shipped evaluation JSON) is drawn before the charts' libraries are
 imported and before anything is computed; the charts and tables follow.
 """
 

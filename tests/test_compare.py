@@ -323,9 +323,12 @@ def test_page_takes_the_checkpoints_other_pages_hand_over(page_env, tmp_path):
     assert at.selectbox(key="compare_b").value == str(run / "model.pt")
     assert at.selectbox(key="compare_a").value.startswith("shipped model")
     assert at.selectbox(key="own_model").value.startswith("shipped model")
-    at.selectbox(key="compare_b").set_value(at.selectbox(key="compare_a").value).run()  # the visitor may change it
+    at.selectbox(key="compare_b").set_value(at.selectbox(key="compare_a").value).run()  # the visitor's choice stands
     assert at.selectbox(key="compare_b").value.startswith("shipped model")
     assert at.button(key="compare_go").disabled  # two different models are needed
+    at.switch_page("pages/1_Upload_images.py").run()  # away, and back as from the other page's button
+    at.switch_page(EVALUATION).run()
+    assert at.selectbox(key="compare_b").value == str(run / "model.pt")
 
     at = open_evaluation({"evaluate_model_path": str(run / "model.pt")})
     no_error(at)
