@@ -315,7 +315,9 @@ def show_label_issues(rows: list[dict], records: list[dict], predictor: Predicto
                 "suggested one), then download the CSV.")
     table = pd.DataFrame(rows, columns=list(RELABEL_FIELDS))
     edited = st.data_editor(table, hide_index=True, key=f"{key}_editor", disabled=list(RELABEL_FIELDS[:-1]),
-                            column_config={"keep": st.column_config.SelectboxColumn("keep", options=["", "yes", "no"]),
+                            column_config={"keep": st.column_config.TextColumn(
+                                "keep", validate="^(yes|no)?$", help="yes: the given label stands; no: take the "
+                                                                     "suggested one; empty: undecided"),
                                            "confidence": st.column_config.NumberColumn(format="%.3f"),
                                            "given_probability": st.column_config.NumberColumn(format="%.3f")})
     st.download_button("Download the relabel CSV", relabel_csv(edited.fillna("").to_dict("records")),

@@ -271,7 +271,7 @@ def confusion_difference_figure(difference: Sequence[Sequence[int]], labels: Seq
     fig = go.Figure(go.Heatmap(
         z=goodness, x=labels, y=labels, text=[[f"{v:+d}" if v else "0" for v in row] for row in z],
         texttemplate="%{text}", customdata=z, colorscale="RdBu", zmin=-peak, zmax=peak, zmid=0,
-        colorbar=dict(title="B better"), hovertemplate="true %{y}<br>predicted %{x}<br>B - A: %{customdata:+d} "
+        colorbar=dict(title=dict(text="B better", side="right")), hovertemplate="true %{y}<br>predicted %{x}<br>B - A: %{customdata:+d} "
                                                       "images<extra></extra>"))
     fig.update_layout(title=title, height=480, margin=_MARGIN,
                       xaxis=dict(title="predicted", type="category"),
