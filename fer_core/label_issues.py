@@ -6,7 +6,8 @@ model gives the given label, lowest first). cleanlab needs no PyTorch: numpy, pa
 
 An image is only a candidate: the model may be the one that is wrong. The relabel CSV (:func:`relabel_csv`) lists
 path, given label, suggested label (the model's most probable class), its probability and an empty ``keep`` column
-for a person to fill in (``yes``: the given label stands; ``no``: take the suggestion).
+for a person to fill in (``yes``: the given label stands; ``no``: take the suggestion); :func:`read_relabels` reads
+the decisions back (``training.evaluate --relabels``).
 
 :func:`flip_labels` and :func:`flag_quality` measure the method: flip a share of the labels at random, flag, and
 count how many of the flagged images are flipped ones (``python -m training.label_noise_check``).
@@ -74,6 +75,27 @@ def relabel_csv(rows: Sequence[dict]) -> bytes:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue().encode("utf-8")
+
+
+def read_relabels(text: str, class_names: Sequence[str]) -> dict[str, int]:
+    """The decisions of an edited relabel CSV (:func:`relabel_csv`): ``{path: new label index}`` for every row whose
+    ``keep`` is ``no`` (the suggested label replaces the given one); ``yes`` and empty rows change nothing. Raises
+    ValueError, naming the row, for a CSV without the path / suggested / keep columns or an unknown label."""
+    names = list(class_names)
+    reader = csv.DictReader(io.StringIO(text))
+    missing = {"path", "suggested", "keep"} - set(reader.fieldnames or ())
+    if missing:
+        raise ValueError(f"the relabel CSV lacks the column(s) {', '.join(sorted(missing))}")
+    out = {}
+    for line, row in enumerate(reader, start=2):
+        keep = (row["keep"] or "").strip().lower()
+        if keep not in ("", "yes", "no"):
+            raise ValueError(f"line {line}: keep must be yes, no or empty, not {row['keep']!r}")
+        if keep == "no":
+            if row["suggested"] not in names:
+                raise ValueError(f"line {line}: {row['suggested']!r} is not one of {', '.join(names)}")
+            out[row["path"]] = names.index(row["suggested"])
+    return out
 
 
 def flip_labels(labels: Sequence[int], fraction: float, n_classes: int,

@@ -52,6 +52,18 @@ def test_flag_quality_counts():
     assert flag_quality([], flipped)["precision"] == 0.0
 
 
+def test_read_relabels_takes_the_no_rows():
+    from fer_core.label_issues import read_relabels
+
+    text = "rank,path,given,suggested,confidence,given_probability,keep\n1,a.png,sad,happy,0.9,0.01,no\n" \
+           "2,b.png,sad,fear,0.8,0.02,yes\n3,c.png,fear,angry,0.7,0.03,\n4,d.png,fear,sad,0.7,0.03,No \n"
+    assert read_relabels(text, EMOTIONS) == {"a.png": EMOTIONS.index("happy"), "d.png": EMOTIONS.index("sad")}
+    with pytest.raises(ValueError, match="line 2: keep"):
+        read_relabels("path,suggested,keep\na.png,happy,maybe\n", EMOTIONS)
+    with pytest.raises(ValueError, match="lacks the column"):
+        read_relabels("path,keep\n", EMOTIONS)
+
+
 def test_tiny_or_bad_inputs():
     assert len(ranked_label_issues([3], np.full((1, 7), 1 / 7))) == 0
     with pytest.raises(ValueError, match="need"):
@@ -114,6 +126,12 @@ def test_evaluate_writes_the_relabel_csv_and_the_noise_check_runs(face_folder, t
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert all(r["given"] in EMOTIONS and r["suggested"] in EMOTIONS and r["keep"] == "" for r in rows)
     assert all(Path(r["path"]).parent.name == r["given"] for r in rows)
+    # Fed back: the rows marked keep = no are scored against their suggested label.
+    decided = [{**r, "keep": "no"} for r in rows[:2]] + [{**r, "keep": "yes"} for r in rows[2:]]
+    (tmp_path / "edited.csv").write_bytes(relabel_csv(decided))
+    summary = evaluate(evaluate_args().parse_args([str(face_folder), "--no-tta", "--relabels", str(tmp_path / "edited.csv")]))
+    before = evaluate(evaluate_args().parse_args([str(face_folder), "--no-tta"]))
+    assert summary["accuracy"] == pytest.approx(before["accuracy"] + min(2, len(rows)) / 28)  # both now right
     result = check(check_args().parse_args(["--data", str(face_folder), "--flip", "0.25", "--seed", "0", "--no-tta",
                                             "--json", str(tmp_path / "check.json")]))
     assert result["n_flipped"] == 7 and result["n_images"] == 28

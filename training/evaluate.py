@@ -14,6 +14,7 @@ column to fill in.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -23,11 +24,11 @@ from tqdm import tqdm
 
 from fer_core.backends import BACKEND_HELP, BACKENDS, intra_op_threads
 from fer_core.weights import DEFAULT_WEIGHTS, CheckpointError
-from fer_core.datasets import PERSON_SPLITS, describe_skipped, list_labelled_folder, split_by_person
+from fer_core.datasets import PERSON_SPLITS, LabelledFiles, describe_skipped, list_labelled_folder, split_by_person
 from fer_core.evaluation import evaluate_files
 from fer_core.face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from fer_core.inference import NO_TTA_HELP, Predictor
-from fer_core.label_issues import relabel_csv, suspicious_labels
+from fer_core.label_issues import read_relabels, relabel_csv, suspicious_labels
 from fer_core.labels import UnknownClassError
 
 from .outputs import require_writable_file
@@ -62,7 +63,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-issues", dest="label_issues_out",
                    help="write the images whose label the model most confidently disagrees with (cleanlab, "
                         "fer_core.label_issues) as an editable relabel CSV to this file")
+    p.add_argument("--relabels", help="an edited relabel CSV (from --label-issues or the evaluation page): the images "
+                                      "whose 'keep' is 'no' are scored against their suggested label")
     return p
+
+
+def relabelled(files: LabelledFiles, text: str, class_names) -> LabelledFiles:
+    """``files`` with the labels an edited relabel CSV changes (keep = no: the suggested label); says how many."""
+    changes = read_relabels(text, class_names)
+    labels = files.labels.copy()
+    index = {str(p): i for i, p in enumerate(files.paths)}
+    unknown = [path for path in changes if path not in index]
+    for path, label in changes.items():
+        if path in index:
+            labels[index[path]] = label
+    print(f"relabelled {len(changes) - len(unknown)} image(s)" + (f"; {len(unknown)} path(s) of the CSV are not in "
+          "this folder" if unknown else ""), file=sys.stderr)
+    return dataclasses.replace(files, labels=labels)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -86,11 +103,13 @@ def main(args: argparse.Namespace) -> dict:
                                 calibration_fraction=args.calibration_fraction)
         if files.skipped:  # unsupported formats, non-files: named, not silently ignored
             print(describe_skipped(files.skipped, args.folder), file=sys.stderr)
+        if args.relabels:
+            files = relabelled(files, Path(args.relabels).read_text(), predictor.class_names)
         result = evaluate_files(predictor, files, detect_faces=args.detect_faces, tta=not args.no_tta,
                                 min_face_size=args.min_face_size, detector=args.detector, rotate=args.rotate,
                                 align=not args.no_align,
                                 progress=progress, split=args.split or Path(args.folder).name)
-    except (FileNotFoundError, UnknownClassError, ValueError) as e:
+    except (OSError, UnknownClassError, ValueError) as e:
         sys.exit(f"error: {e}")
     finally:
         bar.close()
