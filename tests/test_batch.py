@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -171,6 +172,26 @@ def test_a_job_killed_midway_and_run_again_gives_the_whole_result_once(media, po
     assert {r["status"] for r in lines.values() if r["kind"] == "video" and r["error"] is None} == {"skipped"}
     assert {r["status"] for r in lines.values() if r["kind"] == "photo" and r["error"] is None} == {"done"}
     assert all(r["options"]["tta"] is False for r in lines.values() if r["kind"] == "photo"), other.stderr
+
+
+def test_video_rows_are_written_as_they_come(tmp_path, monkeypatch):
+    """The rows of a video go to its part file in row groups during the analysis (memory stays flat on long
+    videos), and the part is only renamed into place at the end."""
+    import fer_core.batch_worker as worker
+
+    clip = switching_video(tmp_path / "long.mp4", seconds=10.0, switch_s=5.0)
+    monkeypatch.setattr(worker, "ROWS_PER_GROUP", 8)
+    options = BatchOptions(out=str(tmp_path / "out"), weights=str(ROOT / "artifacts" / "model.pt"))
+    item = Input.of(clip)
+    threads = cv2.getNumThreads()
+    try:
+        line = worker.process_input(item, options)  # in this process, as --workers 1 runs it
+    finally:
+        cv2.setNumThreads(threads)  # a worker keeps OpenCV on one thread; the other tests' processes do not
+    part = pq.ParquetFile(tmp_path / "out" / "parts" / f"{item.key}.parquet")
+    assert line["status"] == "done" and line["rows"] == part.metadata.num_rows == 200
+    assert part.metadata.num_row_groups >= 3
+    assert json.loads((tmp_path / "out" / "parts" / f"{item.key}.json").read_text()) == line
 
 
 def _workers_of(pid: int) -> list[int]:

@@ -80,6 +80,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="worker processes to time the batch command with (default: %(default)s)")
     p.add_argument("--batch-photos", default=str(PHOTOS),
                    help="folder of photos for the batch command's faces per second (default: %(default)s)")
+    p.add_argument("--batch-copies", type=int, default=1,
+                   help="use each photo this many times (symbolic links in a temporary folder: more work per job, "
+                        "nothing copied; default: %(default)s)")
     p.add_argument("--batch-videos", type=int, default=4,
                    help="generated 720p videos for its seconds of video per second (default: %(default)s)")
     p.add_argument("--batch-video-seconds", type=float, default=15.0,
@@ -293,9 +296,16 @@ def bench_batch(args: argparse.Namespace) -> None:
                       for i in range(args.batch_videos)]
             print(f"{len(videos)} videos of {args.batch_video_seconds:g} s, 1280x720 at 25 fps, 2 faces (generated in "
                   f"{time.perf_counter() - t:.0f} s); default analysis (5 frames per second of video)")
+        photos = [photo_dir] if photo_dir.is_dir() else []
+        if photos and args.batch_copies > 1:
+            photos = [Path(tmp) / f"photos_{k}" for k in range(args.batch_copies)]
+            for folder in photos:
+                folder.mkdir()
+                for i, f in enumerate(sorted(p for p in photo_dir.rglob("*") if p.is_file())):
+                    (folder / f"{i:05d}_{f.name}").symlink_to(f.absolute())
         for name, n, ray_path in runs:
-            if photo_dir.is_dir():
-                r = time_batch([photo_dir], args.weights, n, ray_path)
+            if photos:
+                r = time_batch(photos, args.weights, n, ray_path)
                 print(f"batch photos, {name}: {r['inputs']} photos, {r['faces']} faces in {r['wall_s']:.1f} s -> "
                       f"{r['faces'] / r['wall_s']:.2f} faces/s; {_after_startup(r, r['faces'], 'faces/s')}")
             if videos:
