@@ -2,8 +2,9 @@
 under the models folders, and uploaded files. Imports no torch (an uploaded ``.pt`` needs it, and says so).
 
 Models folders: ``$FER_MODELS_DIR`` (one folder, or several separated by ``os.pathsep``; searched three levels
-deep), else the artifacts folder and ``runs/*/out/`` (where ``python -m training.train --out runs/<name>/out``
-writes). A ``.pt`` is served through the ``.onnx`` exported beside it (no torch needed,
+deep), else the artifacts folder and every ``out/`` folder up to three levels below the runs folder
+(``$FER_RUNS_DIR``, default ``runs/``: where ``python -m training.train --out runs/<name>/out`` and
+``training.crossdomain`` write). A ``.pt`` is served through the ``.onnx`` exported beside it (no torch needed,
 :meth:`fer_core.inference.Predictor.from_checkpoint`); an ``.onnx`` with no ``.pt`` beside it is listed itself.
 
 An uploaded model is checked exactly as the app checks its own weights (:func:`fer_core.checkpoint.load_checkpoint`
@@ -21,10 +22,10 @@ from pathlib import Path
 from .artifacts import ARTIFACTS_DIR, WEIGHTS_NAME, artifacts_dir
 from .inference import Predictor
 from .onnx_model import METADATA_KEY
+from .runs import runs_dir
 from .weights import CheckpointError, import_torch
 
 MODELS_ENV = "FER_MODELS_DIR"
-RUNS_DIR = ARTIFACTS_DIR.parent / "runs"
 FER2013_NAME = "model_fer2013.pt"  # the model trained on FER2013 alone, shipped beside model.pt
 MODEL_SUFFIXES = (".pt", ".onnx")
 SEARCH_DEPTH = 3  # folder levels searched below each $FER_MODELS_DIR folder
@@ -40,11 +41,13 @@ class ModelChoice:
 
 
 def models_folders() -> list[Path]:
-    """The folders searched for checkpoints: $FER_MODELS_DIR, else the artifacts folder and ``runs/*/out``."""
+    """The folders searched for checkpoints: $FER_MODELS_DIR, else the artifacts folder and the runs' ``out/``."""
     setting = os.environ.get(MODELS_ENV, "").strip()
     if setting:
         return [Path(p).expanduser() for p in setting.split(os.pathsep) if p.strip()]
-    return [artifacts_dir(), *sorted(p for p in RUNS_DIR.glob("*/out") if p.is_dir())]
+    root = runs_dir()
+    outs = {p for pattern in ("*/out", "*/*/out", "*/*/*/out") for p in root.glob(pattern) if p.is_dir()}
+    return [artifacts_dir(), *sorted(outs)]
 
 
 def find_models(folder: Path, depth: int = 0) -> list[Path]:
