@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -203,7 +204,7 @@ def main(args: argparse.Namespace) -> dict:
         "objective": "NLL of the mean over the 6 TTA views of softmax(logits / T); without TTA, of view 0",
         "n_bins": N_BINS,
         "weights": args.weights if args.weights != str(DEFAULT_WEIGHTS) else "artifacts/model.pt",
-        "command": "python -m training.calibrate " + " ".join(sys.argv[1:]),
+        "command": "python -m training.calibrate " + shlex.join(sys.argv[1:]),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "splits": {},
     }

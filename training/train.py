@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from contextlib import nullcontext
@@ -659,7 +660,7 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device, progress: T
 
     launcher = (f"torchrun --nnodes {spread['nodes']} --nproc_per_node {ctx.local_world_size} -m training.train "
                 if ctx.enabled else "python -m training.train ")
-    this_slice = {"command": launcher + " ".join(sys.argv[1:]), "hardware": hardware(device),
+    this_slice = {"command": launcher + shlex.join(sys.argv[1:]), "hardware": hardware(device),
                   "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "first_epoch": None, "last_epoch": None, "seconds": 0.0}
     slices.append(this_slice)
@@ -730,7 +731,7 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device, progress: T
                          "parameters": n_params, "macs_per_face": macs},
         "preprocessing": preprocess.to_dict(),
         "augmentation": aug.to_dict(),
-        "training": {"command": launcher + " ".join(sys.argv[1:]),
+        "training": {"command": launcher + shlex.join(sys.argv[1:]),
                      "arguments": {**vars(args), "domain": [f"{d.path}:{d.dose}" for d in args.domain]},
                      "device": str(device), "precision": precision,
                      "distributed": spread,
