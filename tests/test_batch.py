@@ -194,51 +194,64 @@ def test_video_rows_are_written_as_they_come(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "out" / "parts" / f"{item.key}.json").read_text()) == line
 
 
-def _workers_of(pid: int) -> list[int]:
-    """The pool workers (multiprocessing's spawned children) of process ``pid``, from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+def _writer_of(path: Path) -> int | None:
+    """The process that has ``path`` open, from /proc."""
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
         try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
+            if os.readlink(fd) == str(path):
+                return int(fd.parent.parent.name)
+        except OSError:
             continue
-        if ppid == pid and b"spawn_main" in cmdline:
-            found.append(int(stat.parent.name))
-    return found
+    return None
 
 
-def _wait_for(condition, proc: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None and time.monotonic() < deadline, "the job ended before the moment to kill came"
-        time.sleep(0.01)
-
-
-def test_a_worker_that_dies_loses_nothing_and_the_file_that_kills_it_alone_fails(media, pool_run, tmp_path):
-    """The pool's workers are killed while the video is analysed (the pool breaks, its inputs are analysed again,
-    one at a time), then again while the video is analysed alone: the video is a failed line, the rest done."""
-    reference, _ = pool_run
-    out = tmp_path / "out"
+def _kill_the_video_twice(media: Path, *options: str) -> tuple[Path, subprocess.CompletedProcess]:
+    """Run the command on ``media``; each of two times the video's part is being written, SIGKILL the process
+    writing it (a worker, not the command). Returns the output folder and the finished command."""
+    out = Path(media.parent / f"killed_{'_'.join(o.strip('-') for o in options)}")
     clip = Input.of(media / "clips" / "clip.mp4").key
-    proc = subprocess.Popen([sys.executable, "-m", "fer_core.batch", str(media), "--out", str(out), "--workers", "2"],
+    proc = subprocess.Popen([sys.executable, "-m", "fer_core.batch", str(media), "--out", str(out), *options],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        for _ in range(2):
-            before = set((out / "parts").glob(f".{clip}.*.tmp.parquet"))
-            _wait_for(lambda: set((out / "parts").glob(f".{clip}.*.tmp.parquet")) - before, proc)
-            for pid in _workers_of(proc.pid):
-                os.kill(pid, signal.SIGKILL)
+        killed: set[Path] = set()
+        deadline = time.monotonic() + 240
+        while len(killed) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the job ended before the video was killed"
+            for tmp in set((out / "parts").glob(f".{clip}.*.tmp.parquet")) - killed:
+                writer = _writer_of(tmp)
+                if writer is not None and writer != proc.pid:
+                    os.kill(writer, signal.SIGKILL)
+                    killed.add(tmp)
+            time.sleep(0.01)
         stdout, stderr = proc.communicate(timeout=240)
     finally:
         proc.kill()
+    return out, subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def _only_the_video_failed(out: Path, reference: Path, run: subprocess.CompletedProcess, error: str) -> None:
     lines = manifest(out)
-    assert lines["clip.mp4"]["status"] == "failed" and "died" in lines["clip.mp4"]["error"], stderr
+    assert lines["clip.mp4"]["status"] == "failed" and error in lines["clip.mp4"]["error"], run.stderr
     assert {n: r["status"] for n, r in lines.items() if n != "clip.mp4"} == \
         {n: r["status"] for n, r in manifest(reference).items() if n != "clip.mp4"}
     pd.testing.assert_frame_equal(table(out, "photos"), table(reference, "photos"))
-    assert table(out, "videos").empty and proc.returncode == 1
+    assert table(out, "videos").empty and run.returncode == 1
     assert not any((out / "parts").glob(".*.tmp*")), "what the killed workers were writing is removed"
+
+
+def test_a_worker_that_dies_loses_nothing_and_the_file_that_kills_it_alone_fails(media, pool_run):
+    """The worker analysing the video is killed (the pool breaks; its inputs are analysed again, one at a time),
+    then killed again while it analyses the video alone: the video is a failed line, the rest done."""
+    out, run = _kill_the_video_twice(media, "--workers", "2")
+    _only_the_video_failed(out, pool_run[0], run, "died again when the file was analysed alone")
+
+
+def test_a_lost_ray_task_is_retried_once_then_failed(media, pool_run):
+    """The Ray worker running the video's task is killed: Ray runs it again (without the retry there would be no
+    second run to kill); killed again, it is a failed line."""
+    pytest.importorskip("ray")
+    out, run = _kill_the_video_twice(media, "--ray")
+    _only_the_video_failed(out, pool_run[0], run, "the Ray task failed twice (WorkerCrashedError")
 
 
 def test_ray_on_a_local_runtime_gives_the_rows_of_two_workers(media, pool_run, tmp_path):
