@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .batch_ray import RayUnavailable, import_ray, run_ray
-from .batch_tables import (ANNOTATED, MANIFEST, PARTS, PHOTO, TABLES, VIDEO, assemble, part_path, read_record,
-                           remove_leftovers)
+from .batch_tables import (ANNOTATED, MANIFEST, PARTS, PHOTO, TABLES, VIDEO, TableAssembler, part_path,
+                           read_record, remove_leftovers)
 from .batch_worker import (VIDEO_SUFFIXES, BatchOptions, Input, failed_record, init_worker, model_sha256,
                            process_input, worker_state)
 from .calibration import UNCERTAIN_BELOW_HELP, threshold_arg
@@ -207,21 +207,23 @@ class ProgressBar:
 
 def run_batch(items: Sequence[Input], options: BatchOptions, workers: int = 1, ray_address: str | None = None,
               csv: bool = False, progress: bool = True) -> list[dict]:
-    """Analyse every input not already done (see :func:`reusable`), assemble the tables and the manifest, and
-    return the manifest lines in input order. ``ray_address`` None: ``workers`` processes here (1: this process);
-    otherwise Ray tasks (``""``: Ray's default runtime)."""
+    """Analyse every input not already done (see :func:`reusable`), write the tables (as the inputs finish, in
+    input order) and the manifest, and return the manifest lines in input order. ``ray_address`` None: ``workers``
+    processes here (1: this process); otherwise Ray tasks (``""``: Ray's default runtime)."""
     out = Path(options.out)
     model = model_sha256(options.weights)
+    for folder in (out, out / PARTS, out / ANNOTATED):  # what killed runs left
+        remove_leftovers(folder)
+    tables = TableAssembler(out, [(item.key, item.kind) for item in items], csv=csv)
     records: dict[str, dict] = {}
     todo = []
     for item in items:
         earlier = read_record(out, item.key)
         if reusable(earlier, item, options, model):
             records[item.key] = {**earlier, "status": "skipped"}
+            tables.finished(records[item.key])
         else:
             todo.append(item)
-    for folder in (out / PARTS, out / ANNOTATED):  # what killed runs left
-        remove_leftovers(folder)
     todo = schedule(todo)
     if ray_address is not None:
         results = run_ray(todo, options, ray_address)
@@ -233,17 +235,21 @@ def run_batch(items: Sequence[Input], options: BatchOptions, workers: int = 1, r
     try:
         for item, record in results:
             records[item.key] = record
+            tables.finished(record)
             if record["status"] == "failed":
                 print(f"failed: {item.path}: {record['error']}", file=sys.stderr)
             if bar is not None:
                 bar.update(record)
+        for folder in (out / PARTS, out / ANNOTATED):  # what workers that died in this run left
+            remove_leftovers(folder)
+        manifest = [records[item.key] for item in items]
+        tables.commit(manifest)
+    except BaseException:
+        tables.discard()
+        raise
     finally:
         if bar is not None:
             bar.close()
-    for folder in (out / PARTS, out / ANNOTATED):  # what workers that died in this run left
-        remove_leftovers(folder)
-    manifest = [records[item.key] for item in items]
-    assemble(out, manifest, csv=csv)
     return manifest
 
 

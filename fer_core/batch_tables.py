@@ -1,5 +1,5 @@
 """The files of ``fer_core.batch``: the columns of its two tables, the per-input parts written atomically, and the
-final tables and manifest assembled from the parts.
+final tables (written from the parts while the job runs) and manifest.
 
 Layout of the output folder::
 
@@ -175,42 +175,88 @@ def read_record(out: Path, key: str) -> dict | None:
         return None
 
 
-def assemble(out: Path, records: Sequence[dict], csv: bool = False) -> dict[str, int]:
-    """Write the two tables (and with ``csv`` their CSV copies) from the parts of the inputs in ``records`` whose
-    status is done or skipped, in the order of ``records``, and the manifest; returns rows per table kind.
-    Streams one row group at a time, so memory does not grow with the size of the tables."""
-    counts = {}
-    for kind, schema in SCHEMAS.items():
-        parts = [part_path(out, r["key"]) for r in records if r["kind"] == kind and r["status"] in ("done", "skipped")]
-        counts[kind] = _concatenate(parts, schema, out / f"{TABLES[kind]}.parquet",
-                                    out / f"{TABLES[kind]}.csv" if csv else None)
-        if not csv:  # an earlier run's copy would no longer match the table
-            (out / f"{TABLES[kind]}.csv").unlink(missing_ok=True)
-    with atomic_path(out / MANIFEST) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return counts
+class TableWriter:
+    """One table (Parquet, and CSV with ``csv``) written under temporary names, in row groups of at least
+    TABLE_ROW_GROUP rows (a part is never cut), renamed into place by :meth:`commit`."""
 
-
-def _concatenate(parts: Sequence[Path], schema: pa.Schema, parquet: Path, csv: Path | None) -> int:
-    """The parts, in order, into one Parquet file (and CSV) in row groups of at least TABLE_ROW_GROUP rows (a part
-    is never cut; at most that many rows and one part are in memory)."""
-    rows = 0
-    with contextlib.ExitStack() as stack:
-        writers = [pq.ParquetWriter(stack.enter_context(atomic_path(parquet)), schema)]
+    def __init__(self, parquet: Path, schema: pa.Schema, csv: Path | None):
+        self.rows = 0
+        self._targets = [parquet] + ([csv] if csv is not None else [])
+        self._tmps = [temporary_beside(path) for path in self._targets]
+        self._writers = [pq.ParquetWriter(self._tmps[0], schema)]
         if csv is not None:
-            writers.append(pa_csv.CSVWriter(stack.enter_context(atomic_path(csv)), schema))
-        pending: list[pa.Table] = []
-        pending_rows = 0
-        for n, part in enumerate(parts, start=1):
-            pending.append(read_part(part))
-            pending_rows += pending[-1].num_rows
-            if pending_rows >= TABLE_ROW_GROUP or n == len(parts):
-                table = pa.concat_tables(pending)
-                writers[0].write_table(table, row_group_size=max(1, len(table)))
-                for w in writers[1:]:
-                    w.write_table(table)
-                rows += len(table)
-                pending, pending_rows = [], 0
-        for w in writers:
+            self._writers.append(pa_csv.CSVWriter(str(self._tmps[1]), schema))
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= TABLE_ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            table = pa.concat_tables(self._pending).combine_chunks()  # one chunk: thousands of tiny ones write slowly
+            self._writers[0].write_table(table, row_group_size=max(1, len(table)))
+            for w in self._writers[1:]:
+                w.write_table(table)
+            self.rows += len(table)
+            self._pending, self._pending_rows = [], 0
+
+    def commit(self) -> None:
+        self._flush()
+        for w in self._writers:
             w.close()
-    return rows
+        for tmp, path in zip(self._tmps, self._targets):
+            os.replace(tmp, path)
+
+    def discard(self) -> None:
+        for w in self._writers:
+            w.close()
+        for tmp in self._tmps:
+            tmp.unlink(missing_ok=True)
+
+
+class TableAssembler:
+    """The two tables, written while the job runs: an input's part is appended as soon as it and every input of its
+    kind before it have finished (inputs that failed have none), so the tables are in input order and the end of the
+    job has little left to write. :meth:`commit` writes what is left, renames the tables into place and writes the
+    manifest; :meth:`discard` leaves the earlier tables as they were."""
+
+    def __init__(self, out: Path, inputs: Sequence[tuple[str, str]], csv: bool = False):
+        """``inputs``: (key, kind) of every input, in input order."""
+        self.out, self.csv = out, csv
+        self._order = {kind: [key for key, k in inputs if k == kind] for kind in SCHEMAS}
+        self._next = dict.fromkeys(SCHEMAS, 0)
+        self._status: dict[str, str] = {}
+        self._tables = {kind: TableWriter(out / f"{TABLES[kind]}.parquet", schema,
+                                          out / f"{TABLES[kind]}.csv" if csv else None)
+                        for kind, schema in SCHEMAS.items()}
+
+    def finished(self, record: dict) -> None:
+        """Input ``record["key"]`` has its final status; append every part now in order."""
+        self._status[record["key"]] = record["status"]
+        kind, order = record["kind"], self._order[record["kind"]]
+        while self._next[kind] < len(order) and order[self._next[kind]] in self._status:
+            key = order[self._next[kind]]
+            if self._status[key] in ("done", "skipped"):
+                self._tables[kind].add(read_part(part_path(self.out, key)))
+            self._next[kind] += 1
+
+    def commit(self, records: Sequence[dict]) -> dict[str, int]:
+        """Finish the tables and write the manifest (``records``: the lines in input order); rows per kind."""
+        missing = [k for kind, order in self._order.items() for k in order[self._next[kind]:]]
+        if missing:
+            raise RuntimeError(f"{len(missing)} inputs have no final status; the tables are incomplete")
+        for kind, table in self._tables.items():
+            table.commit()
+            if not self.csv:  # an earlier run's copy would no longer match the table
+                (self.out / f"{TABLES[kind]}.csv").unlink(missing_ok=True)
+        with atomic_path(self.out / MANIFEST) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return {kind: table.rows for kind, table in self._tables.items()}
+
+    def discard(self) -> None:
+        for table in self._tables.values():
+            table.discard()
