@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 LIVE = str(Path(__file__).resolve().parent.parent / "pages" / "2_Live_webcam.py")
@@ -32,4 +33,6 @@ def test_the_uncertain_policy_is_offered_and_off_by_default(predictor, monkeypat
     assert toggle.value is False and not [s for s in at.sidebar.slider if s.key == "live_uncertain_threshold"]
     toggle.set_value(True).run()
     assert not at.exception, at.exception
-    assert at.sidebar.slider(key="live_uncertain_threshold").value == 0.5
+    # the slider starts at the model's calibrated default without TTA (the live page's), to its 0.05 step
+    default = predictor.uncertain_below_for(tta=False)
+    assert at.sidebar.slider(key="live_uncertain_threshold").value == pytest.approx(round(default / 0.05) * 0.05)
