@@ -28,6 +28,7 @@ import pyarrow.ipc  # noqa: F401 - pa.ipc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from .face_detection import LANDMARK_COLUMNS, landmark_values  # a Face's five landmarks ("left"/"right" as seen in the image)
 from .labels import EMOTIONS
 
 PHOTO, VIDEO = "photo", "video"
@@ -39,9 +40,6 @@ ROWS_PER_GROUP = 4096  # rows of a video written to its part at a time: memory s
 TABLE_ROW_GROUP = 65_536  # rows per row group of the final tables (at least: a part is never cut)
 _TMP_MARK = ".tmp"  # in the names of files being written (removed again when a killed run left them)
 
-# The five landmarks of fer_core.face_detection.Face, in its order ("left" and "right" as seen in the image)
-LANDMARK_COLUMNS = tuple(f"{point}_{axis}" for point in ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
-                         for axis in "xy")
 _BOX = [("x", pa.int32()), ("y", pa.int32()), ("w", pa.int32()), ("h", pa.int32())]
 _PROBABILITIES = [(name, pa.float64()) for name in EMOTIONS]
 PHOTO_SCHEMA = pa.schema([
@@ -66,15 +64,15 @@ VIDEO_SCHEMA = pa.schema([
     ("label", pa.string()),
     ("confidence", pa.float64()),  # of the smoothed probabilities
     *_PROBABILITIES,
+    *[(name, pa.float64()) for name in LANDMARK_COLUMNS],  # of the detection the box comes from; null with Haar
 ])
 SCHEMAS = {PHOTO: PHOTO_SCHEMA, VIDEO: VIDEO_SCHEMA}
 
 
 def photo_row(source: str, face: int, entry: dict) -> tuple:
     """One PHOTO_SCHEMA row from the ``fer_core.predict --json`` object of a face (fer_core.predict.face_entries)."""
-    points = [v for point in entry["landmarks"] for v in point] or [None] * len(LANDMARK_COLUMNS)
     return (source, face, *entry["box"], entry["label"], entry["top_label"], entry["confidence"],
-            entry["whole_image"], entry["detector_score"], *points,
+            entry["whole_image"], entry["detector_score"], *landmark_values(entry["landmarks"]),
             *(entry["probabilities"][name] for name in EMOTIONS))
 
 

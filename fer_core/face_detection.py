@@ -33,6 +33,19 @@ DEFAULT_DETECTOR = "retinaface"
 DETECTOR_HELP = "face detector: retinaface (CNN with 5 landmarks, default) or haar (OpenCV cascade, no landmarks)"
 
 
+# A face's five landmarks as ten table columns (fer_core.video's rows, fer_core.batch's tables), in Face's order
+LANDMARK_COLUMNS = tuple(f"{point}_{axis}" for point in ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
+                         for axis in "xy")
+
+
+def landmark_values(landmarks) -> tuple:
+    """Five (x, y) points -> the ten values of :data:`LANDMARK_COLUMNS`, rounded to 0.1 pixel; ten Nones without
+    landmarks (Haar, a whole image)."""
+    if not landmarks:
+        return (None,) * len(LANDMARK_COLUMNS)
+    return tuple(round(float(v), 1) for point in landmarks for v in point)
+
+
 @dataclass(frozen=True)
 class Face:
     """One detected face, from detection to drawing.

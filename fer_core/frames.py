@@ -79,6 +79,7 @@ class TrackedFace:
     label: str
     confidence: float
     probabilities: dict[str, float]
+    landmarks: tuple = ()  # the five (x, y) points of the detection its box comes from; () without (Haar)
 
     @property
     def caption(self) -> str:
@@ -185,7 +186,7 @@ class FramePipeline:
             top = int(np.argmax(probs))
             label = uncertain_label(names[top], float(probs[top]), s.uncertain_below)
             faces.append(TrackedFace(face_id, face.box, label, float(probs[top]),
-                                     {n: float(p) for n, p in zip(names, probs)}))
+                                     {n: float(p) for n, p in zip(names, probs)}, face.landmarks))
         followed = {t.track_id for t in self._tracker.tracks}
         self._smoother.keep_only(followed)
         self._faces = {i: f for i, f in self._faces.items() if i in followed}

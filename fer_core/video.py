@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .calibration import UNCERTAIN_BELOW_HELP, threshold_arg
+from .face_detection import LANDMARK_COLUMNS, landmark_values
 from .frames import FramePipeline, FrameSettings, TrackedFace, draw_faces
 from .inference import Predictor
 from .labels import EMOTIONS
@@ -40,7 +41,10 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_ANALYSIS_FPS = 5.0  # frames analysed per second of video, unless the clip is short
 SHORT_CLIP_S = 10.0  # clips up to this long are analysed frame by frame by default
-COLUMNS = ("frame", "time_s", "timestamp", "face_id", "x", "y", "w", "h", "label", "confidence", *EMOTIONS)
+COLUMNS = ("frame", "time_s", "timestamp", "face_id", "x", "y", "w", "h", "label", "confidence", *EMOTIONS,
+           *LANDMARK_COLUMNS)  # the landmarks: of the detection the face's box comes from (empty with Haar)
+_PROBS = slice(10, 10 + len(EMOTIONS))  # where a row's probabilities are
+_LANDMARKS = slice(10 + len(EMOTIONS), None)
 
 
 def video_settings(**overrides) -> FrameSettings:
@@ -117,9 +121,10 @@ class VideoAnalysis:
 
     def to_json_bytes(self) -> bytes:
         """UTF-8 JSON: the video's properties, the settings, and the same rows as the CSV (box as a list,
-        probabilities as a mapping)."""
+        probabilities as a mapping, landmarks as five [x, y] points or [] without)."""
         rows = [{"frame": r[0], "time_s": r[1], "timestamp": r[2], "face_id": r[3], "box": list(r[4:8]),
-                 "label": r[8], "confidence": r[9], "probabilities": dict(zip(EMOTIONS, r[10:]))} for r in self.rows]
+                 "label": r[8], "confidence": r[9], "probabilities": dict(zip(EMOTIONS, r[_PROBS])),
+                 "landmarks": _points(r[_LANDMARKS])} for r in self.rows]
         doc = {"video": vars(self.info), "analysis_fps": self.analysis_fps, "frames_decoded": self.frames_decoded,
                "frames_analysed": len(self.analysed_frames), "complete": self.complete, "warnings": self.warnings,
                "settings": self.settings.to_dict(), "rows": rows}
@@ -196,7 +201,8 @@ def analyse_video(source: str | Path | IO[bytes], predictor: Predictor, analysis
                 result.analysed_frames.append((index, round(t, 3)))
                 for f in faces:
                     result.rows.append((index, round(t, 3), timestamp(t), f.face_id, *f.box, f.label,
-                                        round(f.confidence, 4), *(round(f.probabilities[n], 4) for n in EMOTIONS)))
+                                        round(f.confidence, 4), *(round(f.probabilities[n], 4) for n in EMOTIONS),
+                                        *landmark_values(f.landmarks)))
                     area = f.box[2] * f.box[3]
                     if area > best_area.get(f.face_id, -1):  # the largest view of each face as its thumbnail
                         best_area[f.face_id] = area
@@ -243,10 +249,16 @@ def start_analysis(info: VideoInfo, analysis_fps: float | None | str = "auto",
                          settings=settings or video_settings())
 
 
+def _points(values) -> list[list[float]]:
+    """The ten landmark values of a row -> five [x, y] points, or [] when the face has none."""
+    values = list(values)
+    return [] if values[0] is None else [values[i:i + 2] for i in range(0, len(values), 2)]
+
+
 def faces_at(analysis: VideoAnalysis, frame_index: int) -> list[TrackedFace]:
     """The faces recorded for one analysed frame, as the pipeline gave them."""
-    return [TrackedFace(r[3], tuple(r[4:8]), r[8], r[9], dict(zip(EMOTIONS, r[10:]))) for r in analysis.rows
-            if r[0] == frame_index]
+    return [TrackedFace(r[3], tuple(r[4:8]), r[8], r[9], dict(zip(EMOTIONS, r[_PROBS])),
+                        tuple(map(tuple, _points(r[_LANDMARKS])))) for r in analysis.rows if r[0] == frame_index]
 
 
 def annotated_frame_at(source: str | Path | IO[bytes], analysis: VideoAnalysis, frame_index: int,

@@ -23,6 +23,7 @@ from fer_core.batch import find_inputs, run_batch
 from fer_core.batch_ray import RayUnavailable, import_ray
 from fer_core.batch_tables import PHOTO_SCHEMA, VIDEO_SCHEMA
 from fer_core.batch_worker import BatchOptions, Input
+from fer_core.face_detection import LANDMARK_COLUMNS
 from fer_core.labels import EMOTIONS
 
 from helpers import group_photo, jpeg_bytes, write_face_photos
@@ -33,7 +34,7 @@ PHOTO_COLUMNS = ["source", "face", "x", "y", "w", "h", "label", "top_label", "co
                  "detector_score", "eye_left_x", "eye_left_y", "eye_right_x", "eye_right_y", "nose_x", "nose_y",
                  "mouth_left_x", "mouth_left_y", "mouth_right_x", "mouth_right_y", *EMOTIONS]
 VIDEO_COLUMNS = ["source", "frame", "time_s", "timestamp", "face_id", "x", "y", "w", "h", "label", "confidence",
-                 *EMOTIONS]
+                 *EMOTIONS, *LANDMARK_COLUMNS]
 BAD = {"photos/notes.jpg": "not an image file", "photos/empty.png": "the file is empty",
        "clips/broken.mp4": "not a video that can be read"}
 

@@ -352,13 +352,14 @@ def test_predict_cli_numbers_faces_left_to_right_like_the_page(photo_file, capsy
 
 
 def _rows(labels: list[str], probs: list[dict]) -> pd.DataFrame:
+    from fer_core.face_detection import landmark_values
     from fer_core.video import COLUMNS, timestamp
 
     out = []
     for frame, (label, p) in enumerate(zip(labels, probs)):
         p = dict.fromkeys(EMOTIONS, 0.0) | p
         out.append((frame, frame / 5, timestamp(frame / 5), 1, 0, 0, 50, 50, label, max(p.values()),
-                    *(p[n] for n in EMOTIONS)))
+                    *(p[n] for n in EMOTIONS), *landmark_values(())))
     return pd.DataFrame(out, columns=list(COLUMNS))
 
 

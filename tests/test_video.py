@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_core.face_detection import make_detector
+from fer_core.face_detection import landmark_values, make_detector
 from fer_core.labels import EMOTIONS
 from fer_core.preprocessing import to_gray
 from fer_core.video import (COLUMNS, VideoError, analyse_video, annotated_frame_at, default_analysis_fps, frame_at,
@@ -108,7 +108,13 @@ def test_csv_and_json_rows_carry_the_frames_presentation_times(analysed, clip):
     doc = json.loads(result.to_json_bytes())
     assert len(doc["rows"]) == len(table) and doc["video"]["width"] == 320 and doc["complete"] is True
     assert set(doc["rows"][0]) == {"frame", "time_s", "timestamp", "face_id", "box", "label", "confidence",
-                                   "probabilities"}
+                                   "probabilities", "landmarks"}
+    # RetinaFace's five landmarks of each face, inside its box (within a few pixels: the points of a detection)
+    for r in doc["rows"]:
+        x, y, w, h = r["box"]
+        assert len(r["landmarks"]) == 5
+        assert all(x - 5 <= px <= x + w + 5 and y - 5 <= py <= y + h + 5 for px, py in r["landmarks"])
+    assert table[[c for c in COLUMNS if c.endswith(("_x", "_y"))]].notna().all().all()
 
 
 def test_timestamp_format():
@@ -271,7 +277,7 @@ def test_summary_of_constructed_rows():
     def row(frame, face_id, label, probs):
         p = dict.fromkeys(EMOTIONS, 0.0) | probs
         return (frame, frame / 5, timestamp(frame / 5), face_id, 0, 0, 50, 50, label, max(p.values()),
-                *(p[n] for n in EMOTIONS))
+                *(p[n] for n in EMOTIONS), *landmark_values(()))
 
     rows = pd.DataFrame([row(0, 1, "happy", {"happy": 0.9, "sad": 0.1}), row(1, 1, "happy", {"happy": 0.85, "sad": 0.15}),
                          row(2, 1, "sad", {"happy": 0.2, "sad": 0.8}), row(3, 1, "uncertain", {"happy": 0.4, "sad": 0.45, "neutral": 0.15}),
