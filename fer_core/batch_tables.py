@@ -16,18 +16,17 @@ last: it is what says the input is done, and a rerun reuses the input only when 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import uuid
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import pyarrow as pa
 import pyarrow.ipc  # noqa: F401 - pa.ipc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from .files import TMP_MARK, atomic_path, temporary_beside
 from .face_detection import LANDMARK_COLUMNS, landmark_values  # a Face's five landmarks ("left"/"right" as seen in the image)
 from .labels import EMOTIONS
 
@@ -38,7 +37,6 @@ MANIFEST = "manifest.jsonl"
 TABLES = {PHOTO: "photos", VIDEO: "videos"}  # kind -> file name of its table, without the suffix
 ROWS_PER_GROUP = 4096  # rows of a video written to its part at a time: memory stays flat on long videos
 TABLE_ROW_GROUP = 65_536  # rows per row group of the final tables (at least: a part is never cut)
-_TMP_MARK = ".tmp"  # in the names of files being written (removed again when a killed run left them)
 
 _BOX = [("x", pa.int32()), ("y", pa.int32()), ("w", pa.int32()), ("h", pa.int32())]
 _PROBABILITIES = [(name, pa.float64()) for name in EMOTIONS]
@@ -82,30 +80,10 @@ def to_table(rows: Sequence[tuple], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, schema)], schema=schema)
 
 
-def temporary_beside(path: Path) -> Path:
-    """A new temporary name in ``path``'s folder (created if needed) with ``path``'s suffix, so that writers that
-    go by the suffix pick the right format; :func:`remove_leftovers` knows it by its name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}{_TMP_MARK}{path.suffix}")
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path (:func:`temporary_beside`) to write ``path`` to; renamed to ``path`` when the block ends
-    without an exception, removed when it raises."""
-    tmp = temporary_beside(path)
-    try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
 def remove_leftovers(folder: Path) -> int:
     """Delete the temporary files that killed runs left in ``folder`` (not those of files now being written: call
     it before any worker starts). Returns how many."""
-    leftovers = [p for p in folder.glob(f".*{_TMP_MARK}*") if p.is_file()] if folder.is_dir() else []
+    leftovers = [p for p in folder.glob(f".*{TMP_MARK}*") if p.is_file()] if folder.is_dir() else []
     for p in leftovers:
         p.unlink(missing_ok=True)
     return len(leftovers)

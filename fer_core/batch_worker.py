@@ -22,15 +22,15 @@ import cv2
 from .backends import set_intra_op_threads
 from .drawing import annotate
 from .face_detection import DEFAULT_DETECTOR, FaceDetector, make_detector
-from .files import fitting_name
+from .files import atomic_path, fitting_name
 from .images import ImageLoadError
 from .inference import Predictor
 from .onnx_model import file_sha256, onnx_path_for
 from .predict import classify_image, face_entries
 from .video import analyse_video, start_analysis, video_settings
 from .video_io import VIDEO_EXTENSIONS, VideoError, probe
-from .batch_tables import (ANNOTATED, PHOTO, PHOTO_SCHEMA, ROWS_PER_GROUP, VIDEO, VIDEO_SCHEMA, PartWriter,
-                           atomic_path, part_path, photo_row, record_path, write_json)
+from .batch_tables import (ANNOTATED, PHOTO, PHOTO_SCHEMA, ROWS_PER_GROUP, VIDEO, VIDEO_SCHEMA, PartWriter, part_path,
+                           photo_row, record_path, write_json)
 
 LOGGER = logging.getLogger(__name__)
 VIDEO_SUFFIXES = frozenset(f".{e}" for e in VIDEO_EXTENSIONS)

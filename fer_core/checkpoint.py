@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from pathlib import Path
 
 import torch
 
+from .files import atomic_path
 from .labels import EMOTIONS, UnknownClassError, canonical_name
 from .model import Xception, XceptionConfig
 from .preprocessing import PreprocessConfig
@@ -40,9 +40,8 @@ def save_checkpoint(path: str | Path, model: Xception, preprocess: PreprocessCon
         "preprocess": preprocess.to_dict(),
         "meta": meta or {},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | Path = DEFAULT_WEIGHTS) -> tuple[Xception, PreprocessConfig, tuple[str, ...], dict]:

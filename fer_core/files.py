@@ -4,12 +4,14 @@ step (readers never see it half-written)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import time
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable
 
 NAME_MAX = 255  # bytes of one file name on Linux, macOS and Windows file systems
 
@@ -51,13 +53,31 @@ def remove_older_than(paths: Iterable[Path], max_age_s: float) -> list[Path]:
     return removed
 
 
-def write_text_atomically(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``, so that a reader
-    sees the old content or the new one, never a half-written file."""
+TMP_MARK = ".tmp"  # in the names of files being written (a killed writer's leftovers can be found by it)
+
+
+def temporary_beside(path: Path) -> Path:
+    """A new temporary name in ``path``'s folder (created if needed) with ``path``'s suffix, so that writers that
+    go by the suffix pick the right format; its name holds :data:`TMP_MARK`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}{TMP_MARK}{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path (:func:`temporary_beside`) to write ``path`` to; renamed to ``path`` when the block ends
+    without an exception, removed when it raises: a reader sees the old file or the new one, never half of one."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_beside(path)
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
+        yield tmp
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -18,11 +18,11 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import atomic_path
 from .labels import EMOTIONS
 from .onnx_runtime import load_onnxruntime
 from .preprocessing import PreprocessConfig
@@ -45,12 +45,6 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def write_onnx_beside(weights: str | Path) -> Path:
@@ -76,8 +70,10 @@ def write_onnx_beside(weights: str | Path) -> Path:
     graph.metadata_props.add(key=METADATA_KEY, value=text)
     graph.doc_string = f"FER expression classifier exported from {weights.name} (fer_core.onnx_model)"
     out = onnx_path_for(weights)
-    _write_atomically(out, graph.SerializeToString())
-    _write_atomically(out.with_name(out.name + ".json"), (text + "\n").encode())
+    for target, data in ((out, graph.SerializeToString()),
+                         (out.with_name(out.name + ".json"), (text + "\n").encode())):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
     return out
 
 
