@@ -114,6 +114,19 @@ def tta_nll(view_logits, labels, temperature: float, weights=None) -> float:
     return negative_log_likelihood(probabilities_from_view_logits(view_logits, temperature), labels, weights)
 
 
+def pool_alike(sets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Several sets of (V, N_i, C) view logits and (N_i,) labels -> one (V, N, C) array, its labels, and (N,) weights
+    that make every set count alike (1 / N_i each), for :func:`fit_temperature` and :func:`uncertain_threshold` on
+    a mix of domains. Faces without logits (NaN: no face found in the photo) are left out."""
+    logits, labels, weights = [], [], []
+    for view_logits, set_labels in sets:
+        found = ~np.isnan(np.asarray(view_logits)[0, :, 0])
+        logits.append(np.asarray(view_logits)[:, found])
+        labels.append(np.asarray(set_labels)[found])
+        weights.append(np.full(int(found.sum()), 1.0 / max(int(found.sum()), 1)))
+    return np.concatenate(logits, axis=1), np.concatenate(labels), np.concatenate(weights)
+
+
 def fit_temperature(view_logits, labels, bounds: tuple[float, float] = TEMPERATURE_BOUNDS, weights=None) -> float:
     """The temperature T in ``bounds`` that minimises :func:`tta_nll` on (V, N, C) logits (V = 1 without TTA),
     each face weighted by ``weights`` (N,) when given.

@@ -41,7 +41,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from fer_core.artifacts import MODEL_CARD_NAME
-from fer_core.calibration import N_BINS, calibration_summary, fit_temperature, uncertain_threshold
+from fer_core.calibration import N_BINS, calibration_summary, fit_temperature, pool_alike, uncertain_threshold
 from fer_core.checkpoint import DEFAULT_WEIGHTS, load_checkpoint, save_checkpoint
 from fer_core.datasets import FER_IMAGES, list_labelled_folder, split_by_person
 from fer_core.evaluation import evaluate_files
@@ -163,9 +163,7 @@ def main(args: argparse.Namespace) -> dict:
             (fit_sets if part == "calibration" else domain_tests)[f"{folder.name}-{part}"] = (
                 d["view_logits"], d["labels"], f"{folder.name} {part} people, whole photos "
                 f"({int(d['n_images'])} photos, {len(d['labels'])} faces found)")
-    logits = np.concatenate([v[0] for v in fit_sets.values()], axis=1)
-    labels = np.concatenate([v[1] for v in fit_sets.values()])
-    set_weights = np.concatenate([np.full(len(v[1]), 1.0 / len(v[1])) for v in fit_sets.values()])  # sets alike
+    logits, labels, set_weights = pool_alike(v[:2] for v in fit_sets.values())  # every set weighted alike
     t_logits, t_labels, t_weights = logits, labels, set_weights
     if args.temperature_from == "validation":  # the thresholds still see every fitting set
         t_logits, t_labels = fit_sets["validation-fit"]

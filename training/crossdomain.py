@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from fer_core.calibration import calibration_summary, fit_temperature
+from fer_core.calibration import calibration_summary, fit_temperature, pool_alike
 from fer_core.datasets import FER_IMAGES, SHARED_DATA, LabelledFiles, list_labelled_folder, person_of, split_by_person
 from fer_core.evaluation import evaluate_files
 from fer_core.inference import Predictor, probabilities_from_view_logits
@@ -157,14 +157,8 @@ def measure(args: argparse.Namespace, weights: Path, train_domains: list[Path], 
         files = list_labelled_folder(args.photos)
         d = set_logits(predictor, files, True, "photos")
         sets["photos"] = (d["logits"], d["labels"])
-    # the temperature: every fitting set weighted alike, faces without a face found left out
-    logits, labels, weights_ = [], [], []
-    for lg, lb in fit_sets:
-        found = ~np.isnan(lg[0, :, 0])
-        logits.append(lg[:, found])
-        labels.append(lb[found])
-        weights_.append(np.full(found.sum(), 1.0 / max(found.sum(), 1)))
-    temperature = fit_temperature(np.concatenate(logits, 1), np.concatenate(labels), weights=np.concatenate(weights_))
+    logits, labels, set_weights = pool_alike(fit_sets)  # every fitting set weighted alike
+    temperature = fit_temperature(logits, labels, weights=set_weights)
     result = {"weights": str(weights), "train_domains": [d.name for d in train_domains], "temperature": temperature,
               "fitted_on": ["fer_val half"] + [f"{d.name}_calibration" for d in train_domains],
               "splits": {name: scores(lg, lb, temperature) for name, (lg, lb) in sets.items()}}
