@@ -22,7 +22,6 @@ from numbers import Real
 from typing import Sequence
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from .inference import probabilities_from_view_logits
 
@@ -139,6 +138,8 @@ def fit_temperature(view_logits, labels, bounds: tuple[float, float] = TEMPERATU
     if view_logits.ndim != 3 or view_logits.shape[1] != len(labels) or not len(labels):
         raise ValueError(f"need (V, N, C) logits and N > 0 labels, got {view_logits.shape} and {labels.shape}")
     low, high = (math.log(b) for b in bounds)
+    from scipy.optimize import minimize_scalar  # here, not at import: the pages import this module for its policy
+
     res = minimize_scalar(lambda log_t: tta_nll(view_logits, labels, math.exp(log_t), weights), bounds=(low, high),
                           method="bounded", options={"xatol": 1e-4})
     return float(math.exp(res.x))
