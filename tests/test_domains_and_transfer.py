@@ -210,3 +210,54 @@ def test_calibration_fits_on_validation_and_each_domains_calibration_people(tiny
     assert report["fitted_on"] == "validation-fit + first-calibration"
     assert report["splits"]["first-calibration"]["n_faces"] == 2  # one calibration person, two photos
     assert report["splits"]["first-test"]["n_faces"] == 2 and "each set weighted alike" in proc.stdout
+
+
+def test_weight_averaging_is_the_weighted_mean_of_every_tensor_and_refuses_another_architecture(tmp_path):
+    from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from fer_core.model import Xception, XceptionConfig, build_model
+    from fer_core.preprocessing import PreprocessConfig
+    from training.average_weights import average_checkpoints, parse_input
+
+    torch.manual_seed(0)
+    a, b = build_model("tiny"), build_model("tiny")
+    for i, m in enumerate((a, b)):
+        m.train()(torch.randn(4, 1, 48, 48) + i)  # different BatchNorm running statistics
+        m.eval()
+        save_checkpoint(tmp_path / f"{i}.pt", m, PreprocessConfig())
+    meta = average_checkpoints([(tmp_path / "0.pt", 1.0), (tmp_path / "1.pt", 3.0)], tmp_path / "avg" / "model.pt")
+    assert [x["share"] for x in meta["averaged_from"]] == [0.25, 0.75]
+    avg = load_checkpoint(tmp_path / "avg" / "model.pt")[0].state_dict()
+    for k, v in avg.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, 0.25 * a.state_dict()[k] + 0.75 * b.state_dict()[k])
+    assert (tmp_path / "avg" / "model.onnx").is_file()  # the app's copy, as for every saved model
+    assert parse_input("runs/x/model.pt:0.3") == (Path("runs/x/model.pt"), 0.3)
+    assert parse_input("runs/x/model.pt") == (Path("runs/x/model.pt"), 1.0)
+    with pytest.raises(SystemExit, match="must be > 0"):
+        parse_input("a.pt:0")
+    other = Xception(XceptionConfig(**{**a.config.to_dict(), "hidden_units": a.config.hidden_units + 8}))
+    save_checkpoint(tmp_path / "other.pt", other.eval(), PreprocessConfig())
+    with pytest.raises(CheckpointError, match="another architecture"):
+        average_checkpoints([(tmp_path / "0.pt", 1.0), (tmp_path / "other.pt", 1.0)], tmp_path / "bad.pt")
+
+
+def test_transfer_protocol_measures_a_weight_average_of_measured_recipes(tiny_world):
+    tmp, data, first, second = tiny_world
+    runs = tmp / "protocol"
+    if not (runs / "tiny" / "without-first" / "out" / "model.pt").is_file():
+        pytest.skip("needs the protocol test's runs")
+    common = ["-m", "training.crossdomain", "--runs-dir", str(runs), "--init-weights", str(tmp / "init" / "model.pt"),
+              "--domain", str(first), "--domain", str(second), "--validation", str(data / "validation"),
+              "--photos", ""]
+    proc = run(*common, "--recipe", "wise", "--average", "init:1", "--average", "tiny:1")
+    assert "training.train" not in proc.stdout and "wise" in proc.stdout
+    for run_name in ("without-first", "without-second"):
+        model = runs / "wise" / run_name / "out" / "model.pt"
+        shares = torch.load(model, weights_only=True)["meta"]["averaged_from"]
+        assert [s["share"] for s in shares] == [0.5, 0.5]
+        assert shares[1]["weights"].endswith(f"tiny/{run_name}/out/model.pt")
+        assert json.loads((runs / "wise" / run_name / "measure.json").read_text())["train_domains"]
+    missing = subprocess.run([sys.executable, *common, "--recipe", "w2", "--average", "nothing:1"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "measure recipe nothing first" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -2,6 +2,7 @@
 
     python -m training.crossdomain --recipe plain -- --fer-dose 8000 --epochs 4 --lr 5e-4
     python -m training.crossdomain --recipe blend --combined -- --fer-dose 8000 --epochs 4 --blend-prob 0.3
+    python -m training.crossdomain --recipe wise-plain --average init:0.5 --average plain:0.5   # WiSE-FT
     python -m training.crossdomain --table        # print the table of every recipe measured so far
 
 For each whole-photo domain D (default: cfee and tfeid), ``training.train`` fine-tunes ``--init-weights`` (default:
@@ -36,10 +37,12 @@ from fer_core.evaluation import evaluate_files
 from fer_core.inference import Predictor, probabilities_from_view_logits
 from fer_core.labels import EMOTIONS
 from fer_core.metrics import classification_summary
+from training.average_weights import average_checkpoints, parse_input
 
 NEUTRAL = EMOTIONS.index("neutral")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIRST_COLUMNS = ["recipe", "fer_val"]
+INIT = "init"  # --average's name of --init-weights
 LAST_COLUMNS = ["held_out_mean", "photos", "neutral_precision", "min_recall", "min_recall_class", "ece"]
 
 
@@ -60,6 +63,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--photos", default=str(SHARED_DATA / "photos"), help="small real photos, another set measured ('' to skip)")
     a("--combined", action="store_true", help="also train on every domain's training people (the candidate to ship)")
     a("--no-train", action="store_true", help="measure --init-weights itself as the recipe (no fine-tuning)")
+    a("--average", action="append", default=[], metavar="RECIPE[:WEIGHT]",
+      help="instead of training, average each run's weights over these recipes' same runs (repeatable; "
+           f"'{INIT}' is --init-weights: WiSE-FT; several fine-tunes: a model soup; training.average_weights)")
     a("--table", action="store_true", help="only print the table of the recipes measured under --runs-dir")
     a("--limit-val", type=int, default=0, help="measure on a random N validation images, for quick checks")
     a("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of training.train (the recipe)")
@@ -92,6 +98,22 @@ def train_run(args: argparse.Namespace, folder: Path, train_domains: list[Path])
     (folder).mkdir(parents=True, exist_ok=True)
     subprocess.run(cmd, check=True, cwd=PROJECT_ROOT)
     return out / "model.pt"
+
+
+def average_run(args: argparse.Namespace, folder: Path, run: str) -> Path:
+    """The weighted average of the ``--average`` recipes' models of ``run`` (reused once written)."""
+    out = folder / "out" / "model.pt"
+    if out.is_file():
+        return out
+    inputs = []
+    for spec in args.average:
+        name, weight = parse_input(spec)
+        source = Path(args.init_weights) if str(name) == INIT else Path(args.runs_dir) / name / run / "out" / "model.pt"
+        if not source.is_file():
+            raise SystemExit(f"error: --average {spec}: {source} is not there (measure recipe {name} first)")
+        inputs.append((source, weight))
+    average_checkpoints(inputs, out)
+    return out
 
 
 def split_mask(files: LabelledFiles, part: str, args: argparse.Namespace) -> np.ndarray:
@@ -243,7 +265,12 @@ def main(args: argparse.Namespace) -> list[dict]:
             raise SystemExit(f"error: --domain {d} is not a folder")
     for run, train_domains in plan_runs(domains, args.combined).items():
         folder = runs_dir / args.recipe / run
-        weights = Path(args.init_weights) if args.no_train else train_run(args, folder, train_domains)
+        if args.no_train:
+            weights = Path(args.init_weights)
+        elif args.average:
+            weights = average_run(args, folder, run)
+        else:
+            weights = train_run(args, folder, train_domains)
         measure(args, weights, [] if args.no_train else train_domains, folder / "measure.json")
         if args.no_train:
             break  # one measurement of the untouched weights serves every held-out column
