@@ -242,10 +242,13 @@ def test_weight_averaging_is_the_weighted_mean_of_every_tensor_and_refuses_anoth
 
 
 def test_transfer_protocol_measures_a_weight_average_of_measured_recipes(tiny_world):
+    import shutil
+
     tmp, data, first, second = tiny_world
-    runs = tmp / "protocol"
-    if not (runs / "tiny" / "without-first" / "out" / "model.pt").is_file():
-        pytest.skip("needs the protocol test's runs")
+    runs = tmp / "averaging"
+    for run_name in ("without-first", "without-second"):  # a measured recipe "tiny": here, copies of a checkpoint
+        (runs / "tiny" / run_name / "out").mkdir(parents=True)
+        shutil.copy(tmp / "init" / "model.pt", runs / "tiny" / run_name / "out" / "model.pt")
     common = ["-m", "training.crossdomain", "--runs-dir", str(runs), "--init-weights", str(tmp / "init" / "model.pt"),
               "--domain", str(first), "--domain", str(second), "--validation", str(data / "validation"),
               "--photos", ""]

@@ -37,7 +37,6 @@ from fer_core.evaluation import evaluate_files
 from fer_core.inference import Predictor, probabilities_from_view_logits
 from fer_core.labels import EMOTIONS
 from fer_core.metrics import classification_summary
-from training.average_weights import average_checkpoints, parse_input
 
 NEUTRAL = EMOTIONS.index("neutral")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +104,8 @@ def average_run(args: argparse.Namespace, folder: Path, run: str) -> Path:
     out = folder / "out" / "model.pt"
     if out.is_file():
         return out
+    from training.average_weights import average_checkpoints, parse_input  # torch: only when averaging
+
     inputs = []
     for spec in args.average:
         name, weight = parse_input(spec)
