@@ -69,3 +69,46 @@ def test_cutmix_pastes_a_box_whose_area_matches_lambda():
             pasted = (img == b.float()).float().mean().item()
             assert ((img == a.float()) | (img == b.float())).all()
             assert abs(pasted - (1 - lam)) < 1e-6
+
+
+def test_mixstyle_mixes_the_style_of_training_batches_only():
+    from fer_core.model import build_model
+    from training.mixstyle import attach_mixstyle, style_layers
+
+    model = build_model("tiny")
+    x = torch.randn(6, 1, 48, 48)
+    model.eval()
+    with torch.no_grad():
+        plain_eval = model(x)
+    handles = attach_mixstyle(model, prob=1.0, alpha=0.1, gen=torch.Generator().manual_seed(0))
+    assert len(handles) == len(style_layers(model)) == 3
+    with torch.no_grad():  # evaluation (and so the shipped weights and the ONNX export) never mixes
+        torch.testing.assert_close(model(x), plain_eval)
+        stem = style_layers(model)[0]
+        seen = []
+        probe = stem.register_forward_hook(lambda _m, _i, out: seen.append(out.clone()))  # runs after MixStyle
+        model.train()
+        model(x)
+        probe.remove()
+        plain_stem = torch.nn.Sequential(*stem)(x)  # a copy of the stem without the hook
+    mixed = seen[0]
+    # each face keeps its normalised content, with a style (channel mean) from its own and another face's
+    assert not torch.allclose(mixed.mean((2, 3)), plain_stem.mean((2, 3)), atol=1e-3)
+    lo = plain_stem.mean((2, 3)).min(0).values - 1e-4
+    hi = plain_stem.mean((2, 3)).max(0).values + 1e-4
+    assert ((mixed.mean((2, 3)) >= lo) & (mixed.mean((2, 3)) <= hi)).all()
+
+
+def test_mixstyle_is_reproducible_from_the_runs_generator():
+    from fer_core.model import build_model
+    from training.mixstyle import attach_mixstyle
+
+    x = torch.randn(4, 1, 48, 48)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_model("tiny").train()
+        attach_mixstyle(model, prob=1.0, alpha=0.1, gen=torch.Generator().manual_seed(3))
+        torch.manual_seed(1)  # dropout
+        outs.append(model(x).detach())
+    torch.testing.assert_close(outs[0], outs[1])

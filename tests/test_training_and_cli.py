@@ -54,15 +54,17 @@ def test_one_epoch_writes_loadable_artifacts(trained):
     assert {"train_loss", "val_acc", "val_macro_f1", "lr", "seconds"} <= set(history.columns)
 
 
-def test_mixup_and_sgd_recipe_trains_and_is_recorded_in_the_card(trained, tmp_path):
+def test_mixup_mixstyle_and_sgd_recipe_trains_and_is_recorded_in_the_card(trained, tmp_path):
     data, _, _ = trained
     out = tmp_path / "out"
     run("-m", "training.train", "--data", str(data), "--out", str(out), "--work-dir", str(tmp_path / "work"),
         "--cache-dir", "", "--variant", "tiny", "--epochs", "1", "--batch-size", "16", "--threads", "1",
-        "--mixup-alpha", "0.4", "--optimizer", "sgd", "--lr", "0.05")
+        "--mixup-alpha", "0.4", "--optimizer", "sgd", "--lr", "0.05", "--mixstyle", "0.5")
     load_checkpoint(out / "model.pt")
+    exported, why = current_onnx(out / "model.pt")  # MixStyle adds nothing to the exported network
+    assert exported is not None, why
     args = json.loads((out / "model_card.json").read_text())["training"]["arguments"]
-    assert args["mixup_alpha"] == 0.4 and args["optimizer"] == "sgd"
+    assert args["mixup_alpha"] == 0.4 and args["optimizer"] == "sgd" and args["mixstyle"] == 0.5
     assert pd.read_csv(out / "history.csv")["train_loss"].notna().all()
 
 

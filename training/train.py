@@ -47,6 +47,7 @@ from fer_core.preprocessing import PreprocessConfig, faces_to_tensor
 
 from . import distributed
 from .augment import CAMERA, AugmentConfig, augment_batch, mix_batch
+from .mixstyle import attach_mixstyle
 from .data_sources import DomainSpec, IntensityBlend, TrainingPool, assemble, domain_faces
 from .distributed import SINGLE, Dist
 from .outputs import require_writable_dir
@@ -122,6 +123,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--camera-aug", action="store_true",
       help=f"add camera and lighting augmentation ({', '.join(f'{k}={v}' for k, v in CAMERA.items())}; "
            "training/augment.py)")
+    a("--mixstyle", type=float, default=0.0, metavar="P",
+      help="MixStyle (Zhou et al. 2021): with probability P per layer and batch, the early feature maps take a style "
+           "(channel mean and std) mixed with another face's of the batch; training only (training/mixstyle.py) "
+           "(default: %(default)s = off)")
+    a("--mixstyle-alpha", type=float, default=0.1,
+      help="with --mixstyle: Beta(alpha, alpha) of the mixing weight (default: %(default)s)")
     a("--select", default="best", choices=["best", "last"],
       help="which epoch's EMA weights become model.pt: 'best' validation accuracy, or the 'last' epoch of the "
            "schedule (for fine-tuning, where FER2013 validation cannot see the gain on photos). With --resume after "
@@ -440,7 +447,7 @@ def run_identity(args: argparse.Namespace, train_images: int, world_size: int = 
             "teacher": args.teacher, "fer_dose": args.fer_dose,
             "domains": [f"{d.path}:{d.dose}" for d in args.domain] + ([f"{args.photos}:x{args.photo_repeat}"]
                                                                        if args.photos else []),
-            "blend_prob": args.blend_prob, "camera_aug": args.camera_aug}
+            "blend_prob": args.blend_prob, "camera_aug": args.camera_aug, "mixstyle": args.mixstyle}
 
 
 def read_resume_state(path: Path, run: dict) -> dict:
@@ -630,6 +637,10 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device, progress: T
         optimizer, max_lr=peak_lr, total_steps=args.epochs * steps_per_epoch,
         pct_start=min(0.5, max(args.warmup_epochs / args.epochs, 1.5 / (args.epochs * steps_per_epoch))), anneal_strategy="cos", div_factor=25, final_div_factor=1e3)
     ema = AveragedModel(model, multi_avg_fn=warmed_up_ema(args.ema_decay), use_buffers=True) if args.ema_decay > 0 else None
+    if args.mixstyle:  # after the EMA copied the model: the hooks mix styles in training only, never in the EMA
+        attach_mixstyle(model, args.mixstyle, args.mixstyle_alpha, gen)
+        print(f"MixStyle after the stem and the first two entry blocks: probability {args.mixstyle}, "
+              f"Beta({args.mixstyle_alpha}, {args.mixstyle_alpha})", flush=True)
     weights = class_weights(train.labels, args.class_weight_power,  # by the classes an epoch sees
                             None if pool is None else list(counts.values())).to(device)
     blend = IntensityBlend(pool, args.blend_prob, args.blend_min_share) if pool is not None and args.blend_prob else None
