@@ -52,6 +52,7 @@ class FaceArrays:
     labels: np.ndarray
     skipped: list[str] = field(default_factory=list)
     people: np.ndarray | None = None  # (N,) str: the person of each face (whole photos), when known
+    colour: np.ndarray | None = None  # (N, S, S, 3) uint8 RGB crops of the same faces (detect_face_arrays(colour=True))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -279,39 +280,46 @@ def split_by_person(files: LabelledFiles, part: str, test_fraction: float = 0.3,
 
 
 def detect_face_arrays(files: LabelledFiles, size: int = 48, detector: str = "retinaface",
-                       cache_dir: str | Path | None = None) -> FaceArrays:
+                       cache_dir: str | Path | None = None, colour: bool = False) -> FaceArrays:
     """Whole labelled photos -> the largest face of each, cropped exactly as the app crops it
     (:func:`fer_core.alignment.face_crop`), as (N, size, size) uint8, with the person of each face
     (:func:`person_of`) in ``people``. Photos without a face are left out; unreadable photos too, named in
-    ``skipped``. With ``cache_dir``, the crops are cached in an .npz keyed on the file list, size and detector."""
+    ``skipped``. ``colour``: also the same crops in RGB, (N, size, size, 3) uint8 in ``colour`` (for training's
+    colour-to-grey variations). With ``cache_dir``, the crops are cached in an .npz keyed on the file list, size
+    and detector."""
     cache_path = None
     if cache_dir is not None:
-        cache_path = Path(cache_dir) / f"photo_faces_{detector}_{_cache_key(files, size)}.npz"
+        kind = f"{detector}_rgb" if colour else detector
+        cache_path = Path(cache_dir) / f"photo_faces_{kind}_{_cache_key(files, size)}.npz"
         if cache_path.exists():
             with np.load(cache_path) as z:
                 return FaceArrays(z["images"], z["labels"], files.skipped + [str(m) for m in z["skipped"]],
-                                  z["people"])
+                                  z["people"], z["colour"] if colour else None)
     finder = make_detector(detector)
-    images, labels, people, unreadable = [], [], [], []
+    images, colours, labels, people, unreadable = [], [], [], [], []
     for path, label in zip(files.paths, files.labels):
         try:
-            gray = decode_gray(path)
+            rgb = load_image(path)
         except ImageLoadError as e:
             unreadable.append(f"{path}: unreadable ({e})")
             continue
+        gray = to_gray(rgb)  # decode_gray's conversion: the app's
         faces = finder.detect(gray)
         if faces:
             images.append(face_crop(gray, faces[0], size))
+            if colour:
+                colours.append(face_crop(rgb, faces[0], size))
             labels.append(label)
             people.append(person_of(path))
     if not images:
         raise ValueError("No face was found in any of the photos.")
     arrays = FaceArrays(np.stack(images), np.asarray(labels, dtype=np.int64), files.skipped + unreadable,
-                        np.asarray(people, dtype=str))
+                        np.asarray(people, dtype=str), np.stack(colours) if colour else None)
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(f".{os.getpid()}.tmp.npz")
+        extra = {"colour": arrays.colour} if colour else {}
         np.savez(tmp, images=arrays.images, labels=arrays.labels, people=arrays.people,
-                 skipped=np.asarray(unreadable, dtype=str))
+                 skipped=np.asarray(unreadable, dtype=str), **extra)
         os.replace(tmp, cache_path)
     return arrays

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 
 from training.augment import AugmentConfig, augment_batch, mix_batch
@@ -112,3 +114,25 @@ def test_mixstyle_is_reproducible_from_the_runs_generator():
         torch.manual_seed(1)  # dropout
         outs.append(model(x).detach())
     torch.testing.assert_close(outs[0], outs[1])
+
+
+def test_jpeg_compression_leaves_block_artefacts_on_the_chosen_faces_only():
+    from helpers import synthetic_face
+
+    faces = torch.from_numpy(np.stack([synthetic_face(i % 7, seed=i) for i in range(8)])).float()
+    x = (faces.unsqueeze(1) / 255 - 0.5) / 0.25
+    none = AugmentConfig(**{**NO_CHANGE.to_dict(), "jpeg_prob": 0.0})
+    torch.testing.assert_close(augment_batch(x, 0.25, none, torch.Generator().manual_seed(0)), x, atol=1e-3, rtol=0)
+    cfg = AugmentConfig(**{**NO_CHANGE.to_dict(), "jpeg_prob": 1.0, "jpeg_quality": (15, 15)})
+    out = augment_batch(x, 0.25, cfg, torch.Generator().manual_seed(0))
+    diff = (out - x).abs().mean(dim=(1, 2, 3)) * 0.25 * 255  # mean change in gray levels
+    assert ((diff > 0.5) & (diff < 20)).all()  # compressed, still the same face
+    expected = []  # OpenCV's codec at quality 15, face by face
+    for face in faces.numpy().astype(np.uint8):
+        _, buf = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, 15])
+        expected.append(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE))
+    torch.testing.assert_close(out, (torch.from_numpy(np.stack(expected)).float().unsqueeze(1) / 255 - 0.5) / 0.25,
+                               atol=1e-4, rtol=0)
+    half = AugmentConfig(**{**NO_CHANGE.to_dict(), "jpeg_prob": 0.5})
+    changed = (augment_batch(x, 0.25, half, torch.Generator().manual_seed(1)) - x).abs().amax(dim=(1, 2, 3)) > 1e-3
+    assert 0 < int(changed.sum()) < 8

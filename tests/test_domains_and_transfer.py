@@ -1,5 +1,5 @@
-"""Training on several whole-photo domains: person splits, doses, intensity blends, camera augmentation, and the
-transfer protocol (training.crossdomain) end to end on tiny data."""
+"""Training on several whole-photo domains: person splits, doses, intensity blends, camera augmentation,
+colour-to-grey variations, and the transfer protocol (training.crossdomain) end to end on tiny data."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 
 from fer_core.datasets import FaceArrays, LabelledFiles, person_of, split_by_person
 from fer_core.labels import EMOTIONS
-from training.augment import CAMERA, AugmentConfig, augment_batch, camera_batch
+from training.augment import CAMERA, AugmentConfig, GreyVariation, augment_batch, camera_batch
 from training.data_sources import DomainSpec, IntensityBlend, assemble
 from training.train import soft_cross_entropy
 
@@ -124,6 +125,43 @@ def test_camera_augmentation_is_off_by_default_and_changes_faces_when_on():
     assert torch.equal(a, b)
 
 
+def test_grey_variations_remake_colour_faces_and_leave_gray_faces_alone():
+    rng = np.random.default_rng(0)
+    colour = np.zeros((6, 48, 48, 3), np.uint8)
+    colour[:3] = rng.integers(0, 256, (3, 48, 48, 3))  # colour faces
+    colour[3:] = rng.integers(0, 256, (3, 48, 48, 1))  # gray faces (FER2013): three equal channels
+    gray = np.stack([cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) for c in colour])  # the standard conversion
+    x = (torch.from_numpy(gray).float().unsqueeze(1) / 255 - 0.5) / 0.25
+    grey = GreyVariation(torch.from_numpy(colour).permute(0, 3, 1, 2).contiguous(), 1.0, 0.5, 0.25)
+    idx = torch.arange(6)
+    out = grey(idx, x, torch.Generator().manual_seed(0))
+    change = (out - x).abs().flatten(1).amax(1) * 0.25 * 255  # in gray levels
+    assert (change[:3] > 5).all()  # other channel weights: another gray image of the same face
+    assert (change[3:] < 1.0).all()  # any weights give a gray face back
+    for i in range(3):  # still a weighted mean of the channels: between the darkest and brightest channel
+        lo, hi = colour[i].min(-1).astype(np.float32), colour[i].max(-1).astype(np.float32)
+        levels = (out[i, 0].numpy() * 0.25 + 0.5) * 255
+        assert (levels >= lo - 0.5).all() and (levels <= hi + 0.5).all()
+    assert torch.equal(grey(idx, x, torch.Generator().manual_seed(0)), out)  # one reproducible stream
+    off = GreyVariation(torch.from_numpy(colour).permute(0, 3, 1, 2).contiguous(), 0.0, 0.5, 0.25)
+    assert torch.equal(off(idx, x, torch.Generator().manual_seed(0)), x)
+
+
+def test_whole_photo_faces_come_in_colour_aligned_like_the_gray_ones(tmp_path):
+    from fer_core.datasets import detect_face_arrays, list_labelled_folder
+
+    files = list_labelled_folder(write_domain(tmp_path / "d", "d_p", 2))
+    gray = detect_face_arrays(files, cache_dir=tmp_path / "cache")
+    both = detect_face_arrays(files, cache_dir=tmp_path / "cache", colour=True)
+    assert gray.colour is None and both.colour.shape == (len(files.paths), 48, 48, 3)
+    assert np.array_equal(both.images, gray.images)
+    remade = np.stack([cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) for c in both.colour])
+    assert np.abs(remade.astype(int) - both.images).max() <= 3  # the same crop, up to rounding
+    assert (both.colour.std(-1) > 1).mean() > 0.2  # real colour, not gray in three channels
+    cached = detect_face_arrays(files, cache_dir=tmp_path / "cache", colour=True)
+    assert np.array_equal(cached.colour, both.colour)
+
+
 def write_domain(root: Path, prefix: str, people: int) -> Path:
     """A tiny whole-photo domain of real (public-domain) face photos: each person a neutral and a happy photo,
     named <prefix><person>_<n>.jpg like CFEE and TFEID."""
@@ -153,15 +191,31 @@ def test_training_takes_domains_with_doses_blends_and_camera_augmentation(tiny_w
     out = tmp / "multi"
     proc = run("-m", "training.train", "--data", str(data), "--init-weights", str(tmp / "init" / "model.pt"),
                "--domain", f"{first}:12", "--domain", str(second), "--fer-dose", "20", "--blend-prob", "0.5",
-               "--camera-aug", "--out", str(out), "--work-dir", str(tmp / "multi_work"), "--cache-dir", "",
+               "--camera-aug", "--jpeg-aug", "--out", str(out), "--work-dir", str(tmp / "multi_work"), "--cache-dir", "",
                "--epochs", "1", "--batch-size", "8", "--threads", "1")
     assert "source first: 4 faces of 2 training people, 12 per epoch" in proc.stdout
     card = json.loads((out / "model_card.json").read_text())
     doses = {s["source"]: s["dose_per_epoch"] for s in card["data"]["sources"]}
     assert doses == {"fer2013": 20, "first": 12, "second": 4}  # no dose: each training face once
     assert card["data"]["intensity_blends"]["blendable_faces"] == 4  # the happy faces of the 2 + 2 training people
-    assert card["augmentation"]["gamma"] == list(CAMERA["gamma"])
+    assert card["augmentation"]["gamma"] == list(CAMERA["gamma"]) and card["augmentation"]["jpeg_prob"] > 0
     assert card["training"]["arguments"]["domain"] == [f"{first}:12", f"{second}:0"]
+
+
+def test_training_with_colour_to_grey_variations(tiny_world):
+    tmp, data, first, second = tiny_world
+    out = tmp / "grey"
+    proc = run("-m", "training.train", "--data", str(data), "--init-weights", str(tmp / "init" / "model.pt"),
+               "--domain", f"{first}:12", "--fer-dose", "20", "--grey-mix", "0.5", "--out", str(out),
+               "--work-dir", str(tmp / "grey_work"), "--cache-dir", "", "--epochs", "1", "--batch-size", "8",
+               "--threads", "1")
+    assert "colour-to-grey variations: 50% of the faces" in proc.stdout
+    assert json.loads((out / "model_card.json").read_text())["training"]["arguments"]["grey_mix"] == 0.5
+    alone = subprocess.run([sys.executable, "-m", "training.train", "--data", str(data), "--grey-mix", "0.5",
+                            "--out", str(tmp / "g2"), "--work-dir", str(tmp / "g2w"), "--cache-dir", "",
+                            "--variant", "tiny", "--epochs", "1"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert alone.returncode != 0 and "needs a --domain" in alone.stderr and "Traceback" not in alone.stderr
 
 
 def test_a_missing_domain_folder_is_a_clear_error(tiny_world):

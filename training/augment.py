@@ -2,7 +2,8 @@
 
 Augment like faces occur: horizontal flip, small rotation / scale / shift, brightness and
 contrast, random erasing. Never a vertical flip. Optional camera and lighting changes (gamma, down- and
-up-scaling, blur, sensor noise: :data:`CAMERA`) imitate other cameras and studios than FER2013's. Each sample gets its own random parameters,
+up-scaling, blur, sensor noise: :data:`CAMERA`; JPEG compression: :data:`JPEG`) imitate other cameras and studios
+than FER2013's. Each sample gets its own random parameters,
 drawn from one ``torch.Generator`` so a run is reproducible and resumable.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,8 @@ class AugmentConfig:
     blur_prob: float = 0.0  # share of faces blurred (defocus, motion, compression)
     blur_sigma: tuple[float, float] = (0.3, 1.2)  # Gaussian sigma in pixels of the 48 px face
     noise_std: float = 0.0  # maximum std of added Gaussian noise on [0, 1] intensities (drawn per face)
+    jpeg_prob: float = 0.0  # share of faces JPEG-compressed at the model's resolution (block and ringing artefacts)
+    jpeg_quality: tuple[int, int] = (15, 75)  # JPEG quality range, one drawn per face
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,6 +44,8 @@ class AugmentConfig:
 
 # Camera and lighting augmentation for whole-photo fine-tuning (``training.train --camera-aug``).
 CAMERA = dict(gamma=(0.6, 1.6), downscale_prob=0.3, blur_prob=0.3, noise_std=0.04)
+# JPEG compression alone (``training.train --jpeg-aug``): measured apart from CAMERA under the transfer protocol.
+JPEG = dict(jpeg_prob=0.5)
 
 
 def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
@@ -77,6 +83,28 @@ def camera_batch(x: torch.Tensor, mean: float, std: float, cfg: AugmentConfig, g
         xt = F.conv2d(F.pad(xt, (radius, radius, 0, 0), mode="replicate"), k.view(b, 1, 1, -1), groups=b)
         xt = F.conv2d(F.pad(xt, (0, 0, radius, radius), mode="replicate"), k.view(b, 1, -1, 1), groups=b)
         x = xt.transpose(0, 1)
+    if cfg.jpeg_prob > 0:
+        x = jpeg_batch(x, mean, std, cfg, gen)
+    return x
+
+
+def jpeg_batch(x: torch.Tensor, mean: float, std: float, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """JPEG-compress a ``cfg.jpeg_prob`` share of (B, 1, S, S) normalised faces, each at its own quality drawn from
+    ``cfg.jpeg_quality`` (OpenCV's codec on the CPU, as 8-bit gray images)."""
+    b = x.shape[0]
+    apply = torch.rand(b, generator=gen) < cfg.jpeg_prob
+    quality = torch.randint(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1, (b,), generator=gen)
+    rows = torch.nonzero(apply).flatten()
+    if not len(rows):
+        return x
+    faces = ((x[rows.to(x.device)].detach().float().cpu() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+    out = []
+    for face, q in zip(faces.numpy(), quality[rows].tolist()):
+        ok, buf = cv2.imencode(".jpg", face[0], [cv2.IMWRITE_JPEG_QUALITY, int(q)])
+        out.append(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if ok else face[0])
+    compressed = (torch.from_numpy(np.stack(out)).float().unsqueeze(1) / 255 - mean) / std
+    x = x.clone()
+    x[rows.to(x.device)] = compressed.to(x.device, x.dtype)
     return x
 
 
@@ -151,3 +179,39 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, alpha: float, cutmix_prob: float
     else:
         x = lam * x + (1.0 - lam) * x[perm]
     return x, y, y[perm], lam
+
+
+# ITU-R BT.601 luma weights of R, G, B: OpenCV's (and the app's) colour-to-grey conversion
+BT601 = (0.299, 0.587, 0.114)
+
+
+class GreyVariation:
+    """Colour-to-grey variations: a share ``prob`` of the faces of a batch is made gray from its RGB crop with its
+    own channel weights, drawn from a Dirichlet around BT.601's (``concentration`` x the weights: 5 gives red a
+    standard deviation of about 0.19), instead of the one conversion every camera pipeline and the app use. Skin,
+    lips and shadows change brightness against each other as they do between sensors, white balances and
+    conversions. Gray sources (FER2013) are stored as three equal channels, so any weights give back the face.
+
+    ``colour``: (N, 3, S, S) uint8 RGB crops on the training device, row for row with the training tensor."""
+
+    def __init__(self, colour: torch.Tensor, prob: float, mean: float, std: float, concentration: float = 5.0):
+        if colour.ndim != 4 or colour.shape[1] != 3:
+            raise ValueError(f"need (N, 3, S, S) RGB crops, got {tuple(colour.shape)}")
+        self.colour, self.prob, self.mean, self.std = colour, prob, mean, std
+        self.alpha = concentration * np.asarray(BT601)
+
+    def __call__(self, idx: torch.Tensor, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """The batch ``x`` (B, 1, S, S) of rows ``idx``, its drawn faces re-made gray with their own weights."""
+        b = len(idx)
+        apply = torch.rand(b, generator=gen) < self.prob
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))  # numpy's Dirichlet, seeded from the run
+        weights = torch.from_numpy(np.random.default_rng(seed).dirichlet(self.alpha, size=b).astype(np.float32))
+        rows = torch.nonzero(apply).flatten()
+        if not len(rows):
+            return x
+        dev_rows = rows.to(x.device)
+        rgb = self.colour[idx[dev_rows]].float() / 255.0  # (R, 3, S, S)
+        gray = (rgb * weights[rows].view(-1, 3, 1, 1).to(x.device)).sum(1, keepdim=True)
+        x = x.clone()
+        x[dev_rows] = ((gray - self.mean) / self.std).to(x.dtype)
+        return x

@@ -79,12 +79,14 @@ class Source:
 @dataclass
 class TrainingPool:
     """Every training face once: ``images`` (N, S, S) uint8, ``labels`` (N,), ``people`` (N,) str ('' for FER2013),
-    and the :class:`Source` blocks they come from."""
+    and the :class:`Source` blocks they come from; ``colour`` (N, S, S, 3) uint8 RGB when the domains were read in
+    colour (FER2013's gray faces repeated in the three channels)."""
 
     images: np.ndarray
     labels: np.ndarray
     people: np.ndarray
     sources: list[Source]
+    colour: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -112,14 +114,15 @@ class TrainingPool:
 
 
 def domain_faces(spec: DomainSpec, size: int, test_fraction: float, calibration_fraction: float = 0.0,
-                 cache_dir: str | Path | None = None, part: str = "train") -> FaceArrays:
-    """The aligned faces of one person-split part of a whole-photo domain (warnings for left-out files printed)."""
+                 cache_dir: str | Path | None = None, part: str = "train", colour: bool = False) -> FaceArrays:
+    """The aligned faces of one person-split part of a whole-photo domain (warnings for left-out files printed);
+    ``colour``: with their RGB crops too."""
     files = split_by_person(list_labelled_folder(spec.path), part, test_fraction,
                             calibration_fraction=calibration_fraction)
     if not len(files):
         raise ValueError(f"--domain {spec.path}: no {part} people (test fraction {test_fraction}, calibration "
                          f"fraction {calibration_fraction}); file names must be <person>_<n>.<ext>")
-    faces = detect_face_arrays(files, size, cache_dir=cache_dir)
+    faces = detect_face_arrays(files, size, cache_dir=cache_dir, colour=colour)
     if faces.skipped:
         print(describe_skipped(faces.skipped, f"--domain {spec.path}"), flush=True)
     return faces
@@ -136,9 +139,13 @@ def assemble(fer: FaceArrays, fer_dose: int, domains: list[tuple[DomainSpec, Fac
         sources.append(Source(name, start, start + len(faces), dose, people))
         start += len(faces)
     people = [f.people if f.people is not None else np.full(len(f), "", dtype=str) for _, f, _ in blocks]
+    colour = None
+    if any(f.colour is not None for _, f, _ in blocks):  # gray faces: the same value in every channel
+        colour = np.concatenate([f.colour if f.colour is not None else np.repeat(f.images[..., None], 3, axis=-1)
+                                 for _, f, _ in blocks])
     return TrainingPool(np.concatenate([f.images for _, f, _ in blocks]),
                         np.concatenate([f.labels for _, f, _ in blocks]),
-                        np.concatenate(people).astype(str), sources)
+                        np.concatenate(people).astype(str), sources, colour)
 
 
 class IntensityBlend:

@@ -46,7 +46,7 @@ from fer_core.model import VARIANTS, build_model, count_macs, count_parameters
 from fer_core.preprocessing import PreprocessConfig, faces_to_tensor
 
 from . import distributed
-from .augment import CAMERA, AugmentConfig, augment_batch, mix_batch
+from .augment import CAMERA, JPEG, AugmentConfig, GreyVariation, augment_batch, mix_batch
 from .mixstyle import attach_mixstyle
 from .data_sources import DomainSpec, IntensityBlend, TrainingPool, assemble, domain_faces
 from .distributed import SINGLE, Dist
@@ -123,6 +123,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--camera-aug", action="store_true",
       help=f"add camera and lighting augmentation ({', '.join(f'{k}={v}' for k, v in CAMERA.items())}; "
            "training/augment.py)")
+    a("--jpeg-aug", action="store_true",
+      help=f"add JPEG compression at the model's resolution ({', '.join(f'{k}={v}' for k, v in JPEG.items())}, quality "
+           "15-75; training/augment.py)")
+    a("--grey-mix", type=float, default=0.0, metavar="P",
+      help="colour-to-grey variations: a share P of the faces made gray from their RGB crop with random channel "
+           "weights around BT.601's, instead of the standard conversion (whole-photo domains are read in colour; "
+           "FER2013 is gray and stays as it is) (default: %(default)s = off)")
     a("--mixstyle", type=float, default=0.0, metavar="P",
       help="MixStyle (Zhou et al. 2021): with probability P per layer and batch, the early feature maps take a style "
            "(channel mean and std) mixed with another face's of the batch; training only (training/mixstyle.py) "
@@ -216,7 +223,7 @@ def training_pool(args: argparse.Namespace, train: FaceArrays, preprocess: Prepr
     for spec in specs:
         try:
             faces = domain_faces(spec, preprocess.image_size, args.photo_test_fraction, args.calibration_fraction,
-                                 args.cache_dir or None)
+                                 args.cache_dir or None, colour=bool(args.grey_mix))
         except (FileNotFoundError, ValueError) as e:  # a missing folder, a foreign class folder, no faces
             raise SystemExit(f"error: --domain {spec.path}: {e}") from None
         if spec.dose < 0:
@@ -323,7 +330,7 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | Str
                     args, weights: torch.Tensor, preprocess: PreprocessConfig, aug: AugmentConfig,
                     gen: torch.Generator, device: torch.device, epoch: int, order: torch.Tensor | None = None,
                     ctx: Dist = SINGLE, teacher: torch.nn.Module | None = None,
-                    blend: IntensityBlend | None = None, on_step=None) -> dict:
+                    blend: IntensityBlend | None = None, on_step=None, grey: GreyVariation | None = None) -> dict:
     """One pass over the shuffled training set, or over this rank's shard of it.
 
     ``images`` is the (N, 1, S, S) preprocessed tensor (or :class:`StreamedFaces` standing for it) and ``labels``
@@ -334,6 +341,7 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | Str
     ``teacher``: a frozen network in eval mode whose predictions on the same batch are distilled (:func:`distill_loss`).
     ``blend``: same-person intensity blends with soft labels (:class:`training.data_sources.IntensityBlend`).
     ``on_step(n)``: called after the n-th step (:meth:`training.progress.TrainingProgress.step`).
+    ``grey``: colour-to-grey variations of the drawn faces (:class:`training.augment.GreyVariation`).
     """
     model.train()
     if order is None:
@@ -353,7 +361,8 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | Str
             x = augment_batch(x, preprocess.std, aug, gen, preprocess.mean)
             y, lam = labels[idx], 1.0
         else:
-            x = augment_batch(images[idx], preprocess.std, aug, gen, preprocess.mean)
+            x = images[idx] if grey is None else grey(idx, images[idx], gen)
+            x = augment_batch(x, preprocess.std, aug, gen, preprocess.mean)
             x, y, y_mix, lam = mix_batch(x, labels[idx], args.mixup_alpha, args.cutmix_prob, gen)
         x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, not args.no_bf16):
@@ -447,7 +456,8 @@ def run_identity(args: argparse.Namespace, train_images: int, world_size: int = 
             "teacher": args.teacher, "fer_dose": args.fer_dose,
             "domains": [f"{d.path}:{d.dose}" for d in args.domain] + ([f"{args.photos}:x{args.photo_repeat}"]
                                                                        if args.photos else []),
-            "blend_prob": args.blend_prob, "camera_aug": args.camera_aug, "mixstyle": args.mixstyle}
+            "blend_prob": args.blend_prob, "camera_aug": args.camera_aug, "mixstyle": args.mixstyle,
+            "jpeg_aug": args.jpeg_aug, "grey_mix": args.grey_mix}
 
 
 def read_resume_state(path: Path, run: dict) -> dict:
@@ -563,6 +573,11 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device, progress: T
     if ctx.enabled and mixes_sources:
         raise SystemExit("error: --photos/--domain/--fer-dose/--blend-prob train in one process; run them without "
                          "torchrun.")
+    if args.grey_mix and not (args.domain or args.photos):
+        raise SystemExit("error: --grey-mix varies how colour photos become gray: it needs a --domain (FER2013 is "
+                         "gray already).")
+    if args.grey_mix and args.blend_prob:
+        raise SystemExit("error: --grey-mix and --blend-prob both remake the drawn faces; choose one.")
     if args.blend_prob and args.mixup_alpha:
         raise SystemExit("error: --blend-prob and --mixup-alpha both mix faces; choose one.")
     bf16, precision = distributed.from_main(lambda: use_bf16(args, device), ctx)  # one precision for all ranks
@@ -571,7 +586,7 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device, progress: T
         print(f"torchrun: {ctx.world_size} processes, {ctx.backend}, this rank on {device}", flush=True)
     print(f"Precision: {precision}", flush=True)
     preprocess = PreprocessConfig()
-    aug = AugmentConfig(**CAMERA) if args.camera_aug else AugmentConfig()
+    aug = AugmentConfig(**(CAMERA if args.camera_aug else {}), **(JPEG if args.jpeg_aug else {}))
     cache = args.cache_dir or None
     if args.stream:
         cache = args.cache_dir or str(work / "faces")
@@ -637,6 +652,12 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device, progress: T
         optimizer, max_lr=peak_lr, total_steps=args.epochs * steps_per_epoch,
         pct_start=min(0.5, max(args.warmup_epochs / args.epochs, 1.5 / (args.epochs * steps_per_epoch))), anneal_strategy="cos", div_factor=25, final_div_factor=1e3)
     ema = AveragedModel(model, multi_avg_fn=warmed_up_ema(args.ema_decay), use_buffers=True) if args.ema_decay > 0 else None
+    grey = None
+    if args.grey_mix:
+        grey = GreyVariation(torch.from_numpy(pool.colour).permute(0, 3, 1, 2).contiguous().to(device), args.grey_mix,
+                             preprocess.mean, preprocess.std)
+        print(f"colour-to-grey variations: {args.grey_mix:.0%} of the faces drawn gray with their own channel "
+              f"weights", flush=True)
     if args.mixstyle:  # after the EMA copied the model: the hooks mix styles in training only, never in the EMA
         attach_mixstyle(model, args.mixstyle, args.mixstyle_alpha, gen)
         print(f"MixStyle after the stem and the first two entry blocks: probability {args.mixstyle}, "
@@ -689,7 +710,7 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device, progress: T
         if args.record_shards:
             record_shard(work, ctx, epoch, order, args.batch_size)
         row.update(train_one_epoch(net, ema, optimizer, scheduler, train_x, train_y, args, weights, preprocess,
-                                   aug, gen, device, epoch, order, ctx, teacher, blend, progress.step))
+                                   aug, gen, device, epoch, order, ctx, teacher, blend, progress.step, grey))
         distributed.broadcast_module(shipped, ctx)  # rank 0's EMA (BatchNorm statistics) on every rank
         metrics = evaluate(shipped, val_x, val.labels, device, not args.no_bf16, tta=False, ctx=ctx)
         summary = metrics.pop("summary")
