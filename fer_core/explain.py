@@ -9,7 +9,7 @@ every class at once, so "why happy?" and "why not surprise?" cost the same as on
 Why not Grad-CAM (used until 2026-12-03): on 200 FER2013 validation faces its maps failed the deletion test (hiding
 the 20 % of pixels it ranked highest lowered the explained probability less often than hiding a random 20 %), it
 gave empty maps on confidently classified faces, and put hot spots in the crop's corners; the measurement is
-``python -m training.explain_faithfulness`` (numbers: docs/EXPLANATIONS.md).
+``python -m training.explain_faithfulness`` (numbers: docs/explanations.md).
 """
 
 from __future__ import annotations

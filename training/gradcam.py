@@ -3,7 +3,7 @@ explanations against (needs torch).
 
 Grad-CAM weights the feature maps of one convolutional stage by the mean gradient of a class's logit with respect
 to them, keeps the positive part and upsamples it to the crop. The app used it until 2026-12-03; on FER2013
-validation faces it failed the deletion test and gave empty maps on confident faces (docs/EXPLANATIONS.md), so the
+validation faces it failed the deletion test and gave empty maps on confident faces (docs/explanations.md), so the
 app now explains with occlusion sensitivity (:mod:`fer_core.explain`).
 
 Which stage: the middle flow's output is 6x6 for a 48x48 face (an 8x8-pixel cell each) and is followed only by the
