@@ -37,7 +37,7 @@ from tqdm import tqdm
 from fer_core.calibration import negative_log_likelihood
 from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fer_core.datasets import FER_IMAGES, FaceArrays, describe_skipped, load_split
-from fer_core.files import write_text_atomically
+from fer_core.files import atomic_path, write_text_atomically
 from fer_core.inference import predict_probabilities
 from fer_core.onnx_model import write_onnx_beside
 from fer_core.labels import EMOTIONS
@@ -732,14 +732,13 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device, progress: T
             {"generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}, ctx)
         if ctx.is_main:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                        **rank_rng[0],  # rank 0's (the only) generators: dropout draws from torch_rng
-                        "rank_rng": rank_rng if ctx.world_size > 1 else None,
-                        "run": run, "history": history, "best": best, "epoch": epoch, "train_seconds": train_seconds,
-                        "slices": slices},
-                       work / "last.pt.tmp")
-            os.replace(work / "last.pt.tmp", state_path)
+            with atomic_path(state_path) as tmp:  # a kill mid-write leaves the previous epoch's state
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                            **rank_rng[0],  # rank 0's (the only) generators: dropout draws from torch_rng
+                            "rank_rng": rank_rng if ctx.world_size > 1 else None,
+                            "run": run, "history": history, "best": best, "epoch": epoch,
+                            "train_seconds": train_seconds, "slices": slices}, tmp)
         progress.end_epoch(epoch, time.time() - t0)
 
     if last_epoch < args.epochs:
