@@ -79,3 +79,28 @@ def _labels(result) -> np.ndarray:
     """Class indices of the classified faces, in the order of ``result.view_logits``."""
     names = list(result.summary["labels"])
     return np.array([names.index(result.records[i]["true"]) for i in result.face_index])
+
+
+def test_the_card_holds_the_per_domain_results_of_the_shipped_evaluations(tmp_path, monkeypatch):
+    card = _json("model_card.json")
+    rows = {row["eval_file"]: row for row in card["results"]["domains"]}
+    assert set(rows) == {"eval_validation.json", "eval_cfee_test.json", "eval_tfeid_test.json", "eval_photos.json"}
+    for name, row in rows.items():  # the card says what the evaluation files say, nothing typed by hand
+        evaluation = _json(name)
+        assert row["accuracy"] == evaluation["accuracy"] and row["ece"] == evaluation["ece"]
+        lowest = min(EMOTIONS, key=lambda c: evaluation["per_class"][c]["recall"])
+        assert row["lowest_recall"] == {"class": lowest, "recall": evaluation["per_class"][lowest]["recall"]}
+    assert "CFEE" in rows["eval_cfee_test.json"]["domain"] and rows["eval_tfeid_test.json"]["faces_found"] == 195
+
+    # the command that wrote them rewrites only that block of a card
+    from training.results_table import write_card_results
+
+    for name in ["model_card.json", *rows]:
+        (tmp_path / name).write_text((ARTIFACTS / name).read_text())
+    stripped = {k: v for k, v in card.items() if k != "results"}
+    (tmp_path / "model_card.json").write_text(json.dumps(stripped))
+    monkeypatch.setenv("FER_ARTIFACTS", str(tmp_path))
+    written = write_card_results()
+    again = json.loads((tmp_path / "model_card.json").read_text())
+    assert {k: v for k, v in again.items() if k != "results"} == stripped
+    assert again["results"]["domains"] == written == card["results"]["domains"]

@@ -1,6 +1,7 @@
 """Print the results tables of docs/evaluation.md from the shipped artifacts (nothing is typed by hand).
 
-    python -m training.results_table
+    python -m training.results_table               # print them
+    python -m training.results_table --write-card  # also store the per-domain results in artifacts/model_card.json
 
 Reads artifacts/model_card.json, artifacts/eval_validation.json (TTA),
 artifacts/eval_validation_no_tta.json and, if present, artifacts/eval_photos.json; then the whole-photo table
@@ -11,8 +12,10 @@ artifacts/eval_cfee_test*.json, each written by the `training.evaluate` command 
 from __future__ import annotations
 
 import argparse
+import json
 
-from fer_core.artifacts import artifact_path, read_eval_summary, read_model_card
+from fer_core.artifacts import MODEL_CARD_NAME, artifact_path, read_eval_summary, read_model_card
+from fer_core.files import write_text_atomically
 from fer_core.labels import EMOTIONS
 
 EVALS = (
@@ -36,15 +39,60 @@ REAL_FACE_EVALS = (
 )
 
 
+# One row per domain of the model card's "results": the shipped model on data of each kind it meets.
+DOMAIN_EVALS = (
+    ("eval_validation.json", "FER2013 PublicTest (validation): 48x48 crops, TTA on"),
+    ("eval_cfee_test.json", "CFEE test people: whole studio photos of 68 people never trained on"),
+    ("eval_tfeid_test.json", "TFEID test people: whole photos of 4 people of another studio and culture, never trained on"),
+    ("eval_photos.json", "../shared/data/photos: 126 real photos, noisy labels"),
+)
+CARD_COMMAND = "python -m training.results_table --write-card"
+
+
+def domain_results() -> list[dict]:
+    """The model card's per-domain table, from the shipped evaluation files (those present)."""
+    rows = []
+    for name, title in DOMAIN_EVALS:
+        s = read_eval_summary(artifact_path(name))
+        if s is None:
+            continue
+        recalls = {c: s["per_class"][c]["recall"] for c in EMOTIONS if c in s["per_class"]}
+        lowest = min(recalls, key=recalls.get)
+        rows.append({"domain": title, "eval_file": name, "images": s.get("n_images"),
+                     "faces_found": s.get("n_faces_found") if s.get("detect_faces") else None,
+                     "accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "ece": s.get("ece"), "nll": s.get("nll"),
+                     "neutral_precision": s["per_class"].get("neutral", {}).get("precision"),
+                     "lowest_recall": {"class": lowest, "recall": recalls[lowest]}, "recall": recalls})
+    return rows
+
+
+def write_card_results() -> list[dict]:
+    """Store :func:`domain_results` in the shipped model card as "results" (the rest of the card unchanged)."""
+    path = artifact_path(MODEL_CARD_NAME)
+    card = read_model_card(path)
+    if card is None:
+        raise SystemExit(f"error: there is no model card at {path}.")
+    rows = domain_results()
+    card["results"] = {"command": CARD_COMMAND, "tta": True,
+                       "note": "accuracy on whole photos counts a photo without a detected face as wrong",
+                       "domains": rows}
+    write_text_atomically(path, json.dumps(card, indent=2) + "\n")
+    return rows
+
+
 def _recalls(summary: dict) -> str:
     return " | ".join(f"{summary['per_class'][c]['recall']:.2f}" for c in EMOTIONS)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--write-card", action="store_true",
+                   help="also store the per-domain results (FER2013 validation, CFEE and TFEID test people, the real "
+                        "photos) in the model card")
+    return p
 
 
-def main(_args: argparse.Namespace) -> str:
+def main(args: argparse.Namespace) -> str:
     lines = ["| evaluation | accuracy | macro-F1 | " + " | ".join(f"{c} recall" for c in EMOTIONS) + " |",
              "|---|---|---|" + "---|" * len(EMOTIONS)]
     for name, title in EVALS:
@@ -69,6 +117,9 @@ def main(_args: argparse.Namespace) -> str:
                       f"epoch {tr['selected_epoch']}."]
     table = "\n".join(lines)
     print(table)
+    if args.write_card:
+        rows = write_card_results()
+        print(f"\nwrote the results of {len(rows)} domains into {artifact_path(MODEL_CARD_NAME)}")
     return table
 
 
