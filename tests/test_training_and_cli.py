@@ -230,3 +230,12 @@ def test_benchmark_times_the_shipped_model_beside_a_candidate(capsys):
         assert {row.split(":")[0].split(",")[-1].strip() for row in rows} == {
             "shipped torch", "shipped onnxruntime", "candidate torch", "candidate onnxruntime"}
         assert all("ms/face" in row for row in rows)
+
+
+@pytest.mark.parametrize("option, value", [("--mixstyle", "1.5"), ("--grey-mix", "-0.1"), ("--blend-prob", "2"),
+                                           ("--mixstyle-alpha", "0")])
+def test_shares_outside_0_1_are_a_clear_error(option, value, tmp_path):
+    proc = run("-m", "training.train", "--out", str(tmp_path / "o"), "--work-dir", str(tmp_path / "w"), option, value,
+               check=False)
+    assert proc.returncode == 2 and option in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
