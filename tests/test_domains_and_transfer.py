@@ -318,3 +318,28 @@ def test_transfer_protocol_measures_a_weight_average_of_measured_recipes(tiny_wo
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0 and "measure recipe nothing first" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_neutral_offsets_are_measured_on_the_never_seen_domains(tiny_world):
+    tmp, data, first, second = tiny_world
+    runs = tmp / "protocol"
+    common = ["--runs-dir", str(runs), "--domain", str(first), "--domain", str(second)]
+    run("-m", "training.crossdomain", *common, "--init-weights", str(tmp / "init" / "model.pt"), "--validation",
+        str(data / "validation"), "--photos", "", "--dose", "6", "--recipe", "tiny", "--", "--data", str(data),
+        "--cache-dir", "", "--fer-dose", "24", "--epochs", "1", "--batch-size", "8", "--threads", "1")  # reused if there
+    out = tmp / "offsets.json"
+    proc = run("-m", "training.neutral_offset", *common, "--recipe", "tiny", "--offsets=-1,1", "--json", str(out))
+    result = json.loads(out.read_text())
+    assert result["offsets"] == [-1.0, 0.0, 1.0]  # no offset is always measured, to compare with
+    for name in ("first", "second"):  # all 6 photos of each domain, from the run that never saw it
+        assert [r["offset"] for r in result["table"][name]] == [-1.0, 0.0, 1.0]
+        assert all(0.0 <= r["accuracy"] <= 1.0 for r in result["table"][name])
+    measured = json.loads((runs / "tiny" / "without-first" / "measure.json").read_text())
+    at_zero = next(r for r in result["table"]["first"] if r["offset"] == 0.0)
+    assert at_zero["accuracy"] == pytest.approx(measured["splits"]["first_all"]["accuracy"])  # the protocol's number
+    assert {(c["chosen_on"], c["applied_to"]) for c in result["cross_domain"]} == {("first", "second"),
+                                                                                 ("second", "first")}
+    assert "best on first" in proc.stdout
+    missing = subprocess.run([sys.executable, "-m", "training.neutral_offset", *common, "--recipe", "nothing"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "measure the recipe first" in missing.stderr and "Traceback" not in missing.stderr
