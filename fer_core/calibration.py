@@ -159,7 +159,8 @@ UNCERTAIN_BELOW_HELP = (f"label a face '{UNCERTAIN}' when its top (calibrated) p
 
 
 def threshold_arg(text: str) -> float:
-    """argparse ``type`` of the command lines' ``--uncertain-below``: a probability in [0, 1]."""
+    """argparse ``type`` of a probability in [0, 1]: the command lines' ``--uncertain-below``, and training's shares
+    (``--blend-prob``, ``--grey-mix``, ``--mixstyle``)."""
     try:
         return check_threshold(float(text))
     except ValueError:

@@ -48,6 +48,12 @@ CAMERA = dict(gamma=(0.6, 1.6), downscale_prob=0.3, blur_prob=0.3, noise_std=0.0
 JPEG = dict(jpeg_prob=0.5)
 
 
+def numpy_rng(gen: torch.Generator) -> np.random.Generator:
+    """A numpy generator seeded from the run's ``gen``, for the distributions torch samples without a generator
+    (Beta, Dirichlet): one draw from ``gen``, so a resumed run repeats it."""
+    return np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+
+
 def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=gen) * (high - low) + low
 
@@ -165,8 +171,7 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, alpha: float, cutmix_prob: float
     if alpha <= 0:
         return x, y, y, 1.0
     b, _, s, _ = x.shape
-    # torch's Beta sampler takes no generator: seed numpy from the run's generator so resumes reproduce.
-    lam = float(np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=gen))).beta(alpha, alpha))
+    lam = float(numpy_rng(gen).beta(alpha, alpha))
     perm = torch.randperm(b, generator=gen).to(x.device)
     if torch.rand(1, generator=gen).item() < cutmix_prob:
         side = int(round(s * math.sqrt(1.0 - lam)))
@@ -204,8 +209,7 @@ class GreyVariation:
         """The batch ``x`` (B, 1, S, S) of rows ``idx``, its drawn faces re-made gray with their own weights."""
         b = len(idx)
         apply = torch.rand(b, generator=gen) < self.prob
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))  # numpy's Dirichlet, seeded from the run
-        weights = torch.from_numpy(np.random.default_rng(seed).dirichlet(self.alpha, size=b).astype(np.float32))
+        weights = torch.from_numpy(numpy_rng(gen).dirichlet(self.alpha, size=b).astype(np.float32))
         rows = torch.nonzero(apply).flatten()
         if not len(rows):
             return x

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .augment import numpy_rng
+
 
 class MixStyle:
     """A forward hook that mixes the channel statistics of a module's output across the batch."""
@@ -36,9 +38,7 @@ class MixStyle:
         mu = x.mean(dim=(2, 3), keepdim=True)
         sig = (x.var(dim=(2, 3), keepdim=True) + self.eps).sqrt()
         mu, sig = mu.detach(), sig.detach()  # the style is mixed, not learned through (as in the paper)
-        # torch's Beta sampler takes no generator: draw with numpy seeded from the run's generator
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.gen))
-        lam = torch.from_numpy(np.random.default_rng(seed).beta(self.alpha, self.alpha, b).astype(np.float32))
+        lam = torch.from_numpy(numpy_rng(self.gen).beta(self.alpha, self.alpha, b).astype(np.float32))
         lam = lam.view(b, 1, 1, 1).to(x.device)
         perm = torch.randperm(b, generator=self.gen).to(x.device)
         mixed_mu = lam * mu + (1 - lam) * mu[perm]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -120,4 +119,3 @@ def main(args: argparse.Namespace) -> dict:
 
 if __name__ == "__main__":
     main(get_args_parser().parse_args())
-    sys.exit(0)

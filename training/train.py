@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from fer_core.calibration import negative_log_likelihood
+from fer_core.calibration import negative_log_likelihood, threshold_arg
 from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fer_core.datasets import FER_IMAGES, FaceArrays, describe_skipped, load_split
 from fer_core.files import atomic_path, write_text_atomically
@@ -56,14 +56,6 @@ from .streaming import StreamedFaces
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = FER_IMAGES
-
-
-def probability(text: str) -> float:
-    """argparse type: a share in [0, 1]."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
-    return value
 
 
 def positive(text: str) -> float:
@@ -131,7 +123,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--calibration-fraction", type=float, default=0.0,
       help="share of the people of each domain held out of training for calibration (`training.calibrate "
            "--domain`, `--person-split calibration`); the test people stay the same (default: %(default)s)")
-    a("--blend-prob", type=probability, default=0.0,
+    a("--blend-prob", type=threshold_arg, default=0.0,
       help="share of expressive whole-photo faces mixed with a neutral face of the same person, with the matching "
            "soft label, to teach faint expressions (default: %(default)s = off)")
     a("--blend-min-share", type=float, default=0.3,
@@ -141,12 +133,12 @@ def get_args_parser() -> argparse.ArgumentParser:
            "training/augment.py)")
     a("--jpeg-aug", action="store_true",
       help=f"add JPEG compression at the model's resolution ({', '.join(f'{k}={v}' for k, v in JPEG.items())}, quality "
-           "15-75; training/augment.py)")
-    a("--grey-mix", type=probability, default=0.0, metavar="P",
+           f"{'-'.join(map(str, AugmentConfig.jpeg_quality))}; training/augment.py)")
+    a("--grey-mix", type=threshold_arg, default=0.0, metavar="P",
       help="colour-to-grey variations: a share P of the faces made gray from their RGB crop with random channel "
            "weights around BT.601's, instead of the standard conversion (whole-photo domains are read in colour; "
            "FER2013 is gray and stays as it is) (default: %(default)s = off)")
-    a("--mixstyle", type=probability, default=0.0, metavar="P",
+    a("--mixstyle", type=threshold_arg, default=0.0, metavar="P",
       help="MixStyle (Zhou et al. 2021): with probability P per layer and batch, the early feature maps take a style "
            "(channel mean and std) mixed with another face's of the batch; training only (training/mixstyle.py) "
            "(default: %(default)s = off)")
