@@ -6,12 +6,19 @@ loaded, links to the pages).
 
 import streamlit as st
 
-from fer_core.artifacts import (EVAL_COMMAND, ArtifactError, artifact_path, format_timestamp, model_overview,
-                                read_eval_summary, read_model_card)
-from fer_core.weights import CheckpointError
-from fer_core.inference import Predictor
-from fer_core.navigation import PAGE_ICON
-from fer_core.ui import get_predictor, weights_path
+from fer_core.model.artifacts import (
+    EVAL_COMMAND,
+    ArtifactError,
+    artifact_path,
+    format_timestamp,
+    model_overview,
+    read_eval_summary,
+    read_model_card,
+)
+from fer_core.model.inference import Predictor
+from fer_core.model.weights import CheckpointError
+from fer_core.ui.navigation import PAGE_ICON
+from fer_core.ui.widgets import get_predictor, weights_path
 
 st.set_page_config(page_title="Facial expression recognition", page_icon=PAGE_ICON, layout="wide")
 

@@ -26,6 +26,18 @@ def writable_folder(path: str | Path) -> Path:
     return path
 
 
+
+def unusable_folder(option: str, folder: Path) -> str | None:
+    """None when ``folder`` is a writable folder (created if needed); else the error line for the command-line
+    ``option`` that named it."""
+    try:
+        writable_folder(folder)
+    except OSError as e:
+        return (f"error: {option} {folder} is not a writable folder ({e.strerror or e}); choose another folder or fix "
+                "its permissions.")
+    return None
+
+
 def fitting_name(stem: str, suffix: str, prefix: str = "") -> str:
     """``prefix + stem + suffix`` with ``stem`` cut (at a character boundary) so that the name fits NAME_MAX
     bytes in UTF-8."""

@@ -16,19 +16,17 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 
-from .alignment import face_crop
-from .calibration import UNCERTAIN_BELOW_HELP, threshold_arg, uncertain_label
-from .weights import DEFAULT_WEIGHTS, CheckpointError
-from .datasets import IMAGE_SUFFIXES
-from .face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS, make_detector
-from .explain import explain_crop, overlay
-from .files import fitting_name, writable_folder
-from .images import ImageLoadError, load_image
-from .inference import NO_TTA_HELP, FacePrediction, Predictor
-from .preprocessing import to_gray
-from .results import left_to_right
+from .analysis.datasets import IMAGE_SUFFIXES
+from .analysis.photos import classify_image, face_entries
+from .faces.alignment import face_crop
+from .faces.detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS, make_detector
+from .faces.images import ImageLoadError
+from .files import fitting_name, unusable_folder
+from .model.calibration import UNCERTAIN_BELOW_HELP, threshold_arg
+from .model.explain import explain_crop, overlay
+from .model.inference import NO_TTA_HELP, Predictor
+from .model.weights import DEFAULT_WEIGHTS, CheckpointError
 
 HEATMAP_SIDE = 192  # pixels of each --explain PNG (the 48x48 crop enlarged 4x)
 
@@ -63,35 +61,6 @@ def write_heatmap(predictor: Predictor, gray, prediction, path: Path) -> None:
     heat = explain_crop(predictor.backend, p, crop, classes=[predictor.class_names.index(prediction.label)])[0]
     if not cv2.imwrite(str(path), cv2.cvtColor(overlay(crop, heat, HEATMAP_SIDE), cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {path}")
-
-
-def classify_image(predictor: Predictor, detector, path: str | Path, tta: bool = True,
-                   whole_image_if_no_face: bool = False) -> tuple[np.ndarray, np.ndarray, list[FacePrediction]]:
-    """Read one image file and classify every face in it: ((H, W, 3) uint8 RGB, (H, W) uint8 gray, the faces
-    numbered left to right). Raises ImageLoadError for a file that cannot be read as an image."""
-    rgb = load_image(path)
-    gray = to_gray(rgb)
-    faces = predictor.classify_detected(gray, left_to_right(detector.detect(gray)), tta=tta,
-                                        whole_image_if_no_face=whole_image_if_no_face)
-    return rgb, gray, faces
-
-
-def face_entries(faces: list[FacePrediction], uncertain_below: float | None = None) -> list[dict]:
-    """The ``--json`` object of each face: :meth:`FacePrediction.to_dict`, with ``label`` "uncertain" below the
-    confidence ``uncertain_below`` (None: off) and ``top_label`` the most probable expression."""
-    return [{**f.to_dict(), "label": uncertain_label(f.label, f.confidence, uncertain_below), "top_label": f.label}
-            for f in faces]
-
-
-def unusable_folder(option: str, folder: Path) -> str | None:
-    """None when ``folder`` is a writable folder (created if needed); else the error line for the command-line
-    ``option`` that named it."""
-    try:
-        writable_folder(folder)
-    except OSError as e:
-        return (f"error: {option} {folder} is not a writable folder ({e.strerror or e}); choose another folder or fix "
-                "its permissions.")
-    return None
 
 
 def expand_paths(paths: list[str]) -> list[Path]:

@@ -6,11 +6,11 @@ Nothing is written to disk: uploads are read from memory. Faces are numbered lef
 import pandas as pd
 import streamlit as st
 
-from fer_core.explain import explain_crop, overlay
-from fer_core.navigation import PAGE_ICON, run_through_app
-from fer_core.plots import probability_bars
-from fer_core.results import ImageResult, analyse_image, display_copy, face_rows, results_csv, results_json
-from fer_core.ui import detector_choice, require_predictor, session_detector, uncertainty_choice
+from fer_core.analysis.photos import ImageResult, analyse_image, display_copy, face_rows, results_csv, results_json
+from fer_core.model.explain import explain_crop, overlay
+from fer_core.ui.navigation import PAGE_ICON, run_through_app
+from fer_core.ui.plots import probability_bars
+from fer_core.ui.widgets import detector_choice, require_predictor, session_detector, uncertainty_choice
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 FACE_CELL_WIDTH = 280  # pixels: one face's thumbnail, label and bars; as many per row as the window holds

@@ -1,6 +1,6 @@
 """Live webcam: every face in the browser's webcam stream boxed and labelled in real time.
 
-Thin page: widgets -> fer_core.live.LiveProcessor (in the stream's worker thread) -> rendering.
+Thin page: widgets -> fer_core.video.live.LiveProcessor (in the stream's worker thread) -> rendering.
 The video callback never calls Streamlit; this script's loop reads the processor's latest result under
 its lock and updates placeholders. The model is the process-wide cached one (read-only); the detector,
 tracker and smoothing state live in the per-stream processor and go away with the stream.
@@ -13,10 +13,10 @@ import av
 import streamlit as st
 from streamlit_webrtc import VideoProcessorBase, WebRtcMode, webrtc_streamer
 
-from fer_core.live import LiveProcessor, LiveResult, LiveSettings, SessionLog, parse_rtc_configuration
-from fer_core.navigation import PAGE_ICON, run_through_app
-from fer_core.plots import timeline_figure
-from fer_core.ui import detector_choice, require_predictor, uncertainty_choice
+from fer_core.ui.navigation import PAGE_ICON, run_through_app
+from fer_core.ui.plots import timeline_figure
+from fer_core.ui.widgets import detector_choice, require_predictor, uncertainty_choice
+from fer_core.video.live import LiveProcessor, LiveResult, LiveSettings, SessionLog, parse_rtc_configuration
 
 RTC_ENV = "FER_RTC_CONFIGURATION"  # JSON {"iceServers": [...]} for remote deployments (docs/pages.md)
 RTC_SECRET = "rtc_configuration"  # same, as a [rtc_configuration] table in .streamlit/secrets.toml

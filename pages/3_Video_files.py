@@ -1,6 +1,6 @@
 """Video files: upload a recording and get every face's expression over time.
 
-Thin page: widgets -> fer_core.video.analyse_video (the live page's frame pipeline, one frame at a time) ->
+Thin page: widgets -> fer_core.video.analyse.analyse_video (the live page's frame pipeline, one frame at a time) ->
 rendering. The stop button works through Streamlit itself: clicking it reruns the script, which interrupts the
 analysis at its next progress update; the partial result was put in the session state before it started, so
 what was done is kept. The annotated mp4 is written to a temporary folder of this server process (removed
@@ -13,14 +13,25 @@ from pathlib import Path
 
 import streamlit as st
 
-from fer_core.navigation import PAGE_ICON, run_through_app
-from fer_core.plots import video_timeline_figure
-from fer_core.ui import detector_choice, require_predictor, uncertainty_choice
-from fer_core.video import (DEFAULT_ANALYSIS_FPS, SHORT_CLIP_S, VIDEO_EXTENSIONS, Progress, VideoError,
-                            analyse_video, annotated_frame_at, default_analysis_fps, probe, start_analysis, timestamp,
-                            video_settings)
-from fer_core.video_io import ANNOTATED_SUFFIX, prune_annotated_videos
-from fer_core.video_summary import MIN_CHANGE, change_moments, dominant_text, summarise
+from fer_core.ui.navigation import PAGE_ICON, run_through_app
+from fer_core.ui.plots import video_timeline_figure
+from fer_core.ui.widgets import detector_choice, require_predictor, uncertainty_choice
+from fer_core.video.analyse import (
+    DEFAULT_ANALYSIS_FPS,
+    SHORT_CLIP_S,
+    VIDEO_EXTENSIONS,
+    Progress,
+    VideoError,
+    analyse_video,
+    annotated_frame_at,
+    default_analysis_fps,
+    probe,
+    start_analysis,
+    timestamp,
+    video_settings,
+)
+from fer_core.video.codec import ANNOTATED_SUFFIX, prune_annotated_videos
+from fer_core.video.summary import MIN_CHANGE, change_moments, dominant_text, summarise
 
 UPLOAD_LIMIT_MB = st.get_option("server.maxUploadSize")  # Streamlit's limit, 200 MB unless configured
 EVERY_FRAME = "every frame"

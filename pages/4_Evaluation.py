@@ -8,7 +8,7 @@ Other pages can hand a checkpoint over (a path to a ``.pt`` or ``.onnx``) throug
 * ``st.session_state["compare_model_path"]``: preselected as model B of the comparison, with the shipped model as A.
 
 A hand-off is applied when its value is new and each time the visitor arrives from another page
-(fer_core.evaluation_ui.apply_handoffs); in between, the visitor's own choice stands. The first view (the headline numbers of the shipped evaluation JSON) is drawn before the charts' libraries are
+(fer_core.ui.evaluation.apply_handoffs); in between, the visitor's own choice stands. The first view (the headline numbers of the shipped evaluation JSON) is drawn before the charts' libraries are
 imported and before anything is computed; the charts and tables follow.
 """
 
@@ -17,9 +17,18 @@ from pathlib import Path
 
 import streamlit as st
 
-from fer_core.artifacts import (CALIBRATE_COMMAND, EVAL_COMMAND, LOCAL_VALIDATION_DIR, TRAIN_COMMAND, ArtifactError,
-                                calibration_rows, read_calibration_report, read_eval_summary, read_history)
-from fer_core.navigation import PAGE_ICON, run_through_app
+from fer_core.model.artifacts import (
+    CALIBRATE_COMMAND,
+    EVAL_COMMAND,
+    LOCAL_VALIDATION_DIR,
+    TRAIN_COMMAND,
+    ArtifactError,
+    calibration_rows,
+    read_calibration_report,
+    read_eval_summary,
+    read_history,
+)
+from fer_core.ui.navigation import PAGE_ICON, run_through_app
 
 SERVER_FOLDERS_ENV = "FER_ALLOW_SERVER_FOLDERS"  # "1": visitors may evaluate folders on the server (docs/pages.md)
 FOLDER_PLACEHOLDER = "e.g. /data/my_faces"
@@ -70,21 +79,55 @@ if shipped is not None:
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fer_core.archive import MAX_EVAL_IMAGES, ArchiveError, evaluate_zip, evaluate_zip_models  # noqa: E402
-from fer_core.compare import compare_results, disagreements  # noqa: E402
-from fer_core.weights import CheckpointError  # noqa: E402
-from fer_core.evaluation import evaluate_folder  # noqa: E402
-from fer_core.evaluation_ui import (EXPLAIN_SIDE, GALLERY_SIZE, GAP, IMAGE_WIDTH, apply_handoffs,  # noqa: E402
-                                    gallery_image, load_model, model_label, model_options, model_select, model_upload,
-                                    model_version, record_overlays, show_comparison, show_label_issues)
-from fer_core.label_issues import suspicious_labels  # noqa: E402
-from fer_core.face_detection import DEFAULT_DETECTOR  # noqa: E402
-from fer_core.images import ImageLoadError  # noqa: E402
+from fer_core.analysis.archive import (  # noqa: E402
+    MAX_EVAL_IMAGES,
+    ArchiveError,
+    evaluate_zip,
+    evaluate_zip_models,
+)
+from fer_core.analysis.compare import compare_results, disagreements  # noqa: E402
+from fer_core.analysis.evaluation import evaluate_folder  # noqa: E402
+from fer_core.analysis.label_issues import suspicious_labels  # noqa: E402
+from fer_core.analysis.report import (  # noqa: E402
+    NO_FACE,
+    cell_records,
+    classification_table,
+    most_confused,
+)
+from fer_core.faces.detection import DEFAULT_DETECTOR  # noqa: E402
+from fer_core.faces.images import ImageLoadError  # noqa: E402
 from fer_core.labels import EMOTIONS, UnknownClassError  # noqa: E402
-from fer_core.plots import (confidence_histogram_figure, confusion_matrix_figure, per_class_f1_figure,  # noqa: E402
-                            reliability_figure, training_curves_figure)
-from fer_core.report import NO_FACE, cell_records, classification_table, most_confused  # noqa: E402
-from fer_core.ui import detector_choice, get_predictor, shared_results, weights_version  # noqa: E402
+from fer_core.model.weights import CheckpointError  # noqa: E402
+from fer_core.ui.evaluation import (  # noqa: E402
+    EXPLAIN_SIDE,
+    GALLERY_SIZE,
+    GAP,
+    IMAGE_WIDTH,
+    apply_handoffs,
+    gallery_image,
+    load_model,
+    model_label,
+    model_options,
+    model_select,
+    model_upload,
+    model_version,
+    record_overlays,
+    show_comparison,
+    show_label_issues,
+)
+from fer_core.ui.plots import (  # noqa: E402
+    confidence_histogram_figure,
+    confusion_matrix_figure,
+    per_class_f1_figure,
+    reliability_figure,
+    training_curves_figure,
+)
+from fer_core.ui.widgets import (  # noqa: E402
+    detector_choice,
+    get_predictor,
+    shared_results,
+    weights_version,
+)
 
 
 def run_with_progress(evaluate, label: str):
@@ -121,7 +164,7 @@ def folder_error(e: Exception) -> str:
 
 
 def explanation_pair(rec: dict, summary: dict, zip_data: bytes | None, model: str | None = None) -> np.ndarray:
-    """The face as the model (``model``, an option of fer_core.evaluation_ui; None: the shipped one) saw it with the
+    """The face as the model (``model``, an option of fer_core.ui.evaluation; None: the shipped one) saw it with the
     occlusion map of its true class (left) and of its predicted class (right); kept for the session."""
     return record_overlays(load_model(model), model_version(model), rec, zip_data, [rec["true"], rec["predicted"]],
                            aligned=summary.get("aligned") is not False)

@@ -1,12 +1,12 @@
 """Training runs: every run folder with its numbers, the curves of several runs overlaid, the progress of a run that
 is training (refreshed by itself), and from a finished run one click to the Evaluation page.
 
-The runs are read by fer_core.runs; this page only draws them.
+The runs are read by fer_core.analysis.runs; this page only draws them.
 """
 
 import streamlit as st
 
-from fer_core.navigation import PAGE_ICON, run_through_app
+from fer_core.ui.navigation import PAGE_ICON, run_through_app
 
 LIVE_REFRESH_S = 5  # seconds between two reads of the runs while one is training (its progress file: every ~5 s)
 IDLE_REFRESH_S = 30  # ... and while none is: a run started meanwhile appears within this time
@@ -18,11 +18,25 @@ st.set_page_config(page_title="Training runs - expressions", page_icon=PAGE_ICON
 
 import pandas as pd  # noqa: E402
 
-from fer_core.artifacts import WEIGHTS_NAME, ArtifactError, artifact_path, format_timestamp  # noqa: E402
-from fer_core.evaluation_ui import COMPARE_MODEL_KEY, EVALUATE_MODEL_KEY  # noqa: E402
-from fer_core.plots import runs_curves_figure  # noqa: E402
-from fer_core.runs import (RUNS_ENV, STATUSES, TRAIN_RUN_COMMAND, Run, discover_runs, format_duration,  # noqa: E402
-                           read_run_history, runs_dir, runs_table)
+from fer_core.analysis.runs import (  # noqa: E402
+    RUNS_ENV,
+    STATUSES,
+    TRAIN_RUN_COMMAND,
+    Run,
+    discover_runs,
+    format_duration,
+    read_run_history,
+    runs_dir,
+    runs_table,
+)
+from fer_core.model.artifacts import (  # noqa: E402
+    WEIGHTS_NAME,
+    ArtifactError,
+    artifact_path,
+    format_timestamp,
+)
+from fer_core.ui.evaluation import COMPARE_MODEL_KEY, EVALUATE_MODEL_KEY  # noqa: E402
+from fer_core.ui.plots import runs_curves_figure  # noqa: E402
 
 
 def default_selection(runs: list[Run]) -> list[str]:

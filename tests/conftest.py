@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from helpers import FacePhotos, served_app, write_face_photos
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,11 +26,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 
 @pytest.fixture(autouse=True)
 def _restore_torch_threads():
-    """The live processor sets the classifier's thread count (fer_core.backends, and torch's) for the thread that
+    """The live processor sets the classifier's thread count (fer_core.model.backends, and torch's) for the thread that
     calls it (one, by design); tests that call it on the main thread must not leave every later test on one core."""
     import torch
 
-    from fer_core.backends import intra_op_threads, set_intra_op_threads
+    from fer_core.model.backends import intra_op_threads, set_intra_op_threads
 
     threads, classifier_threads = torch.get_num_threads(), intra_op_threads()
     yield
@@ -65,7 +64,7 @@ def fer_images_dir() -> Path:
 @pytest.fixture(scope="session")
 def predictor():
     """The shipped model, loaded once for the whole test session."""
-    from fer_core.inference import Predictor
+    from fer_core.model.inference import Predictor
 
     if not SHIPPED_WEIGHTS.is_file():
         pytest.fail(f"shipped weights missing at {SHIPPED_WEIGHTS}: the app cannot run without them")

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from fer_core.labels import EMOTIONS
-from fer_core.live import canvas_from_photos
+from fer_core.video.live import canvas_from_photos
 
 ROOT = Path(__file__).resolve().parent.parent
 

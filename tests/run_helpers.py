@@ -1,4 +1,4 @@
-"""Made-up training-run folders for the tests of fer_core.runs and the Training runs page."""
+"""Made-up training-run folders for the tests of fer_core.analysis.runs and the Training runs page."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import platform
 import time
 from pathlib import Path
 
+from fer_core.analysis.runs import PROGRESS_NAME
 from fer_core.files import write_text_atomically
-from fer_core.runs import PROGRESS_NAME
 
 HISTORY_HEADER = "epoch,lr,train_loss,train_acc,val_loss,val_acc,val_macro_f1,seconds\n"
 

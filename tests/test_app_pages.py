@@ -16,16 +16,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import group_photo, jpeg_bytes, make_zip
 from PIL import Image
 from streamlit.proto.Block_pb2 import Block as BlockProto
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Block
 
-from fer_core.artifacts import ARTIFACTS_ENV
-from fer_core.inference import Predictor
 from fer_core.labels import EMOTIONS
-
-from helpers import group_photo, jpeg_bytes, make_zip
+from fer_core.model.artifacts import ARTIFACTS_ENV
+from fer_core.model.inference import Predictor
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME, UPLOAD, EVALUATION = "app.py", "pages/1_Upload_images.py", "pages/4_Evaluation.py"
@@ -496,7 +495,7 @@ print(json.dumps(seen))
 
 def test_shipped_results_drill_down_reevaluates_the_local_folder(monkeypatch, artifacts_dir, labelled_dir):
     monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
-    monkeypatch.setattr("fer_core.artifacts.LOCAL_VALIDATION_DIR", labelled_dir)  # stands in for FER2013 validation
+    monkeypatch.setattr("fer_core.model.artifacts.LOCAL_VALIDATION_DIR", labelled_dir)  # stands in for FER2013 validation
     at = open_page(EVALUATION)
     button = next(b for b in at.button if "Evaluate the validation images again" in b.label)
     button.click().run()

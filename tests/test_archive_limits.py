@@ -16,11 +16,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from fer_core.archive import (EXTRACT_PREFIX, MAX_EVAL_IMAGES, STALE_AFTER_S, ArchiveError, extracted_labelled_zip,
-                              list_labelled_zip)
-
 from helpers import make_zip
+
+from fer_core.analysis.archive import (
+    EXTRACT_PREFIX,
+    MAX_EVAL_IMAGES,
+    STALE_AFTER_S,
+    ArchiveError,
+    extracted_labelled_zip,
+    list_labelled_zip,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,7 +115,7 @@ def test_extraction_folder_is_removed_when_the_process_is_stopped_with_sigterm(t
     script = textwrap.dedent(f"""
         import signal, sys, threading
         from pathlib import Path
-        from fer_core.archive import extracted_labelled_zip
+        from fer_core.analysis.archive import extracted_labelled_zip
 
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import torch
 
-from training.augment import AugmentConfig, augment_batch, mix_batch
+from training.recipe.augment import AugmentConfig, augment_batch, mix_batch
 
 NO_CHANGE = AugmentConfig(hflip=0.0, max_rotation_deg=0.0, scale=(1.0, 1.0), max_shift=0.0, brightness=0.0,
                           contrast=(1.0, 1.0), erase_prob=0.0)
@@ -74,8 +74,8 @@ def test_cutmix_pastes_a_box_whose_area_matches_lambda():
 
 
 def test_mixstyle_mixes_the_style_of_training_batches_only():
-    from fer_core.model import build_model
-    from training.mixstyle import attach_mixstyle, style_layers
+    from fer_core.model.network import build_model
+    from training.recipe.mixstyle import attach_mixstyle, style_layers
 
     model = build_model("tiny")
     x = torch.randn(6, 1, 48, 48)
@@ -102,8 +102,8 @@ def test_mixstyle_mixes_the_style_of_training_batches_only():
 
 
 def test_mixstyle_is_reproducible_from_the_runs_generator():
-    from fer_core.model import build_model
-    from training.mixstyle import attach_mixstyle
+    from fer_core.model.network import build_model
+    from training.recipe.mixstyle import attach_mixstyle
 
     x = torch.randn(4, 1, 48, 48)
     outs = []

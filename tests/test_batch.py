@@ -1,4 +1,4 @@
-"""fer_core.batch: the same rows as fer_core.predict --json and fer_core.video --csv, the tables' columns, bad files
+"""fer_core.jobs.batch: the same rows as fer_core.predict --json and fer_core.video --csv, the tables' columns, bad files
 among good ones, a job killed with SIGKILL and run again, and the Ray path on a local runtime. Inputs are the
 public-domain test photos and videos of helpers.py / video_helpers.py (nothing from ../shared)."""
 
@@ -18,16 +18,15 @@ import pyarrow as pa
 import pyarrow.ipc  # noqa: F401 - pa.ipc
 import pyarrow.parquet as pq
 import pytest
-
-from fer_core.batch import find_inputs, run_batch
-from fer_core.batch_ray import RayUnavailable, import_ray
-from fer_core.batch_tables import PHOTO_SCHEMA, VIDEO_SCHEMA
-from fer_core.batch_worker import BatchOptions, Input
-from fer_core.face_detection import LANDMARK_COLUMNS
-from fer_core.labels import EMOTIONS
-
 from helpers import group_photo, jpeg_bytes, write_face_photos
 from video_helpers import switching_video
+
+from fer_core.faces.detection import LANDMARK_COLUMNS
+from fer_core.jobs.batch import find_inputs, run_batch
+from fer_core.jobs.ray_cluster import RayUnavailable, import_ray
+from fer_core.jobs.tables import PHOTO_SCHEMA, VIDEO_SCHEMA
+from fer_core.jobs.worker import BatchOptions, Input
+from fer_core.labels import EMOTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO_COLUMNS = ["source", "face", "x", "y", "w", "h", "label", "top_label", "confidence", "whole_image",
@@ -186,7 +185,7 @@ def test_a_job_killed_midway_and_run_again_gives_the_whole_result_once(media, po
 def test_video_rows_are_written_as_they_come(tmp_path, monkeypatch):
     """The rows of a video go to its part file in row groups during the analysis (memory stays flat on long
     videos), and the part is only renamed into place at the end."""
-    import fer_core.batch_worker as worker
+    import fer_core.jobs.worker as worker
 
     clip = switching_video(tmp_path / "long.mp4", seconds=10.0, switch_s=5.0)
     monkeypatch.setattr(worker, "ROWS_PER_GROUP", 8)
@@ -280,8 +279,8 @@ def test_ray_on_a_local_runtime_gives_the_rows_of_two_workers(media, pool_run, t
 
 
 def test_ray_is_optional(monkeypatch):
-    """The base install has no Ray: fer_core.batch imports it only for --ray, and says what to install."""
-    check = "import sys, fer_core.batch; assert 'ray' not in sys.modules"
+    """The base install has no Ray: fer_core.jobs.batch imports it only for --ray, and says what to install."""
+    check = "import sys, fer_core.jobs.batch; assert 'ray' not in sys.modules"
     subprocess.run([sys.executable, "-c", check], cwd=ROOT, check=True, timeout=120)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     with pytest.raises(RayUnavailable, match="requirements-cluster.txt"):

@@ -6,11 +6,10 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from fer_core.labels import EMOTIONS
-
 from helpers import make_zip
 from test_browser_dashboard import WAIT_MS, generated_face_png
+
+from fer_core.labels import EMOTIONS
 
 pytestmark = pytest.mark.timeout(600)
 

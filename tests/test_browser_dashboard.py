@@ -12,10 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import make_zip
 
 from fer_core.labels import EMOTIONS
-
-from helpers import make_zip
 
 pytestmark = pytest.mark.timeout(600)
 ROOT = Path(__file__).resolve().parent.parent

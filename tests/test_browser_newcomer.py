@@ -9,11 +9,10 @@ import re
 
 import cv2
 import pytest
-
-from fer_core.labels import EMOTIONS
-
 from helpers import make_zip, synthetic_face
 from video_helpers import switching_video
+
+from fer_core.labels import EMOTIONS
 
 pytestmark = pytest.mark.timeout(600)
 WAIT_MS = 120_000  # the test machine is slow and may be busy

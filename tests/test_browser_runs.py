@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 
 import pytest
-
-from fer_core.runs import RUNS_ENV
-
 from helpers import served_app
 from run_helpers import append_epochs, running, write_progress, write_run
+
+from fer_core.analysis.runs import RUNS_ENV
 
 pytestmark = pytest.mark.timeout(600)
 WAIT_MS = 90_000  # the test machine is slow and may be busy

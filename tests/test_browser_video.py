@@ -8,10 +8,9 @@ import re
 
 import pandas as pd
 import pytest
+from video_helpers import switching_video
 
 from fer_core.labels import EMOTIONS
-
-from video_helpers import switching_video
 
 pytestmark = pytest.mark.timeout(600)
 VIDEO_PAGE = "/Video_files"  # Streamlit's URL for pages/3_Video_files.py

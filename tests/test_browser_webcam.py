@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_core.face_detection import make_detector
+from fer_core.faces.detection import make_detector
+from fer_core.faces.preprocessing import to_gray
 from fer_core.labels import EMOTIONS
-from fer_core.live import canvas_from_photos
-from fer_core.preprocessing import to_gray
+from fer_core.video.live import canvas_from_photos
 
 LIVE_PAGE = "/Live_webcam"  # Streamlit's URL for pages/2_Live_webcam.py
 FACE_TEXT = re.compile(rf"Face \d+: ({'|'.join(EMOTIONS)}) \d+%")

@@ -16,18 +16,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from fer_core.calibration import (THRESHOLD_RANGE, UNCERTAIN, calibration_summary, confidence_histograms,
-                                  expected_calibration_error, fit_temperature, negative_log_likelihood,
-                                  reliability_bins, tta_nll, uncertain_label, uncertain_threshold)
-from fer_core.checkpoint import load_checkpoint, save_checkpoint
-from fer_core.face_detection import make_detector
-from fer_core.frames import FramePipeline, FrameSettings
-from fer_core.inference import Predictor, probabilities_from_view_logits
-from fer_core.live import canvas_from_photos
-from fer_core.results import analyse_image, results_csv, results_json
-
 from video_helpers import switching_video
+
+from fer_core.analysis.photos import analyse_image, results_csv, results_json
+from fer_core.faces.detection import make_detector
+from fer_core.model.calibration import (
+    THRESHOLD_RANGE,
+    UNCERTAIN,
+    calibration_summary,
+    confidence_histograms,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    reliability_bins,
+    tta_nll,
+    uncertain_label,
+    uncertain_threshold,
+)
+from fer_core.model.checkpoint import load_checkpoint, save_checkpoint
+from fer_core.model.inference import Predictor, probabilities_from_view_logits
+from fer_core.video.frames import FramePipeline, FrameSettings
+from fer_core.video.live import canvas_from_photos
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,13 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from fer_core.compare import (compare_results, comparison_csv, comparison_rows, disagreements, mcnemar_exact,
-                              paired_bootstrap)
-from fer_core.labels import EMOTIONS
-from fer_core.metrics import classification_summary
-
 from helpers import make_zip
+
+from fer_core.analysis.compare import (
+    compare_results,
+    comparison_csv,
+    comparison_rows,
+    disagreements,
+    mcnemar_exact,
+    paired_bootstrap,
+)
+from fer_core.analysis.metrics import classification_summary
+from fer_core.labels import EMOTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 FER2013_WEIGHTS = ROOT / "artifacts" / "model_fer2013.pt"
@@ -61,7 +66,7 @@ def test_bootstrap_interval_holds_the_estimate_narrows_with_n_and_repeats():
 
 
 def test_point_estimates_are_the_evaluation_numbers():
-    """The bootstrap's accuracy and macro-F1 at full weight are fer_core.metrics' (sklearn's), no-face (-1) included."""
+    """The bootstrap's accuracy and macro-F1 at full weight are fer_core.analysis.metrics' (sklearn's), no-face (-1) included."""
     rng = np.random.default_rng(2)
     y = rng.integers(0, 6, 300)  # one class absent: macro-F1 over the classes present
     a = np.where(rng.random(300) < 0.6, y, rng.integers(-1, 7, 300))
@@ -136,9 +141,9 @@ def photo_folder(tmp_path_factory, face_photos) -> Path:
 
 
 def test_paired_evaluation_gives_both_models_the_same_faces(photo_folder, predictor):
-    from fer_core.datasets import list_labelled_folder
-    from fer_core.evaluation import evaluate_files, evaluate_models
-    from fer_core.inference import Predictor
+    from fer_core.analysis.datasets import list_labelled_folder
+    from fer_core.analysis.evaluation import evaluate_files, evaluate_models
+    from fer_core.model.inference import Predictor
 
     other = Predictor.from_checkpoint(FER2013_WEIGHTS)
     files = list_labelled_folder(photo_folder)
@@ -184,7 +189,7 @@ def test_compare_cli_errors_are_one_line(tmp_path, photo_folder):
 # ---- the models the page offers ----------------------------------------------------------------------------
 
 def test_model_choices_list_checkpoints_once(monkeypatch, tmp_path):
-    from fer_core.model_files import MODELS_ENV, model_choices
+    from fer_core.analysis.model_files import MODELS_ENV, model_choices
 
     run = tmp_path / "runs" / "try1" / "out"
     run.mkdir(parents=True)
@@ -200,8 +205,8 @@ def test_model_choices_list_checkpoints_once(monkeypatch, tmp_path):
 
 
 def test_uploaded_models_are_checked_and_kept_in_memory(tmp_path):
-    from fer_core.model_files import MAX_UPLOAD_BYTES, uploaded_model
-    from fer_core.weights import CheckpointError
+    from fer_core.analysis.model_files import MAX_UPLOAD_BYTES, uploaded_model
+    from fer_core.model.weights import CheckpointError
 
     for name in ("model.pt", "model.onnx"):
         model = uploaded_model(name, (ROOT / "artifacts" / name).read_bytes())
@@ -223,9 +228,9 @@ def test_a_pt_without_its_onnx_needs_torch_and_says_so(tmp_path):
     code = f"""
 import sys
 sys.modules["torch"] = None  # import torch fails, as without requirements-train.txt
-from fer_core.inference import Predictor
-from fer_core.model_files import uploaded_model
-from fer_core.weights import CheckpointError
+from fer_core.model.inference import Predictor
+from fer_core.analysis.model_files import uploaded_model
+from fer_core.model.weights import CheckpointError
 for load in (lambda: Predictor.from_checkpoint({str(tmp_path / 'alone.pt')!r}),
              lambda: uploaded_model("alone.pt", open({str(tmp_path / 'alone.pt')!r}, "rb").read())):
     try:
@@ -237,7 +242,7 @@ print(uploaded_model("m.onnx", open({str(ROOT / 'artifacts' / 'model_fer2013.onn
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     lines = out.strip().splitlines()
     assert len(lines) == 3 and all("requirements-train.txt" in line for line in lines[:2]), out
-    assert "python -m fer_core.onnx_model" in lines[1] and lines[2] == "onnxruntime"
+    assert "python -m fer_core.model.onnx_file" in lines[1] and lines[2] == "onnxruntime"
 
 
 # ---- the evaluation page -----------------------------------------------------------------------------------
@@ -257,8 +262,8 @@ def page_artifacts(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def page_env(monkeypatch, page_artifacts):
-    from fer_core.artifacts import ARTIFACTS_ENV
-    from fer_core.model_files import MODELS_ENV
+    from fer_core.analysis.model_files import MODELS_ENV
+    from fer_core.model.artifacts import ARTIFACTS_ENV
 
     monkeypatch.setenv(ARTIFACTS_ENV, str(page_artifacts))
     monkeypatch.setenv(MODELS_ENV, str(page_artifacts))
@@ -277,7 +282,6 @@ def open_evaluation(session_state: dict | None = None):
 
 def face_zip(per_class: int = 2) -> bytes:
     import cv2
-
     from helpers import synthetic_face
 
     return make_zip({f"faces/{name}/{i}.png": cv2.imencode(".png", synthetic_face(label, seed=i))[1].tobytes()

@@ -10,22 +10,27 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
+from helpers import group_photo, jpeg_bytes, make_zip
 from PIL import Image
 from sklearn.metrics import classification_report
 
-from fer_core.archive import ArchiveError, evaluate_zip, extracted_labelled_zip, list_labelled_zip, record_image
-from fer_core.artifacts import ArtifactError, model_overview, read_eval_summary, read_history, read_model_card
-from fer_core.drawing import annotate, display_scale, draw_probability_bars
-from fer_core.face_detection import Face, make_detector
-from fer_core.inference import FacePrediction
+from fer_core.analysis.archive import (
+    ArchiveError,
+    evaluate_zip,
+    extracted_labelled_zip,
+    list_labelled_zip,
+    record_image,
+)
+from fer_core.analysis.metrics import classification_summary
+from fer_core.analysis.photos import analyse_image, face_rows, frame_count, results_csv, results_json
+from fer_core.analysis.report import NO_FACE, cell_records, classification_table, most_confused, normalize_rows
+from fer_core.faces.detection import Face, make_detector
+from fer_core.faces.drawing import annotate, display_scale, draw_probability_bars
+from fer_core.faces.preprocessing import to_gray
 from fer_core.labels import EMOTIONS, UnknownClassError
-from fer_core.metrics import classification_summary
-from fer_core.plots import confusion_matrix_figure, per_class_f1_figure, probability_bars, training_curves_figure
-from fer_core.report import NO_FACE, cell_records, classification_table, most_confused, normalize_rows
-from fer_core.preprocessing import to_gray
-from fer_core.results import analyse_image, face_rows, frame_count, results_csv, results_json
-
-from helpers import group_photo, jpeg_bytes, make_zip
+from fer_core.model.artifacts import ArtifactError, model_overview, read_eval_summary, read_history, read_model_card
+from fer_core.model.inference import FacePrediction
+from fer_core.ui.plots import confusion_matrix_figure, per_class_f1_figure, probability_bars, training_curves_figure
 
 
 def face_png(label: int, seed: int = 0) -> bytes:

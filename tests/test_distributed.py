@@ -18,13 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from fer_core.checkpoint import load_checkpoint
-from fer_core.datasets import list_labelled_folder, load_face_arrays, memmap_face_arrays
-from fer_core.labels import EMOTIONS
-from training import distributed
-
 from helpers import make_kaggle_tree
+
+from fer_core.analysis.datasets import list_labelled_folder, load_face_arrays, memmap_face_arrays
+from fer_core.labels import EMOTIONS
+from fer_core.model.checkpoint import load_checkpoint
+from training import distributed
 
 ROOT = Path(__file__).resolve().parent.parent
 PER_CLASS = 8  # 56 training images: 28 per rank, 7 steps of 4

@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from fer_core.datasets import FaceArrays, LabelledFiles, person_of, split_by_person
-from fer_core.labels import EMOTIONS
-from training.augment import CAMERA, AugmentConfig, GreyVariation, augment_batch, camera_batch
-from training.data_sources import DomainSpec, IntensityBlend, assemble
-from training.train import soft_cross_entropy
-
 from helpers import jpeg_bytes, make_kaggle_tree, public_domain_faces
+
+from fer_core.analysis.datasets import FaceArrays, LabelledFiles, person_of, split_by_person
+from fer_core.labels import EMOTIONS
+from training.recipe.augment import CAMERA, AugmentConfig, GreyVariation, augment_batch, camera_batch
+from training.recipe.data_sources import DomainSpec, IntensityBlend, assemble
+from training.train import soft_cross_entropy
 
 ROOT = Path(__file__).resolve().parent.parent
 NEUTRAL, HAPPY = EMOTIONS.index("neutral"), EMOTIONS.index("happy")
@@ -148,7 +147,7 @@ def test_grey_variations_remake_colour_faces_and_leave_gray_faces_alone():
 
 
 def test_whole_photo_faces_come_in_colour_aligned_like_the_gray_ones(tmp_path):
-    from fer_core.datasets import detect_face_arrays, list_labelled_folder
+    from fer_core.analysis.datasets import detect_face_arrays, list_labelled_folder
 
     files = list_labelled_folder(write_domain(tmp_path / "d", "d_p", 2))
     gray = detect_face_arrays(files, cache_dir=tmp_path / "cache")
@@ -267,9 +266,9 @@ def test_calibration_fits_on_validation_and_each_domains_calibration_people(tiny
 
 
 def test_weight_averaging_is_the_weighted_mean_of_every_tensor_and_refuses_another_architecture(tmp_path):
-    from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-    from fer_core.model import Xception, XceptionConfig, build_model
-    from fer_core.preprocessing import PreprocessConfig
+    from fer_core.faces.preprocessing import PreprocessConfig
+    from fer_core.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from fer_core.model.network import Xception, XceptionConfig, build_model
     from training.average_weights import average_checkpoints, parse_input
 
     torch.manual_seed(0)
@@ -328,7 +327,7 @@ def test_neutral_offsets_are_measured_on_the_never_seen_domains(tiny_world):
         str(data / "validation"), "--photos", "", "--dose", "6", "--recipe", "tiny", "--", "--data", str(data),
         "--cache-dir", "", "--fer-dose", "24", "--epochs", "1", "--batch-size", "8", "--threads", "1")  # reused if there
     out = tmp / "offsets.json"
-    proc = run("-m", "training.neutral_offset", *common, "--recipe", "tiny", "--offsets=-1,1", "--json", str(out))
+    proc = run("-m", "training.experiments.neutral_offset", *common, "--recipe", "tiny", "--offsets=-1,1", "--json", str(out))
     result = json.loads(out.read_text())
     assert result["offsets"] == [-1.0, 0.0, 1.0]  # no offset is always measured, to compare with
     for name in ("first", "second"):  # all 6 photos of each domain, from the run that never saw it
@@ -340,6 +339,6 @@ def test_neutral_offsets_are_measured_on_the_never_seen_domains(tiny_world):
     assert {(c["chosen_on"], c["applied_to"]) for c in result["cross_domain"]} == {("first", "second"),
                                                                                  ("second", "first")}
     assert "best on first" in proc.stdout
-    missing = subprocess.run([sys.executable, "-m", "training.neutral_offset", *common, "--recipe", "nothing"],
+    missing = subprocess.run([sys.executable, "-m", "training.experiments.neutral_offset", *common, "--recipe", "nothing"],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0 and "measure the recipe first" in missing.stderr and "Traceback" not in missing.stderr

@@ -1,7 +1,7 @@
 """Explanations (occlusion sensitivity through the app's backend) on real faces: the heatmap's size, that it depends
 on the class asked about, that a smile is explained by the mouth, that maps are never empty and lie on the face
 rather than in the crop's corners, that hiding what a map ranks highest lowers the probability more than hiding
-random parts (the deletion test of ``training.explain_faithfulness``), and `python -m fer_core.predict --explain`.
+random parts (the deletion test of ``training.experiments.explain_faithfulness``), and `python -m fer_core.predict --explain`.
 
 The smiling face is the public-domain NASA portrait of Eileen Collins (scikit-image); the FER2013 checks skip when
 ../shared/data is absent.
@@ -17,15 +17,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from fer_core.alignment import face_crop
-from fer_core.datasets import decode_gray, list_labelled_folder
-from fer_core.explain import explain_crop, overlay
-from fer_core.face_detection import make_detector
-from fer_core.preprocessing import faces_to_array, to_gray
-from training.explain_faithfulness import deletion_drops, hide, random_mask
-
 from helpers import group_photo, jpeg_bytes
+
+from fer_core.analysis.datasets import decode_gray, list_labelled_folder
+from fer_core.faces.alignment import face_crop
+from fer_core.faces.detection import make_detector
+from fer_core.faces.preprocessing import faces_to_array, to_gray
+from fer_core.model.explain import explain_crop, overlay
+from training.experiments.explain_faithfulness import deletion_drops, hide, random_mask
 
 ROOT = Path(__file__).resolve().parent.parent
 RING = 6  # pixels: the crop's outer ring (44 % of a 48x48 crop's area)

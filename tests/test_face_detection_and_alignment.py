@@ -12,13 +12,13 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_core.alignment import FRAMING_FILE, align_face, face_crop, fer2013_framing, similarity_transform
-from fer_core.datasets import LabelledFiles, person_of, split_by_person
-from fer_core.face_detection import Face, HaarFaceDetector, RetinaFaceDetector, make_detector
-from fer_core.images import rotate_image
+from fer_core.analysis.datasets import LabelledFiles, person_of, split_by_person
+from fer_core.faces.alignment import FRAMING_FILE, align_face, face_crop, fer2013_framing, similarity_transform
+from fer_core.faces.detection import Face, HaarFaceDetector, RetinaFaceDetector, make_detector
+from fer_core.faces.images import rotate_image
+from fer_core.faces.preprocessing import to_gray
 from fer_core.labels import EMOTIONS
-from fer_core.preprocessing import to_gray
-from training.face_framing import symmetric_median
+from training.experiments.face_framing import symmetric_median
 
 skdata = pytest.importorskip("skimage.data", reason="scikit-image (tests/requirements.txt) provides the test photos")
 
@@ -181,7 +181,7 @@ def test_person_split_never_puts_one_person_in_both_parts():
 
 
 def test_annotation_marks_the_landmarks_the_face_was_aligned_on(predictor):
-    from fer_core.drawing import annotate
+    from fer_core.faces.drawing import annotate
 
     image = skdata.astronaut()
     faces = predictor.predict(image, tta=False)

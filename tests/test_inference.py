@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_core.alignment import face_crop
-from fer_core.datasets import list_labelled_folder, load_face_arrays
-from fer_core.face_detection import make_detector
-from fer_core.images import ImageLoadError, load_image
-from fer_core.inference import TTA_ZOOMS, predict_probabilities, tta_views, zoom
+from fer_core.analysis.datasets import list_labelled_folder, load_face_arrays
+from fer_core.faces.alignment import face_crop
+from fer_core.faces.detection import make_detector
+from fer_core.faces.images import ImageLoadError, load_image
+from fer_core.faces.preprocessing import PreprocessConfig, crop_face, faces_to_tensor, to_gray
 from fer_core.labels import EMOTIONS
-from fer_core.preprocessing import PreprocessConfig, crop_face, faces_to_tensor, to_gray
+from fer_core.model.inference import TTA_ZOOMS, predict_probabilities, tta_views, zoom
 
 
 def test_training_eval_path_and_app_path_give_identical_tensors(face_photos, tmp_path):
@@ -196,8 +196,8 @@ def test_onnx_runtime_backend_gives_the_torch_models_probabilities(face_photos, 
 
 
 def test_backend_is_chosen_by_argument_or_environment(monkeypatch):
-    from fer_core.backends import make_backend
-    from fer_core.model import Xception, XceptionConfig
+    from fer_core.model.backends import make_backend
+    from fer_core.model.network import Xception, XceptionConfig
 
     model = Xception(XceptionConfig())
     assert make_backend(model, "torch").name == "torch"

@@ -1,5 +1,5 @@
 """Suspicious labels: cleanlab's ranking on synthetic probabilities with injected flips, the relabel CSV, the
-measurement helpers, ``training.evaluate --label-issues`` and ``training.label_noise_check`` on a tiny folder."""
+measurement helpers, ``training.evaluate --label-issues`` and ``training.experiments.label_noise_check`` on a tiny folder."""
 
 from __future__ import annotations
 
@@ -12,8 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_core.label_issues import (RELABEL_FIELDS, flag_quality, flip_labels, ranked_label_issues, relabel_csv,
-                                   suspicious_labels)
+from fer_core.analysis.label_issues import (
+    RELABEL_FIELDS,
+    flag_quality,
+    flip_labels,
+    ranked_label_issues,
+    relabel_csv,
+    suspicious_labels,
+)
 from fer_core.labels import EMOTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +59,7 @@ def test_flag_quality_counts():
 
 
 def test_read_relabels_takes_the_no_rows():
-    from fer_core.label_issues import read_relabels
+    from fer_core.analysis.label_issues import read_relabels
 
     text = "rank,path,given,suggested,confidence,given_probability,keep\n1,a.png,sad,happy,0.9,0.01,no\n" \
            "2,b.png,sad,fear,0.8,0.02,yes\n3,c.png,fear,angry,0.7,0.03,\n4,d.png,fear,sad,0.7,0.03,No \n"
@@ -92,7 +98,7 @@ def test_suspicious_labels_rows_and_the_editable_csv():
 
 def test_cleanlab_does_not_import_torch():
     """The app's install has no torch: cleanlab's ranking must not pull it in."""
-    code = ("import sys; import fer_core.label_issues as l, numpy as np; "
+    code = ("import sys; import fer_core.analysis.label_issues as l, numpy as np; "
             "l.ranked_label_issues(np.arange(20) % 2, np.tile([[0.6, 0.4], [0.3, 0.7]], (10, 1))); "
             "print(sorted(m for m in ('torch', 'tensorflow', 'jax') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
@@ -103,7 +109,6 @@ def test_cleanlab_does_not_import_torch():
 def face_folder(tmp_path_factory) -> Path:
     """<dir>/<class>/<image>: 4 generated 48x48 faces per class."""
     import cv2
-
     from helpers import synthetic_face
 
     root = tmp_path_factory.mktemp("faces")
@@ -117,8 +122,8 @@ def face_folder(tmp_path_factory) -> Path:
 def test_evaluate_writes_the_relabel_csv_and_the_noise_check_runs(face_folder, tmp_path, capsys):
     from training.evaluate import get_args_parser as evaluate_args
     from training.evaluate import main as evaluate
-    from training.label_noise_check import get_args_parser as check_args
-    from training.label_noise_check import main as check
+    from training.experiments.label_noise_check import get_args_parser as check_args
+    from training.experiments.label_noise_check import main as check
 
     out = tmp_path / "issues.csv"
     evaluate(evaluate_args().parse_args([str(face_folder), "--no-tta", "--label-issues", str(out)]))
@@ -142,11 +147,11 @@ def test_evaluation_page_lists_suspicious_labels_with_an_editable_csv(monkeypatc
     """Own data on the evaluation page: "Find suspicious labels" shows the flagged images (given -> suggested) and a
     relabel table whose 'keep' column can be edited and downloaded."""
     import cv2
+    from helpers import make_zip, synthetic_face
     from streamlit.testing.v1 import AppTest
 
-    from fer_core.artifacts import ARTIFACTS_ENV
-    from fer_core.model_files import MODELS_ENV
-    from helpers import make_zip, synthetic_face
+    from fer_core.analysis.model_files import MODELS_ENV
+    from fer_core.model.artifacts import ARTIFACTS_ENV
 
     for name in ("model.pt", "model.onnx"):
         (tmp_path / name).symlink_to(ROOT / "artifacts" / name)

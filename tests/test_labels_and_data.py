@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from fer_core.datasets import list_labelled_folder, load_face_arrays, load_split, read_fer2013_csv, resolve_split_dir
-from fer_core.labels import EMOTIONS, UnknownClassError, canonical_name, label_index
-
 from helpers import make_fer_csv, make_kaggle_tree
+
+from fer_core.analysis.datasets import (
+    list_labelled_folder,
+    load_face_arrays,
+    load_split,
+    read_fer2013_csv,
+    resolve_split_dir,
+)
+from fer_core.labels import EMOTIONS, UnknownClassError, canonical_name, label_index
 
 
 def test_label_order_is_fer2013_csv_order():

@@ -9,12 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_core.face_detection import make_detector
+from fer_core.faces.detection import make_detector
+from fer_core.faces.preprocessing import to_gray
 from fer_core.labels import EMOTIONS
-from fer_core.live import (LiveProcessor, LiveSettings, SessionLog, canvas_from_photos, measure_frame_latency,
-                           parse_rtc_configuration)
-from fer_core.plots import timeline_figure
-from fer_core.preprocessing import to_gray
+from fer_core.ui.plots import timeline_figure
+from fer_core.video.live import (
+    LiveProcessor,
+    LiveSettings,
+    SessionLog,
+    canvas_from_photos,
+    measure_frame_latency,
+    parse_rtc_configuration,
+)
 
 
 def _bgr(rgb: np.ndarray) -> np.ndarray:

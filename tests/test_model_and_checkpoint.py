@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fer_core.faces.preprocessing import PreprocessConfig
 from fer_core.labels import EMOTIONS
-from fer_core.model import VARIANTS, Xception, XceptionConfig, build_model, count_macs, count_parameters
-from fer_core.preprocessing import PreprocessConfig
+from fer_core.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fer_core.model.network import VARIANTS, Xception, XceptionConfig, build_model, count_macs, count_parameters
 
 
 def test_model_returns_logits_of_shape_b_by_7():

@@ -23,7 +23,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from helpers import served_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,7 +137,7 @@ def test_streamlit_config_turns_usage_statistics_off():
 
 def test_page_icons_are_local_files():
     """An emoji or ":material/...:" page icon is fetched by the browser from a CDN; the app's is a file it serves."""
-    from fer_core.navigation import PAGE_ICON
+    from fer_core.ui.navigation import PAGE_ICON
 
     assert Path(PAGE_ICON).is_file()
     for script in [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]:

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_core.alignment import face_crop
-from fer_core.checkpoint import load_checkpoint, save_checkpoint
-from fer_core.datasets import decode_gray, list_labelled_folder
-from fer_core.face_detection import make_detector
-from fer_core.inference import Predictor, predict_view_logits
-from fer_core.model import count_parameters
-from fer_core.onnx_model import current_onnx, file_sha256, onnx_path_for, read_onnx_model, write_onnx_beside
-from fer_core.preprocessing import faces_to_array, to_gray
-from fer_core.weights import CheckpointError
+from fer_core.analysis.datasets import decode_gray, list_labelled_folder
+from fer_core.faces.alignment import face_crop
+from fer_core.faces.detection import make_detector
+from fer_core.faces.preprocessing import faces_to_array, to_gray
+from fer_core.model.checkpoint import load_checkpoint, save_checkpoint
+from fer_core.model.inference import Predictor, predict_view_logits
+from fer_core.model.network import count_parameters
+from fer_core.model.onnx_file import current_onnx, file_sha256, onnx_path_for, read_onnx_model, write_onnx_beside
+from fer_core.model.weights import CheckpointError
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = [ROOT / "artifacts" / "model.pt", ROOT / "artifacts" / "model_fer2013.pt"]
@@ -46,10 +46,10 @@ def run_without_torch(code: str, cwd: Path = ROOT, timeout: int = 600) -> subpro
 @pytest.mark.parametrize("weights", SHIPPED, ids=lambda p: p.name)
 def test_the_shipped_onnx_is_current_and_carries_what_the_app_needs(weights):
     """Each shipped .pt has its .onnx beside it, exported from exactly that file (re-export with
-    `python -m fer_core.onnx_model artifacts/<name>.pt` after replacing a .pt), with the checkpoint's classes,
+    `python -m fer_core.model.onnx_file artifacts/<name>.pt` after replacing a .pt), with the checkpoint's classes,
     preprocessing, temperatures and parameter count in its metadata."""
     exported, why = current_onnx(weights)
-    assert exported is not None, f"{why}: run `python -m fer_core.onnx_model {weights.relative_to(ROOT)}`"
+    assert exported is not None, f"{why}: run `python -m fer_core.model.onnx_file {weights.relative_to(ROOT)}`"
     model, preprocess, names, meta = load_checkpoint(weights)
     assert exported.class_names == names and exported.preprocess == preprocess
     assert exported.meta.get("temperature") == meta.get("temperature")
@@ -127,21 +127,21 @@ def test_the_app_install_runs_without_torch(face_photos, tmp_path):
     shutil.copy(SHIPPED[0], lone / "model.pt")
     proc = run_without_torch(f"""
         import sys
-        import fer_core.ui, fer_core.plots, fer_core.results, fer_core.video, fer_core.live, fer_core.archive
-        import fer_core.evaluation, fer_core.artifacts, training.evaluate
-        from fer_core.explain import explain_crop
-        from fer_core.face_detection import make_detector
-        from fer_core.inference import Predictor
+        import fer_core.ui.widgets, fer_core.ui.plots, fer_core.analysis.photos, fer_core.video.analyse, fer_core.video.live, fer_core.analysis.archive
+        import fer_core.analysis.evaluation, fer_core.model.artifacts, training.evaluate
+        from fer_core.model.explain import explain_crop
+        from fer_core.faces.detection import make_detector
+        from fer_core.model.inference import Predictor
         from fer_core.predict import get_args_parser, main
-        from fer_core.weights import CheckpointError
+        from fer_core.model.weights import CheckpointError
 
         predictor = Predictor.from_checkpoint()
         faces = predictor.predict({str(face_photos.path("astronaut"))!r}, make_detector())
         assert [f.label for f in faces] == ["happy"], faces
         print("parameters", predictor.parameters)
-        from fer_core.alignment import face_crop
-        from fer_core.images import load_image
-        from fer_core.preprocessing import to_gray
+        from fer_core.faces.alignment import face_crop
+        from fer_core.faces.images import load_image
+        from fer_core.faces.preprocessing import to_gray
         gray = to_gray(load_image({str(face_photos.path("astronaut"))!r}))
         heat = explain_crop(predictor.backend, predictor.preprocess, face_crop(gray, faces[0].face, 48, 0.0))
         assert heat.shape == (7, 48, 48) and heat.max() > 0
@@ -156,7 +156,7 @@ def test_the_app_install_runs_without_torch(face_photos, tmp_path):
     assert '"label": "happy"' in proc.stdout
     assert f"parameters {read_onnx_model(onnx_path_for(SHIPPED[0])).info['parameters']}" in proc.stdout
     error = proc.stdout.split("ERROR ", 1)[1]
-    assert "pip install -r requirements-train.txt" in error and "python -m fer_core.onnx_model" in error
+    assert "pip install -r requirements-train.txt" in error and "python -m fer_core.model.onnx_file" in error
 
 
 def test_every_page_runs_without_torch():
@@ -209,5 +209,5 @@ def test_a_checkpoint_without_its_onnx_tells_the_app_user_what_to_install(tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     for line in proc.stdout.splitlines():
         if line.startswith("ERROR"):
-            assert "pip install -r requirements-train.txt" in line and "python -m fer_core.onnx_model" in line, line
+            assert "pip install -r requirements-train.txt" in line and "python -m fer_core.model.onnx_file" in line, line
     assert proc.stdout.count("ERROR") == 2

@@ -20,20 +20,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import make_kaggle_tree, synthetic_face
 from PIL import Image, PngImagePlugin
 from streamlit.testing.v1 import AppTest
 
-from fer_core.artifacts import ARTIFACTS_ENV
-from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fer_core.datasets import list_labelled_folder, load_split
-from fer_core.face_detection import make_detector
-from fer_core.images import ImageLoadError, load_image
+from fer_core.analysis.datasets import list_labelled_folder, load_split
+from fer_core.analysis.photos import analyse_image
+from fer_core.faces.detection import make_detector
+from fer_core.faces.images import ImageLoadError, load_image
+from fer_core.faces.preprocessing import PreprocessConfig
 from fer_core.labels import EMOTIONS
-from fer_core.model import VARIANTS, Xception, XceptionConfig
-from fer_core.preprocessing import PreprocessConfig
-from fer_core.results import analyse_image
-
-from helpers import make_kaggle_tree, synthetic_face
+from fer_core.model.artifacts import ARTIFACTS_ENV
+from fer_core.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fer_core.model.network import VARIANTS, Xception
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "artifacts" / "model.pt"
@@ -104,7 +103,7 @@ def test_eps_upload_never_reaches_ghostscript(tmp_path):
     fake_gs.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
     fake_gs.chmod(0o755)
     (tmp_path / "eps_as.jpg").write_bytes(EPS)
-    code = ("import sys\nfrom fer_core.images import ImageLoadError, load_image\n"
+    code = ("import sys\nfrom fer_core.faces.images import ImageLoadError, load_image\n"
             "try:\n    load_image(sys.argv[1])\nexcept ImageLoadError as e:\n    print('refused:', e)\n")
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "eps_as.jpg")], env=env, capture_output=True,
@@ -159,7 +158,7 @@ def _show_image(npy_path: str) -> None:
 
 @pytest.mark.parametrize("size", [(66_000, 100), (100, 70_000)])
 def test_panorama_beyond_the_jpeg_limit_is_shown_scaled_down(predictor, tmp_path, size):
-    from fer_core.results import DISPLAY_MAX_SIDE
+    from fer_core.analysis.photos import DISPLAY_MAX_SIDE
 
     png = _encoded(Image.new("RGB", size, "gray"), "PNG")
     result = analyse_image(predictor, make_detector(), bytes(png), "panorama.png", tta=False)
@@ -171,7 +170,7 @@ def test_panorama_beyond_the_jpeg_limit_is_shown_scaled_down(predictor, tmp_path
 
 
 def test_display_copy_is_bounded_and_keeps_small_images():
-    from fer_core.results import display_copy
+    from fer_core.analysis.photos import display_copy
 
     small = np.zeros((300, 400, 3), np.uint8)
     assert display_copy(small) is small
@@ -366,7 +365,7 @@ BAD_CHECKPOINTS = {
 @pytest.fixture
 def no_real_build_of_a_bad_config(monkeypatch):
     """Fail (instead of allocating gigabytes) if load_checkpoint builds a real model wider than any shipped one."""
-    import fer_core.checkpoint as checkpoint
+    import fer_core.model.checkpoint as checkpoint
 
     real = checkpoint.Xception
 

@@ -25,19 +25,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import jpeg_bytes, make_kaggle_tree, make_zip, synthetic_face
 from PIL import Image
 from streamlit.testing.v1 import AppTest
-
-from fer_core.archive import ArchiveError, evaluate_zip, extracted_labelled_zip, read_member
-from fer_core.artifacts import ARTIFACTS_ENV
-from fer_core.checkpoint import CheckpointError, load_checkpoint
-from fer_core.face_detection import Face, make_detector
-from fer_core.images import ImageLoadError, load_image
-from fer_core.labels import EMOTIONS
-from fer_core.results import analyse_image, frame_count
-
-from helpers import jpeg_bytes, make_kaggle_tree, make_zip, synthetic_face
 from test_reliability import good_payload  # noqa: F401 - the fixture: a tiny model's checkpoint, as loaded
+
+from fer_core.analysis.archive import ArchiveError, evaluate_zip, extracted_labelled_zip, read_member
+from fer_core.analysis.photos import analyse_image, frame_count
+from fer_core.faces.detection import Face, make_detector
+from fer_core.faces.images import ImageLoadError, load_image
+from fer_core.labels import EMOTIONS
+from fer_core.model.artifacts import ARTIFACTS_ENV
+from fer_core.model.checkpoint import CheckpointError, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 180  # seconds per AppTest script run; the test machine can be slow
@@ -305,7 +304,7 @@ def test_d12_an_empty_class_folder_is_warned_about(tmp_path):
 # ---- D10: annotated videos of ended sessions -------------------------------------------------------------
 
 def test_d10_old_annotated_videos_are_removed(tmp_path):
-    from fer_core.video_io import prune_annotated_videos
+    from fer_core.video.codec import prune_annotated_videos
 
     old, fresh, other = tmp_path / "old_annotated.mp4", tmp_path / "new_annotated.mp4", tmp_path / "notes.txt"
     for f in (old, fresh, other):
@@ -352,8 +351,8 @@ def test_predict_cli_numbers_faces_left_to_right_like_the_page(photo_file, capsy
 
 
 def _rows(labels: list[str], probs: list[dict]) -> pd.DataFrame:
-    from fer_core.face_detection import landmark_values
-    from fer_core.video import COLUMNS, timestamp
+    from fer_core.faces.detection import landmark_values
+    from fer_core.video.analyse import COLUMNS, timestamp
 
     out = []
     for frame, (label, p) in enumerate(zip(labels, probs)):
@@ -364,7 +363,7 @@ def _rows(labels: list[str], probs: list[dict]) -> pd.DataFrame:
 
 
 def test_video_summary_lists_changes_of_expression_not_same_label_moves():
-    from fer_core.video_summary import summarise
+    from fer_core.video.summary import summarise
 
     rows = _rows(["surprise", "surprise", "happy"],
                  [{"surprise": 0.95, "fear": 0.05}, {"surprise": 0.5, "fear": 0.45, "happy": 0.05},
@@ -374,13 +373,13 @@ def test_video_summary_lists_changes_of_expression_not_same_label_moves():
 
 
 def test_video_summary_says_so_on_a_tie():
-    from fer_core.video_summary import summarise
+    from fer_core.video.summary import summarise
 
     rows = _rows(["happy", "surprise", "happy", "surprise"],
                  [{"happy": 0.9}, {"surprise": 0.6}, {"happy": 0.9}, {"surprise": 0.6}])
     dominant = summarise(rows).loc[0, "dominant"]
     assert dominant == "happy / surprise"  # not "happy" for its higher confidence
-    from fer_core.video_summary import dominant_text
+    from fer_core.video.summary import dominant_text
 
     assert dominant_text(dominant) == "happy and surprise equally" and dominant_text("sad") == "mostly sad"
 

@@ -1,4 +1,4 @@
-"""Training runs: the progress file training.train writes, the discovery and reading of run folders (fer_core.runs),
+"""Training runs: the progress file training.train writes, the discovery and reading of run folders (fer_core.analysis.runs),
 and the Training runs page (AppTest). Run folders are made up here, except one written by a real tiny training run.
 """
 
@@ -14,15 +14,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
-
-from fer_core.artifacts import ARTIFACTS_ENV
-from fer_core.runs import (PROGRESS_NAME, RUNS_ENV, STALE_AFTER_SECONDS, discover_runs, format_duration, read_run,
-                           run_folders, runs_table)
-from training.progress import TrainingProgress
-
 from helpers import make_kaggle_tree
 from run_helpers import HISTORY_HEADER, history_rows, running, write_run
+from streamlit.testing.v1 import AppTest
+
+from fer_core.analysis.runs import (
+    PROGRESS_NAME,
+    RUNS_ENV,
+    STALE_AFTER_SECONDS,
+    discover_runs,
+    format_duration,
+    read_run,
+    run_folders,
+    runs_table,
+)
+from fer_core.model.artifacts import ARTIFACTS_ENV
+from training.recipe.progress import TrainingProgress
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS_PAGE = "pages/5_Training_runs.py"
@@ -225,7 +232,7 @@ def test_training_writes_a_progress_file_without_changing_its_numbers(tiny_data,
     import torch
 
     import training.train as train_module
-    from fer_core.checkpoint import load_checkpoint
+    from fer_core.model.checkpoint import load_checkpoint
 
     train_module.main(train_args(tiny_data, tmp_path / "runs" / "tiny"))
     state = json.loads((tmp_path / "runs" / "tiny" / PROGRESS_NAME).read_text())

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
-from fer_core.calibration import expected_calibration_error, negative_log_likelihood
-from fer_core.evaluation import evaluate_folder
-from fer_core.inference import probabilities_from_view_logits
+from fer_core.analysis.evaluation import evaluate_folder
 from fer_core.labels import EMOTIONS
-from fer_core.model import XceptionConfig, count_parameters
+from fer_core.model.calibration import expected_calibration_error, negative_log_likelihood
+from fer_core.model.inference import probabilities_from_view_logits
+from fer_core.model.network import XceptionConfig, count_parameters
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 

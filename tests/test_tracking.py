@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_core.tracking import ExponentialSmoother, FaceTracker, iou
+from fer_core.video.tracking import ExponentialSmoother, FaceTracker, iou
 
 
 def test_iou_of_identical_disjoint_and_half_overlapping_boxes():

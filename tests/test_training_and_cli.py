@@ -10,13 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
-from fer_core.checkpoint import load_checkpoint
-from fer_core.onnx_model import current_onnx
-from fer_core.labels import EMOTIONS
-from fer_core.model import count_parameters
-
 from helpers import make_fer_csv, make_kaggle_tree
+
+from fer_core.labels import EMOTIONS
+from fer_core.model.checkpoint import load_checkpoint
+from fer_core.model.network import count_parameters
+from fer_core.model.onnx_file import current_onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -212,11 +211,11 @@ def test_distillation_loss_is_zero_when_the_student_agrees_with_the_teacher():
 
 
 def test_benchmark_times_the_shipped_model_beside_a_candidate(capsys):
-    """`training.benchmark --compare CKPT`: every (checkpoint, backend) pair gets its ms/face rows, in one run."""
-    from fer_core.inference import Predictor
-    from fer_core.model import build_model
-    from fer_core.preprocessing import PreprocessConfig
-    from training.benchmark import bench_classifier
+    """`training.benchmarks.speed --compare CKPT`: every (checkpoint, backend) pair gets its ms/face rows, in one run."""
+    from fer_core.faces.preprocessing import PreprocessConfig
+    from fer_core.model.inference import Predictor
+    from fer_core.model.network import build_model
+    from training.benchmarks.speed import bench_classifier
 
     def predictor(variant: str) -> Predictor:
         return Predictor(build_model(variant), PreprocessConfig(), EMOTIONS)

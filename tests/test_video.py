@@ -1,4 +1,4 @@
-"""Video files (fer_core.video): test videos written here from real photos (two faces, the right one switching
+"""Video files (fer_core.video.analyse): test videos written here from real photos (two faces, the right one switching
 from a happy to a surprised photo halfway), the bad inputs of the issue, and the command line."""
 
 from __future__ import annotations
@@ -13,17 +13,25 @@ import av
 import numpy as np
 import pandas as pd
 import pytest
-
-from fer_core.face_detection import landmark_values, make_detector
-from fer_core.labels import EMOTIONS
-from fer_core.preprocessing import to_gray
-from fer_core.video import (COLUMNS, VideoError, analyse_video, annotated_frame_at, default_analysis_fps, frame_at,
-                            probe, timestamp, video_settings)
-from fer_core.video_summary import change_moments, summarise
-
-from fer_core.live import canvas_from_photos
 from helpers import public_domain_faces
 from video_helpers import audio_only, switching_video, two_face_frames, write_video, zero_length
+
+from fer_core.faces.detection import landmark_values, make_detector
+from fer_core.faces.preprocessing import to_gray
+from fer_core.labels import EMOTIONS
+from fer_core.video.analyse import (
+    COLUMNS,
+    VideoError,
+    analyse_video,
+    annotated_frame_at,
+    default_analysis_fps,
+    frame_at,
+    probe,
+    timestamp,
+    video_settings,
+)
+from fer_core.video.live import canvas_from_photos
+from fer_core.video.summary import change_moments, summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 FPS, SECONDS, SWITCH_S = 10, 4.0, 2.0
@@ -267,7 +275,7 @@ def test_command_line_writes_csv_json_and_annotated_video(clip, tmp_path):
 
 
 def test_video_settings_share_the_live_pipeline_settings():
-    from fer_core.live import LiveSettings
+    from fer_core.video.live import LiveSettings
 
     s = video_settings(smoothing=0.0)
     assert isinstance(s, LiveSettings) and s.mirror is False and s.detect_every == 1 and s.smoothing == 0.0

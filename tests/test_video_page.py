@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-
 from video_helpers import audio_only, switching_video, write_video, zero_length
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "3_Video_files.py")

@@ -10,10 +10,9 @@ from typing import Sequence
 import av
 import cv2
 import numpy as np
-
-from fer_core.live import canvas_from_photos
-
 from helpers import public_domain_faces
+
+from fer_core.video.live import canvas_from_photos
 
 SURPRISED_LFW_INDEX = 49  # skimage.data.lfw_subset()[49]: a face the shipped model calls "surprise"
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fer_core.onnx_model import write_onnx_beside
+from fer_core.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fer_core.model.onnx_file import write_onnx_beside
 
 
 def parse_input(spec: str) -> tuple[Path, float]:

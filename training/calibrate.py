@@ -3,7 +3,7 @@
     python -m training.calibrate --write          # fit, report, write T into artifacts/model.pt (+ .onnx) + model card
 
 One scalar T divides the logits of every test-time view before its softmax (the app's probabilities are the
-mean of the views' softmaxes: :func:`fer_core.inference.probabilities_from_view_logits`). T is fitted by
+mean of the views' softmaxes: :func:`fer_core.model.inference.probabilities_from_view_logits`). T is fitted by
 minimising the negative log-likelihood with test-time augmentation on, as the upload and evaluation pages run.
 A second scalar is fitted the same way without it (view 0 alone: the live page, ``--no-tta``), because the mean
 of six views' softmaxes is less peaked than one view's and the two need different temperatures.
@@ -18,7 +18,7 @@ Each split is reported with TTA and without it (view 0 of the same logits), each
 
 The same fitting faces give the pages' default "uncertain" threshold (with and without TTA): the calibrated
 confidence at which a face was as often right as wrong (a logistic fit of correctness on confidence,
-:func:`fer_core.calibration.uncertain_threshold`). With ``--domain``, whole photos of people the model never saw
+:func:`fer_core.model.calibration.uncertain_threshold`). With ``--domain``, whole photos of people the model never saw
 join that fit, so the default follows how the model does on new people rather than on FER2013 alone. ``--write``
 stores both thresholds beside the temperatures; each split's report gives the share of faces set aside at it and
 the accuracy of the others.
@@ -40,13 +40,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from fer_core.artifacts import MODEL_CARD_NAME
-from fer_core.calibration import N_BINS, calibration_summary, fit_temperature, pool_alike, uncertain_threshold
-from fer_core.checkpoint import DEFAULT_WEIGHTS, load_checkpoint, save_checkpoint
-from fer_core.datasets import FER_IMAGES, list_labelled_folder, split_by_person
-from fer_core.evaluation import evaluate_files
-from fer_core.inference import Predictor, probabilities_from_view_logits
-from fer_core.onnx_model import write_onnx_beside
+from fer_core.analysis.datasets import FER_IMAGES, list_labelled_folder, split_by_person
+from fer_core.analysis.evaluation import evaluate_files
+from fer_core.model.artifacts import MODEL_CARD_NAME
+from fer_core.model.calibration import N_BINS, calibration_summary, fit_temperature, pool_alike, uncertain_threshold
+from fer_core.model.checkpoint import DEFAULT_WEIGHTS, load_checkpoint, save_checkpoint
+from fer_core.model.inference import Predictor, probabilities_from_view_logits
+from fer_core.model.onnx_file import write_onnx_beside
 
 from .outputs import require_writable_file
 
@@ -98,7 +98,7 @@ def file_digest(path: Path) -> str:
 
 def cached_logits(predictor: Predictor, name: str, files, cache: Path, digest: str, **kwargs) -> dict:
     """{"view_logits": (V, F, C), "labels": (F,), "n_images": N} of a split: from the cache, or computed with
-    :func:`fer_core.evaluation.evaluate_files` (with TTA, exactly as ``training.evaluate`` runs) and cached."""
+    :func:`fer_core.analysis.evaluation.evaluate_files` (with TTA, exactly as ``training.evaluate`` runs) and cached."""
     path = cache / f"{name}_{digest}.npz"
     if path.is_file():
         with np.load(path) as d:
@@ -134,7 +134,7 @@ def report_split(view_logits: np.ndarray, labels: np.ndarray, t_tta: float, t_no
 
 def default_threshold(view_logits: np.ndarray, labels: np.ndarray, temperature: float, weights: np.ndarray):
     """The pages' default "uncertain" threshold for these calibration faces at ``temperature``: the confidence
-    where a face is as often right as wrong (:func:`fer_core.calibration.uncertain_threshold`)."""
+    where a face is as often right as wrong (:func:`fer_core.model.calibration.uncertain_threshold`)."""
     probs = probabilities_from_view_logits(view_logits, temperature)
     return uncertain_threshold(probs.max(1), probs.argmax(1) == labels, weights=weights)
 

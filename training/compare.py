@@ -4,9 +4,9 @@
     python -m training.compare A.pt B.onnx photos.zip --detect-faces --json cmp.json --csv disagreements.csv
 
 DATA is a labelled folder ``<class>/<image>`` or a zip of one (as the evaluation page takes it). Every image goes
-through both models on the same detected face (fer_core.evaluation.evaluate_models). Prints the accuracy and
+through both models on the same detected face (fer_core.analysis.evaluation.evaluate_models). Prints the accuracy and
 macro-F1 of each with 95 % paired-bootstrap intervals, the difference B - A with its interval, McNemar's exact test
-on the images only one of them gets right, and the per-class recall / F1 deltas (fer_core.compare). A model is a
+on the images only one of them gets right, and the per-class recall / F1 deltas (fer_core.analysis.compare). A model is a
 ``.pt`` checkpoint (served through the ``.onnx`` beside it when there is one) or an ``.onnx`` file.
 """
 
@@ -17,14 +17,21 @@ import json
 import sys
 from pathlib import Path
 
-from fer_core.archive import ArchiveError, evaluate_zip_models
-from fer_core.compare import N_BOOTSTRAP, SEED, compare_results, comparison_csv, comparison_table, disagreements
-from fer_core.datasets import PERSON_SPLITS, describe_skipped, list_labelled_folder, split_by_person
-from fer_core.evaluation import evaluate_models
-from fer_core.face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
-from fer_core.inference import NO_TTA_HELP, Predictor
+from fer_core.analysis.archive import ArchiveError, evaluate_zip_models
+from fer_core.analysis.compare import (
+    N_BOOTSTRAP,
+    SEED,
+    compare_results,
+    comparison_csv,
+    comparison_table,
+    disagreements,
+)
+from fer_core.analysis.datasets import PERSON_SPLITS, describe_skipped, list_labelled_folder, split_by_person
+from fer_core.analysis.evaluation import evaluate_models
+from fer_core.faces.detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from fer_core.labels import UnknownClassError
-from fer_core.weights import CheckpointError
+from fer_core.model.inference import NO_TTA_HELP, Predictor
+from fer_core.model.weights import CheckpointError
 
 from .outputs import require_writable_file
 

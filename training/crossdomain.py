@@ -31,15 +31,22 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from fer_core.calibration import calibration_summary, fit_temperature, pool_alike
-from fer_core.datasets import FER_IMAGES, SHARED_DATA, LabelledFiles, list_labelled_folder, person_of, split_by_person
-from fer_core.evaluation import evaluate_files
-from fer_core.inference import Predictor, probabilities_from_view_logits
+from fer_core.analysis.datasets import (
+    FER_IMAGES,
+    SHARED_DATA,
+    LabelledFiles,
+    list_labelled_folder,
+    person_of,
+    split_by_person,
+)
+from fer_core.analysis.evaluation import evaluate_files
+from fer_core.analysis.metrics import classification_summary
 from fer_core.labels import EMOTIONS
-from fer_core.metrics import classification_summary
+from fer_core.locations import PROJECT_ROOT
+from fer_core.model.calibration import calibration_summary, fit_temperature, pool_alike
+from fer_core.model.inference import Predictor, probabilities_from_view_logits
 
 NEUTRAL = EMOTIONS.index("neutral")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIRST_COLUMNS = ["recipe", "fer_val"]
 INIT = "init"  # --average's name of --init-weights
 LAST_COLUMNS = ["held_out_mean", "photos", "neutral_precision", "min_recall", "min_recall_class", "ece"]
@@ -104,7 +111,10 @@ def average_run(args: argparse.Namespace, folder: Path, run: str) -> Path:
     out = folder / "out" / "model.pt"
     if out.is_file():
         return out
-    from training.average_weights import average_checkpoints, parse_input  # torch: only when averaging
+    from training.average_weights import (  # torch: only when averaging
+        average_checkpoints,
+        parse_input,
+    )
 
     inputs = []
     for spec in args.average:

@@ -7,7 +7,7 @@ Prints sklearn's classification report; ``--json`` writes accuracy, macro_f1, n_
 n_faces_found, labels, confusion_matrix (rows = true, columns = predicted), per_class, and the calibration of the
 classified faces: ece, nll, reliability (15 bins), temperature, confidence_histograms and uncalibrated (at T = 1).
 ``--label-issues OUT.csv`` writes the images whose given label the model most confidently disagrees with
-(fer_core.label_issues: cleanlab on the calibrated probabilities), with a suggested label and an empty ``keep``
+(fer_core.analysis.label_issues: cleanlab on the calibrated probabilities), with a suggested label and an empty ``keep``
 column to fill in.
 """
 
@@ -22,14 +22,20 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fer_core.backends import BACKEND_HELP, BACKENDS, intra_op_threads
-from fer_core.weights import DEFAULT_WEIGHTS, CheckpointError
-from fer_core.datasets import PERSON_SPLITS, LabelledFiles, describe_skipped, list_labelled_folder, split_by_person
-from fer_core.evaluation import evaluate_files
-from fer_core.face_detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
-from fer_core.inference import NO_TTA_HELP, Predictor
-from fer_core.label_issues import read_relabels, relabel_csv, suspicious_labels
+from fer_core.analysis.datasets import (
+    PERSON_SPLITS,
+    LabelledFiles,
+    describe_skipped,
+    list_labelled_folder,
+    split_by_person,
+)
+from fer_core.analysis.evaluation import evaluate_files
+from fer_core.analysis.label_issues import read_relabels, relabel_csv, suspicious_labels
+from fer_core.faces.detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from fer_core.labels import UnknownClassError
+from fer_core.model.backends import BACKEND_HELP, BACKENDS, intra_op_threads
+from fer_core.model.inference import NO_TTA_HELP, Predictor
+from fer_core.model.weights import DEFAULT_WEIGHTS, CheckpointError
 
 from .outputs import require_writable_file
 
@@ -62,7 +68,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-images", action="store_true", help="include per-image predictions in the JSON")
     p.add_argument("--label-issues", dest="label_issues_out",
                    help="write the images whose label the model most confidently disagrees with (cleanlab, "
-                        "fer_core.label_issues) as an editable relabel CSV to this file")
+                        "fer_core.analysis.label_issues) as an editable relabel CSV to this file")
     p.add_argument("--relabels", help="an edited relabel CSV (from --label-issues or the evaluation page): the images "
                                       "whose 'keep' is 'no' are scored against their suggested label")
     return p

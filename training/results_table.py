@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from fer_core.artifacts import MODEL_CARD_NAME, artifact_path, read_eval_summary, read_model_card
 from fer_core.files import write_text_atomically
 from fer_core.labels import EMOTIONS
+from fer_core.model.artifacts import MODEL_CARD_NAME, artifact_path, read_eval_summary, read_model_card
 
 EVALS = (
     ("eval_validation.json", "FER2013 PublicTest (validation), 3,589 faces, TTA on"),
