@@ -23,7 +23,7 @@ from helpers import make_kaggle_tree
 from fer_core.analysis.datasets import list_labelled_folder, load_face_arrays, memmap_face_arrays
 from fer_core.labels import EMOTIONS
 from fer_core.model.checkpoint import load_checkpoint
-from training import distributed
+from training.recipe import distributed
 
 ROOT = Path(__file__).resolve().parent.parent
 PER_CLASS = 8  # 56 training images: 28 per rank, 7 steps of 4

@@ -19,7 +19,7 @@ from fer_core.analysis.datasets import FaceArrays, LabelledFiles, person_of, spl
 from fer_core.labels import EMOTIONS
 from training.recipe.augment import CAMERA, AugmentConfig, GreyVariation, augment_batch, camera_batch
 from training.recipe.data_sources import DomainSpec, IntensityBlend, assemble
-from training.train import soft_cross_entropy
+from training.recipe.loop import soft_cross_entropy
 
 ROOT = Path(__file__).resolve().parent.parent
 NEUTRAL, HAPPY = EMOTIONS.index("neutral"), EMOTIONS.index("happy")
@@ -163,7 +163,7 @@ def test_whole_photo_faces_come_in_colour_aligned_like_the_gray_ones(tmp_path):
 
 def write_domain(root: Path, prefix: str, people: int) -> Path:
     """A tiny whole-photo domain of real (public-domain) face photos: each person a neutral and a happy photo,
-    named <prefix><person>_<n>.jpg like CFEE and TFEID."""
+    named <prefix><person>_<n>.jpg like CFEE and the Taiwanese performers set."""
     photos = list(public_domain_faces().values())
     for p in range(people):
         for n, label in enumerate(("neutral", "happy")):

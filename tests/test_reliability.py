@@ -296,7 +296,8 @@ def test_existing_read_only_output_folder_is_reported_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("avx512_bf16,amx,expected", [(False, False, False), (True, False, True), (False, True, True)])
 def test_bf16_only_on_cpus_with_native_support(monkeypatch, avx512_bf16, amx, expected):
-    from training.train import get_args_parser, use_bf16
+    from training.recipe.loop import use_bf16
+    from training.train import get_args_parser
 
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)

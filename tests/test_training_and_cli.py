@@ -152,7 +152,7 @@ def test_weight_ema_follows_the_model_in_its_first_steps():
     and later it averages over the full ``decay`` horizon."""
     from torch.optim.swa_utils import AveragedModel
 
-    from training.train import warmed_up_ema
+    from training.recipe.loop import warmed_up_ema
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
     ema = AveragedModel(model, multi_avg_fn=warmed_up_ema(0.998), use_buffers=True)
@@ -203,7 +203,7 @@ def test_init_weights_that_do_not_fit_the_variant_are_a_clear_error(trained, tmp
 
 
 def test_distillation_loss_is_zero_when_the_student_agrees_with_the_teacher():
-    from training.train import distill_loss
+    from training.recipe.loop import distill_loss
 
     logits = torch.randn(8, 7)
     assert float(distill_loss(logits, logits.clone(), 2.0)) == pytest.approx(0.0, abs=1e-6)

@@ -2,6 +2,8 @@
 
     python -m training.evaluate ../shared/data/fer2013/images/validation --json artifacts/eval_validation.json
     python -m training.evaluate ../shared/data/photos --detect-faces
+    python -m training.evaluate ../shared/data/fer2013/images/validation \
+        --labels ../shared/data/ferplus/validation_votes.csv     # scored against FER+'s majority labels
 
 Prints sklearn's classification report; ``--json`` writes accuracy, macro_f1, n_images,
 n_faces_found, labels, confusion_matrix (rows = true, columns = predicted), per_class, and the calibration of the
@@ -31,6 +33,7 @@ from fer_core.analysis.datasets import (
 )
 from fer_core.analysis.evaluation import evaluate_files
 from fer_core.analysis.label_issues import read_relabels, relabel_csv, suspicious_labels
+from fer_core.analysis.votes import read_votes, with_majority_labels
 from fer_core.faces.detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from fer_core.labels import UnknownClassError
 from fer_core.model.backends import BACKEND_HELP, BACKENDS, intra_op_threads
@@ -69,6 +72,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-issues", dest="label_issues_out",
                    help="write the images whose label the model most confidently disagrees with (cleanlab, "
                         "fer_core.analysis.label_issues) as an editable relabel CSV to this file")
+    p.add_argument("--labels", metavar="VOTES_CSV",
+                   help="score against the crowd's majority label of a FER+ votes file (fer_core.analysis.votes; "
+                        "file, neutral, happiness, ..., contempt, unknown, NF) instead of the folder's labels; images "
+                        "without a majority (ties, contempt, unknown, not a face) or without votes are left out")
     p.add_argument("--relabels", help="an edited relabel CSV (from --label-issues or the evaluation page): the images "
                                       "whose 'keep' is 'no' are scored against their suggested label")
     return p
@@ -109,6 +116,13 @@ def main(args: argparse.Namespace) -> dict:
                                 calibration_fraction=args.calibration_fraction)
         if files.skipped:  # unsupported formats, non-files: named, not silently ignored
             print(describe_skipped(files.skipped, args.folder), file=sys.stderr)
+        label_source = None
+        if args.labels:
+            files, label_source = with_majority_labels(files, read_votes(args.labels))
+            print(f"FER+ majority labels: {label_source['kept']} of {label_source['images']} images scored "
+                  f"({label_source['relabelled']} with another label than their folder's), "
+                  f"{label_source['no_majority']} without a majority, {label_source['no_votes']} without votes",
+                  file=sys.stderr)
         if args.relabels:
             files = relabelled(files, Path(args.relabels).read_text(), predictor.class_names)
         result = evaluate_files(predictor, files, detect_faces=args.detect_faces, tta=not args.no_tta,
@@ -123,6 +137,8 @@ def main(args: argparse.Namespace) -> dict:
     s = result.summary
     s["weights"] = str(args.weights)
     s["person_split"] = args.person_split
+    s["label_source"] = ({"labels": "FER+ majority vote", **label_source} if label_source
+                         else {"labels": "folder names"})
     s["skipped_files"] = files.skipped  # left out by the folder scan: unsupported formats, non-files
     print(result.report)
     print(f"accuracy {s['accuracy']:.4f}  macro-F1 {s['macro_f1']:.4f}  images {s['n_images']}  "

@@ -43,7 +43,7 @@ REAL_FACE_EVALS = (
 DOMAIN_EVALS = (
     ("eval_validation.json", "FER2013 PublicTest (validation): 48x48 crops, TTA on"),
     ("eval_cfee_test.json", "CFEE test people: whole studio photos of 68 people never trained on"),
-    ("eval_tfeid_test.json", "TFEID test people: whole photos of 4 people of another studio and culture, never trained on"),
+    ("eval_tfeid_test.json", "Taiwanese performers' test people (Chen, Cho & Tseng 2013): whole photos of 4 people of another studio and culture, never trained on"),
     ("eval_photos.json", "../shared/data/photos: 126 real photos, noisy labels"),
 )
 CARD_COMMAND = "python -m training.results_table --write-card"
@@ -87,7 +87,7 @@ def _recalls(summary: dict) -> str:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--write-card", action="store_true",
-                   help="also store the per-domain results (FER2013 validation, CFEE and TFEID test people, the real "
+                   help="also store the per-domain results (FER2013 validation, CFEE and Taiwanese performers' test people, the real "
                         "photos) in the model card")
     return p
 

@@ -30,7 +30,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from fer_core.faces.preprocessing import PreprocessConfig, faces_to_tensor
 from fer_core.files import atomic_path, write_text_atomically
-from fer_core.locations import FER_IMAGES, PROJECT_ROOT
+from fer_core.locations import FER_IMAGES, PROJECT_ROOT, SHARED_DATA
 from fer_core.model.calibration import threshold_arg
 from fer_core.model.checkpoint import save_checkpoint
 from fer_core.model.network import VARIANTS, build_model, count_macs, count_parameters
@@ -42,6 +42,7 @@ from .recipe.assembly import initial_model, load_data, load_trained
 from .recipe.augment import CAMERA, JPEG, AugmentConfig, GreyVariation
 from .recipe.data_sources import DomainSpec, IntensityBlend
 from .recipe.distributed import Dist
+from .recipe.fer_labels import FER_LABELS
 from .recipe.loop import (
     class_weights,
     evaluate,
@@ -113,6 +114,14 @@ def get_args_parser() -> argparse.ArgumentParser:
            "names name the person (<person>_<n>.jpg); the largest face of each photo, detected and aligned as the app "
            "does; only its training people (see --photo-test-fraction, --calibration-fraction). DOSE: faces drawn "
            "from it per epoch (default: each training face once)")
+    a("--fer-labels", default="fer2013", choices=FER_LABELS,
+      help="FER2013's training labels: its own one-hot labels, or mixed with FER+'s ten votes per face "
+           "(training/recipe/fer_labels.py; contempt, unknown and not-a-face votes are dropped) (default: %(default)s)")
+    a("--fer-label-weight", type=threshold_arg, default=0.5, metavar="A",
+      help="with --fer-labels ferplus-votes: the target is A x the FER2013 label + (1 - A) x the vote distribution "
+           "(default: %(default)s)")
+    a("--votes", default=str(SHARED_DATA / "ferplus" / "train_votes.csv"),
+      help="with --fer-labels ferplus-votes: the FER+ votes file of the training faces (default: %(default)s)")
     a("--fer-dose", type=int, default=0,
       help="FER2013 training images drawn per epoch, a fresh random subset each epoch (default: 0 = all, once)")
     a("--photos", default="",
@@ -229,6 +238,9 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device, progress: T
                          "gray already).")
     if args.grey_mix and args.blend_prob:
         raise SystemExit("error: --grey-mix and --blend-prob both remake the drawn faces; choose one.")
+    if args.fer_labels != "fer2013" and (args.blend_prob or args.mixup_alpha):
+        raise SystemExit("error: --fer-labels ferplus-votes gives soft targets; --blend-prob and --mixup-alpha mix "
+                         "labels too: choose one.")
     if args.blend_prob and args.mixup_alpha:
         raise SystemExit("error: --blend-prob and --mixup-alpha both mix faces; choose one.")
     bf16, precision = distributed.from_main(lambda: use_bf16(args, device), ctx)  # one precision for all ranks
@@ -242,7 +254,7 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device, progress: T
     if args.stream:
         cache = args.cache_dir or str(work / "faces")
 
-    train, val, pool, counts = load_data(args, preprocess, cache, ctx, mixes_sources)
+    train, val, pool, counts, label_report = load_data(args, preprocess, cache, ctx, mixes_sources)
 
     if args.stream:  # uint8 on disk, each batch preprocessed when it is drawn
         train_x = StreamedFaces(train.images, preprocess, device)
@@ -251,6 +263,8 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device, progress: T
         train_x = faces_to_tensor(train.images, preprocess).to(device)
         val_x = faces_to_tensor(val.images, preprocess).to(device, memory_format=torch.channels_last)  # once
     train_y = torch.from_numpy(train.labels).to(device)
+    targets = pool.targets if pool is not None else train.targets
+    train_t = torch.from_numpy(targets).to(device) if targets is not None else None  # (N, 7) soft labels
 
     model = initial_model(args).to(device, memory_format=torch.channels_last)
     teacher = None
@@ -335,7 +349,7 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device, progress: T
         if args.record_shards:
             record_shard(work, ctx, epoch, order, args.batch_size)
         row.update(train_one_epoch(net, ema, optimizer, scheduler, train_x, train_y, args, weights, preprocess,
-                                   aug, gen, device, epoch, order, ctx, teacher, blend, progress.step, grey))
+                                   aug, gen, device, epoch, order, ctx, teacher, blend, progress.step, grey, train_t))
         distributed.broadcast_module(shipped, ctx)  # rank 0's EMA (BatchNorm statistics) on every rank
         metrics = evaluate(shipped, val_x, val.labels, device, not args.no_bf16, tta=False, ctx=ctx)
         summary = metrics.pop("summary")
@@ -379,7 +393,7 @@ def train(args: argparse.Namespace, ctx: Dist, device: torch.device, progress: T
     if not ctx.is_main:
         return {}
     card = model_card(args, shipped, preprocess, aug, n_params, macs, launcher, device, precision, spread,
-                      prior_seconds, this_slice, slices, best, history, train, val, pool, counts, blend)
+                      prior_seconds, this_slice, slices, best, history, train, val, pool, counts, blend, label_report)
     write_text_atomically(out / "model_card.json", json.dumps(card, indent=2))
     progress.finish("finished", f"model.pt is epoch {best.get('epoch')}: validation accuracy {best['val_acc']:.4f}")
     print(f"Done in {prior_seconds / 60:.1f} min. Best epoch {best.get('epoch')}: val acc {best['val_acc']:.4f}, "

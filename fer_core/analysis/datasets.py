@@ -27,9 +27,6 @@ SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
     "validation": ("validation", "val", "valid", "publictest", "test"),
 }
 CSV_USAGE = {"train": "Training", "validation": "PublicTest", "test": "PrivateTest"}
-# Where the project's data usually sits: ../shared/data next to the checkout (absent on a user's machine).
-
-
 @dataclass
 class LabelledFiles:
     """Image paths with integer labels (FER2013 order), and the files of the class folders that were left out."""
@@ -52,6 +49,8 @@ class FaceArrays:
     skipped: list[str] = field(default_factory=list)
     people: np.ndarray | None = None  # (N,) str: the person of each face (whole photos), when known
     colour: np.ndarray | None = None  # (N, S, S, 3) uint8 RGB crops of the same faces (detect_face_arrays(colour=True))
+    names: np.ndarray | None = None  # (N,) str: "<class folder>/<file name>" of each face read from a folder
+    targets: np.ndarray | None = None  # (N, 7) float32 soft labels, when the labels are distributions (votes)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -154,7 +153,8 @@ def load_face_arrays(files: LabelledFiles, size: int = 48, cache_dir: str | Path
         if cache_path.exists():
             with np.load(cache_path) as z:
                 unreadable = [str(m) for m in z["skipped"]] if "skipped" in z else []
-                return FaceArrays(z["images"], z["labels"], files.skipped + unreadable)
+                return FaceArrays(z["images"], z["labels"], files.skipped + unreadable,
+                                  names=_readable_names(files, unreadable))
     images, keep, unreadable = [], [], []
     for i, p in enumerate(files.paths):
         try:
@@ -164,7 +164,8 @@ def load_face_arrays(files: LabelledFiles, size: int = 48, cache_dir: str | Path
             unreadable.append(f"{p}: unreadable ({e})")
     if not images:
         raise ValueError(f"None of the {len(files)} images could be read; the first: {unreadable[0]}")
-    arrays = FaceArrays(np.stack(images), files.labels[keep].copy(), files.skipped + unreadable)
+    arrays = FaceArrays(np.stack(images), files.labels[keep].copy(), files.skipped + unreadable,
+                        names=_readable_names(files, unreadable))
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(f".{os.getpid()}.tmp.npz")  # per process: several ranks may write at once
@@ -205,7 +206,14 @@ def memmap_face_arrays(files: LabelledFiles, size: int, cache_dir: str | Path) -
     with np.load(index_path) as z:
         labels, unreadable = z["labels"], [str(m) for m in z["skipped"]]
     images = np.load(images_path, mmap_mode="r")[: len(labels)]  # rows past the readable images stay unused
-    return FaceArrays(images, labels, files.skipped + unreadable)
+    return FaceArrays(images, labels, files.skipped + unreadable, names=_readable_names(files, unreadable))
+
+
+def _readable_names(files: LabelledFiles, unreadable: list[str]) -> np.ndarray:
+    """(N,) str "<class folder>/<file name>" of the files that were decoded (``unreadable``: "<path>: unreadable
+    (...)" lines): the key of a votes file (fer_core.analysis.votes.face_key)."""
+    left_out = {line.rsplit(": unreadable (", 1)[0] for line in unreadable}
+    return np.array([f"{p.parent.name}/{p.name}" for p in files.paths if str(p) not in left_out], dtype=str)
 
 
 def read_fer2013_csv(path: str | Path, split: str) -> FaceArrays:

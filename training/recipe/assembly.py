@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from fer_core.analysis.datasets import FaceArrays, describe_skipped, load_split
+from fer_core.analysis.votes import read_votes
 from fer_core.faces.preprocessing import PreprocessConfig
 from fer_core.labels import EMOTIONS
 from fer_core.model.checkpoint import CheckpointError, load_checkpoint
@@ -20,6 +21,7 @@ from fer_core.model.network import VARIANTS, build_model
 from . import distributed
 from .data_sources import DomainSpec, TrainingPool, assemble, domain_faces
 from .distributed import Dist
+from .fer_labels import with_vote_targets
 
 
 def limit_per_class(data: FaceArrays, n: int, seed: int) -> FaceArrays:
@@ -28,7 +30,7 @@ def limit_per_class(data: FaceArrays, n: int, seed: int) -> FaceArrays:
     rng = np.random.default_rng(seed)
     keep = np.concatenate([rng.permutation(np.flatnonzero(data.labels == c))[:n] for c in np.unique(data.labels)])
     keep.sort()
-    return FaceArrays(data.images[keep], data.labels[keep])
+    return FaceArrays(data.images[keep], data.labels[keep], names=None if data.names is None else data.names[keep])
 
 
 def training_pool(args: argparse.Namespace, train: FaceArrays, preprocess: PreprocessConfig) -> TrainingPool:
@@ -87,9 +89,10 @@ def initial_model(args: argparse.Namespace) -> torch.nn.Module:
 
 
 def load_data(args: argparse.Namespace, preprocess: PreprocessConfig, cache: str | None, ctx: Dist,
-              mixes_sources: bool) -> tuple[FaceArrays, FaceArrays, TrainingPool | None, dict]:
-    """FER2013's (or --data's) training and validation faces, limited as asked, and the training pool of every
-    --domain when sources are mixed: (train, validation, pool or None, faces per class an epoch sees)."""
+              mixes_sources: bool) -> tuple[FaceArrays, FaceArrays, TrainingPool | None, dict, dict | None]:
+    """FER2013's (or --data's) training and validation faces, limited as asked, with FER+ soft targets when
+    --fer-labels asks, and the training pool of every --domain when sources are mixed: (train, validation, pool or
+    None, faces per class an epoch sees, the label report or None)."""
     print(f"Loading data from {args.data} ...", flush=True)
     try:
         with distributed.local_main_first(ctx):  # one process per machine decodes and caches, the others read that
@@ -102,6 +105,16 @@ def load_data(args: argparse.Namespace, preprocess: PreprocessConfig, cache: str
         if data.skipped:  # unreadable or unsupported files are named and left out, not an abort
             print(describe_skipped(data.skipped, f"the {split} split"), file=sys.stderr, flush=True)
     train = limit_per_class(train, args.limit_per_class, args.seed)
+    label_report = None
+    if args.fer_labels == "ferplus-votes":
+        try:
+            train, label_report = with_vote_targets(train, read_votes(args.votes), args.fer_label_weight)
+        except ValueError as e:  # no such file, not a votes file, FER2013 read from a CSV
+            raise SystemExit(f"error: --fer-labels ferplus-votes: {e}") from None
+        print(f"FER+ votes: {label_report['faces_with_votes']} of {label_report['faces']} FER2013 faces trained on "
+              f"{args.fer_label_weight:g} x their FER2013 label + {1 - args.fer_label_weight:g} x their vote "
+              f"distribution; the target's top class is the FER2013 label for "
+              f"{label_report['target_argmax_agrees_with_fer2013']:.1%}", flush=True)
     if args.limit_val:
         keep = np.sort(np.random.default_rng(args.seed).permutation(len(val))[: args.limit_val])
         val = FaceArrays(val.images[keep], val.labels[keep])
@@ -117,4 +130,4 @@ def load_data(args: argparse.Namespace, preprocess: PreprocessConfig, cache: str
     if unseen:  # the model would be written all the same, never having seen them
         print(f"warning: no training images of {', '.join(unseen)}: the model cannot learn to recognise "
               f"{'it' if len(unseen) == 1 else 'them'}; add images to those class folders.", file=sys.stderr, flush=True)
-    return train, val, pool, counts
+    return train, val, pool, counts, label_report

@@ -93,6 +93,7 @@ class TrainingPool:
     people: np.ndarray
     sources: list[Source]
     colour: np.ndarray | None = None
+    targets: np.ndarray | None = None  # (N, 7) float32 soft labels when a source has them (FER+ votes), else None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -149,9 +150,13 @@ def assemble(fer: FaceArrays, fer_dose: int, domains: list[tuple[DomainSpec, Fac
     if any(f.colour is not None for _, f, _ in blocks):  # gray faces: the same value in every channel
         colour = np.concatenate([f.colour if f.colour is not None else np.repeat(f.images[..., None], 3, axis=-1)
                                  for _, f, _ in blocks])
+    targets = None
+    if any(f.targets is not None for _, f, _ in blocks):  # sources without soft labels: their labels one-hot
+        eye = np.eye(len(EMOTIONS), dtype=np.float32)
+        targets = np.concatenate([f.targets if f.targets is not None else eye[f.labels] for _, f, _ in blocks])
     return TrainingPool(np.concatenate([f.images for _, f, _ in blocks]),
                         np.concatenate([f.labels for _, f, _ in blocks]),
-                        np.concatenate(people).astype(str), sources, colour)
+                        np.concatenate(people).astype(str), sources, colour, targets)
 
 
 class IntensityBlend:

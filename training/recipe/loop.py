@@ -144,7 +144,8 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | Str
                     args, weights: torch.Tensor, preprocess: PreprocessConfig, aug: AugmentConfig,
                     gen: torch.Generator, device: torch.device, epoch: int, order: torch.Tensor | None = None,
                     ctx: Dist = SINGLE, teacher: torch.nn.Module | None = None,
-                    blend: IntensityBlend | None = None, on_step=None, grey: GreyVariation | None = None) -> dict:
+                    blend: IntensityBlend | None = None, on_step=None, grey: GreyVariation | None = None,
+                    targets: torch.Tensor | None = None) -> dict:
     """One pass over the shuffled training set, or over this rank's shard of it.
 
     ``images`` is the (N, 1, S, S) preprocessed tensor (or :class:`StreamedFaces` standing for it) and ``labels``
@@ -156,6 +157,8 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | Str
     ``blend``: same-person intensity blends with soft labels (:class:`training.recipe.data_sources.IntensityBlend`).
     ``on_step(n)``: called after the n-th step (:meth:`training.recipe.progress.TrainingProgress.step`).
     ``grey``: colour-to-grey variations of the drawn faces (:class:`training.recipe.augment.GreyVariation`).
+    ``targets``: (N, 7) soft labels on ``device`` (FER+ votes, :mod:`training.recipe.fer_labels`), trained on with
+    :func:`soft_cross_entropy` instead of ``labels`` (which still count the training accuracy).
     """
     model.train()
     if order is None:
@@ -178,6 +181,8 @@ def train_one_epoch(model, ema, optimizer, scheduler, images: torch.Tensor | Str
             x = images[idx] if grey is None else grey(idx, images[idx], gen)
             x = augment_batch(x, preprocess.std, aug, gen, preprocess.mean)
             x, y, y_mix, lam = mix_batch(x, labels[idx], args.mixup_alpha, args.cutmix_prob, gen)
+            if targets is not None:  # soft labels (never with mixup: training.train refuses the pair)
+                soft = targets[idx]
         x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, not args.no_bf16):
             logits = model(x).float()

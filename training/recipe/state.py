@@ -30,7 +30,9 @@ def run_identity(args: argparse.Namespace, train_images: int, world_size: int = 
             "domains": [f"{d.path}:{d.dose}" for d in args.domain] + ([f"{args.photos}:x{args.photo_repeat}"]
                                                                        if args.photos else []),
             "blend_prob": args.blend_prob, "camera_aug": args.camera_aug, "mixstyle": args.mixstyle,
-            "jpeg_aug": args.jpeg_aug, "grey_mix": args.grey_mix}
+            "jpeg_aug": args.jpeg_aug, "grey_mix": args.grey_mix,
+            **({"fer_labels": args.fer_labels, "fer_label_weight": args.fer_label_weight}
+               if args.fer_labels != "fer2013" else {})}
 
 
 def read_resume_state(path: Path, run: dict) -> dict:
@@ -115,7 +117,7 @@ def library_versions() -> dict:
 
 def model_card(args, shipped, preprocess, aug, n_params: int, macs: int, launcher: str, device, precision: str,
                spread: dict, seconds: float, this_slice: dict, slices: list, best: dict, history: list,
-               train, val, pool, counts: dict, blend) -> dict:
+               train, val, pool, counts: dict, blend, label_report: dict | None = None) -> dict:
     """The model card of a finished run: what was trained, on what, how, where and how it did on validation."""
     card = {
         "name": f"FER Xception-{args.variant}",
@@ -143,6 +145,7 @@ def model_card(args, shipped, preprocess, aug, n_params: int, macs: int, launche
                                    "calibration_fraction": args.calibration_fraction} if pool is not None else None),
                  "intensity_blends": ({"prob": args.blend_prob, "min_share": args.blend_min_share,
                                        "blendable_faces": blend.blendable} if blend is not None else None),
+                 "fer2013_labels": label_report or {"labels": "fer2013"},
                  "validation_images": len(val)},
         "validation": {"split": "FER2013 PublicTest (validation folder)", "tta": False, **best},
         "library_versions": library_versions(),
