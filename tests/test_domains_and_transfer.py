@@ -342,3 +342,31 @@ def test_neutral_offsets_are_measured_on_the_never_seen_domains(tiny_world):
     missing = subprocess.run([sys.executable, "-m", "training.experiments.neutral_offset", *common, "--recipe", "nothing"],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0 and "measure the recipe first" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_transfer_protocol_measures_an_ensemble_from_the_members_logits(tiny_world):
+    """--ensemble averages the measured recipes' logits split by split: an ensemble of one recipe with itself scores
+    exactly as the recipe, with the same temperature; a recipe not measured yet is a one-line error."""
+    import shutil
+
+    tmp, data, first, second = tiny_world
+    runs = tmp / "ensembles"
+    common = ["-m", "training.crossdomain", "--runs-dir", str(runs), "--domain", str(first), "--domain", str(second),
+              "--validation", str(data / "validation"), "--photos", ""]
+    for run_name in ("without-first", "without-second"):  # a measured recipe "a": the tiny start, as it is
+        (runs / "a" / run_name / "out").mkdir(parents=True)
+        shutil.copy(tmp / "init" / "model.pt", runs / "a" / run_name / "out" / "model.pt")
+    run(*common, "--recipe", "a", "--average", "init:1", "--init-weights", str(tmp / "init" / "model.pt"))
+    proc = run(*common, "--recipe", "a-and-a", "--ensemble", "a", "--ensemble", "a")
+    assert "training.train" not in proc.stdout and "a-and-a" in proc.stdout
+    for run_name in ("without-first", "without-second"):
+        alone = json.loads((runs / "a" / run_name / "measure.json").read_text())
+        pair = json.loads((runs / "a-and-a" / run_name / "measure.json").read_text())
+        assert pair["ensemble"] == ["a", "a"] and pair["train_domains"] == alone["train_domains"]
+        assert pair["temperature"] == pytest.approx(alone["temperature"], rel=1e-4)
+        for split, s in alone["splits"].items():
+            assert pair["splits"][split]["pred"] == s["pred"], split
+    missing = subprocess.run([sys.executable, *common, "--recipe", "x", "--ensemble", "nothing"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "measure recipe nothing first" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -49,6 +49,7 @@ from fer_core.model.inference import Predictor, probabilities_from_view_logits
 NEUTRAL = EMOTIONS.index("neutral")
 FIRST_COLUMNS = ["recipe", "fer_val"]
 INIT = "init"  # --average's name of --init-weights
+LOGITS_NAME = "logits.npz"  # beside measure.json: every split's TTA logits (V, N, 7), NaN rows where no face was found
 LAST_COLUMNS = ["held_out_mean", "photos", "neutral_precision", "min_recall", "min_recall_class", "ece"]
 
 
@@ -72,6 +73,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--average", action="append", default=[], metavar="RECIPE[:WEIGHT]",
       help="instead of training, average each run's weights over these recipes' same runs (repeatable; "
            f"'{INIT}' is --init-weights: WiSE-FT; several fine-tunes: a model soup; training.average_weights)")
+    a("--ensemble", action="append", default=[], metavar="RECIPE",
+      help="instead of training, measure the ensemble of these recipes (repeatable): each run's TTA logits averaged "
+           "over the recipes' same runs (their logits.npz), the temperature refitted on the same calibration mix; "
+           "the network this stands for outputs the mean of the members' logits")
     a("--table", action="store_true", help="only print the table of the recipes measured under --runs-dir")
     a("--limit-val", type=int, default=0, help="measure on a random N validation images, for quick checks")
     a("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of training.train (the recipe)")
@@ -125,6 +130,31 @@ def average_run(args: argparse.Namespace, folder: Path, run: str) -> Path:
         inputs.append((source, weight))
     average_checkpoints(inputs, out)
     return out
+
+
+def ensemble_run(args: argparse.Namespace, run: str, train_domains: list[Path], out: Path) -> dict:
+    """The measurement of the ``--ensemble`` recipes' run ``run`` together: their logits averaged split by split."""
+    if out.is_file():
+        return json.loads(out.read_text())
+    members = []
+    for name in args.ensemble:
+        path = Path(args.runs_dir) / name / run / LOGITS_NAME
+        if not path.is_file():
+            raise SystemExit(f"error: --ensemble {name}: {path} is not there (measure recipe {name} first)")
+        with np.load(path) as z:
+            members.append(dict(z))
+    keys = members[0].keys()
+    for name, m in zip(args.ensemble, members):
+        if m.keys() != keys or any(not np.array_equal(m[k], members[0][k]) for k in keys if k.endswith("/labels")):
+            raise SystemExit(f"error: --ensemble {name}: its run {run} was measured on other splits")
+    mean = {k: np.mean([m[k] for m in members], axis=0) if k.endswith("/logits") else members[0][k] for k in keys}
+    names = sorted({k.split("/")[0] for k in keys})
+    sets = {n: (mean[f"{n}/logits"], mean[f"{n}/labels"]) for n in names if not n.startswith("fit")}
+    fit_sets = [(mean[f"{n}/logits"], mean[f"{n}/labels"]) for n in sorted(n for n in names if n.startswith("fit"))]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out.with_name(LOGITS_NAME), **mean)
+    return scored(sets, fit_sets, {"ensemble": list(args.ensemble), "train_domains": [d.name for d in train_domains]},
+                  out)
 
 
 def split_mask(files: LabelledFiles, part: str, args: argparse.Namespace) -> np.ndarray:
@@ -190,10 +220,21 @@ def measure(args: argparse.Namespace, weights: Path, train_domains: list[Path], 
         files = list_labelled_folder(args.photos)
         d = set_logits(predictor, files, True, "photos")
         sets["photos"] = (d["logits"], d["labels"])
+    np.savez_compressed(out.with_name(LOGITS_NAME),  # every split's TTA logits: ensembles are measured from them
+                        **{f"{name}/logits": lg for name, (lg, _) in sets.items()},
+                        **{f"{name}/labels": lb for name, (_, lb) in sets.items()},
+                        **{f"fit{i}/logits": lg for i, (lg, _) in enumerate(fit_sets)},
+                        **{f"fit{i}/labels": lb for i, (_, lb) in enumerate(fit_sets)})
+    return scored(sets, fit_sets, {"weights": str(weights), "train_domains": [d.name for d in train_domains]}, out)
+
+
+def scored(sets: dict, fit_sets: list, about: dict, out: Path) -> dict:
+    """Fit the temperature on ``fit_sets`` (each weighted alike), score every split of ``sets`` at it, and write the
+    measurement to ``out``."""
     logits, labels, set_weights = pool_alike(fit_sets)  # every fitting set weighted alike
     temperature = fit_temperature(logits, labels, weights=set_weights)
-    result = {"weights": str(weights), "train_domains": [d.name for d in train_domains], "temperature": temperature,
-              "fitted_on": ["fer_val half"] + [f"{d.name}_calibration" for d in train_domains],
+    result = {**about, "temperature": temperature,
+              "fitted_on": ["fer_val half"] + [f"{d}_calibration" for d in about["train_domains"]],
               "splits": {name: scores(lg, lb, temperature) for name, (lg, lb) in sets.items()}}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result))
@@ -276,6 +317,9 @@ def main(args: argparse.Namespace) -> list[dict]:
             raise SystemExit(f"error: --domain {d} is not a folder")
     for run, train_domains in plan_runs(domains, args.combined).items():
         folder = runs_dir / args.recipe / run
+        if args.ensemble:
+            ensemble_run(args, run, train_domains, folder / "measure.json")
+            continue
         if args.no_train:
             weights = Path(args.init_weights)
         elif args.average:
