@@ -37,6 +37,7 @@ from fer_core.model.artifacts import (  # noqa: E402
 )
 from fer_core.ui.evaluation import COMPARE_MODEL_KEY, EVALUATE_MODEL_KEY  # noqa: E402
 from fer_core.ui.plots import runs_curves_figure  # noqa: E402
+from fer_core.ui.widgets import plain  # noqa: E402
 
 
 def default_selection(runs: list[Run]) -> list[str]:
@@ -64,7 +65,7 @@ def show_progress(run: Run) -> None:
     epoch, epochs = p.get("epoch"), p.get("epochs") or run.epochs_planned
     step, steps = p.get("step") or 0, p.get("steps_per_epoch") or 0
     with st.container(border=True):
-        st.markdown(f"**{run.name}**: {p.get('phase') or 'training'}")
+        st.markdown(f"**{plain(run.name)}**: {plain(p.get('phase') or 'training')}")
         with st.container(horizontal=True, gap="large"):
             st.metric("Epoch", f"{epoch or '-'} / {epochs or '?'}", width="content")
             st.metric("Step", f"{step} / {steps or '?'}", width="content")
@@ -73,10 +74,10 @@ def show_progress(run: Run) -> None:
             st.metric("ETA", format_duration(run.eta_seconds) or "estimating", width="content",
                       help="until the last epoch of this invocation ends, at the pace so far")
             st.metric("Elapsed", format_duration(p.get("elapsed_seconds")) or "-", width="content")
-        st.progress(min(step / steps, 1.0) if steps else 0.0,
+        st.progress(min(step / steps, 1.0) if 0 < steps and step >= 0 else 0.0,
                     text=f"epoch {epoch or '-'}: step {step} of {steps or '?'}")
-        st.caption(f"updated {format_timestamp(p.get('updated_at'))} · process {p.get('pid')} on {p.get('host')} · "
-                   f"started {format_timestamp(p.get('started_at'))}")
+        st.caption(plain(f"updated {format_timestamp(p.get('updated_at'))} · process {p.get('pid')} on "
+                         f"{p.get('host')} · started {format_timestamp(p.get('started_at'))}"))
 
 
 def show_curves(runs: list[Run]) -> None:
@@ -86,7 +87,7 @@ def show_curves(runs: list[Run]) -> None:
         try:
             history = read_run_history(run.history_path)
         except ArtifactError as e:
-            st.warning(f"{run.name}: {e}")
+            st.warning(plain(f"{run.name}: {e}"))
             continue
         if history is not None and len(history):
             histories[run.name] = history
@@ -127,7 +128,7 @@ def offer_evaluation(runs: list[Run]) -> None:
         return
     name = st.selectbox("Finished run", list(finished), key="evaluate_run")
     model = finished[name]
-    st.caption(f"model: `{model}`")
+    st.caption(f"model: {plain(model)}")
     shipped = artifact_path(WEIGHTS_NAME)
     same_as_shipped = shipped.is_file() and model.resolve() == shipped.resolve()
     with st.container(horizontal=True):

@@ -20,6 +20,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -107,18 +108,22 @@ def runs_dir() -> Path:
     return Path(os.environ.get(RUNS_ENV) or RUNS_DIR)
 
 
-def _number(value) -> float | None:
-    """``value`` as a finite float, or None (missing, text, NaN)."""
+def _number(value, limit: float = 1e12) -> float | None:
+    """``value`` as a finite float of at most ``limit`` in size, or None (missing, text, NaN, absurd: a wall time
+    of 1e308 seconds is a damaged file, not a number to print)."""
+    if isinstance(value, bool):
+        return None
     try:
         x = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return x if math.isfinite(x) else None
+    return x if math.isfinite(x) and abs(x) <= limit else None
 
 
-def _integer(value) -> int | None:
+def _integer(value, limit: float = 1e12) -> int | None:
+    """``value`` as an int when it is a finite number of at most ``limit`` in size, else None."""
     x = _number(value)
-    return None if x is None else int(x)
+    return None if x is None or abs(x) > limit else int(x)
 
 
 def run_folders(root: str | Path, max_depth: int = MAX_DEPTH) -> list[tuple[Path, str]]:
@@ -170,7 +175,7 @@ def read_progress(path: str | Path) -> dict | None:
     if not isinstance(data.get("status"), str):
         raise ArtifactError(f"{path} has no status; it was not written by training.train.")
     return {**{k: _integer(data.get(k)) for k in _PROGRESS_INTEGERS},
-            **{k: _number(data.get(k)) for k in _PROGRESS_NUMBERS},
+            **{k: _number(data.get(k)) for k in _PROGRESS_NUMBERS},  # NaN, inf, 1e300: None
             **{k: data[k] if isinstance(data.get(k), str) else None for k in _PROGRESS_TEXTS},
             "hardware": data.get("hardware") if isinstance(data.get("hardware"), dict) else None}
 
@@ -289,6 +294,8 @@ def read_run(folder: str | Path, suffix: str = "", name: str | None = None, ship
     run.data = _data(card.get("data")) or progress.get("data")
     run.epochs_planned = progress.get("epochs") or _integer((run.arguments or {}).get("epochs"))
     run.wall_seconds = _number(training.get("wall_time_seconds"))
+    if history is not None:
+        run.notes += history.attrs.get("notes", [])
     if history is not None and len(history):
         run.epochs_run = int(history["epoch"].max())
         run.best_val_acc = _number(history["val_acc"].max())
@@ -319,15 +326,54 @@ def read_run(folder: str | Path, suffix: str = "", name: str | None = None, ship
     return run
 
 
+# The range each history column may take; a value outside it (or not finite) is blanked, with a note on the run.
+HISTORY_RANGES = {"epoch": (0, MAX_EPOCH := 10**6), "lr": (0.0, 1e3), "train_loss": (0.0, 1e6), "val_loss": (0.0, 1e6),
+                  "train_acc": (0.0, 1.0), "val_acc": (0.0, 1.0), "val_macro_f1": (0.0, 1.0),
+                  "seconds": (0.0, 1e9)}
+
+
 def read_run_history(path: str | Path) -> pd.DataFrame | None:
-    """A run's history.csv with numeric columns, sorted by epoch, rows without an epoch dropped (a line cut off
-    by a writer); None when absent, ArtifactError when unreadable."""
+    """A run's history.csv with numeric columns, sorted by epoch; None when absent, ArtifactError when unreadable.
+
+    Rows without a whole epoch number in [0, 10^6] are dropped (a line cut off by a writer, "inf", 1e300), and a
+    value outside its column's range (HISTORY_RANGES: accuracies in [0, 1], ...) or not finite is blanked; what was
+    dropped or blanked is said in ``history.attrs["notes"]``. The parsed file is kept in memory until it changes
+    (its size and modification time), so a page refreshing every few seconds does not parse a long history again;
+    treat the returned frame as read-only."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _parsed_history(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=64)
+def _parsed_history(path: str, mtime_ns: int, size: int) -> pd.DataFrame | None:
     history = read_history(path)
     if history is None:
         return None
     history = history.apply(pd.to_numeric, errors="coerce")
-    return history.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").sort_values("epoch")\
+    notes = []
+    low, high = HISTORY_RANGES["epoch"]
+    epoch = history["epoch"]
+    bad_epoch = ~(epoch.between(low, high) & (epoch == epoch.round()))
+    cut = int((bad_epoch & epoch.notna()).sum())
+    if cut:
+        notes.append(f"{path}: {cut} row(s) with an epoch that is not a whole number from {low} to {high:,} left out")
+    history = history[~bad_epoch]
+    for column, (low, high) in HISTORY_RANGES.items():
+        if column == "epoch" or column not in history:
+            continue
+        values = history[column]
+        odd = values.notna() & ~values.between(low, high)
+        if odd.any():
+            notes.append(f"{path}: {int(odd.sum())} {column} value(s) outside {low:g} to {high:g} left blank")
+            history[column] = values.where(~odd)
+    history = history.astype({"epoch": "int64"}).drop_duplicates("epoch", keep="last").sort_values("epoch")\
         .reset_index(drop=True)
+    history.attrs["notes"] = notes
+    return history
 
 
 def discover_runs(root: str | Path | None = None, shipped: str | Path | None = None,

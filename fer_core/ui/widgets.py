@@ -12,6 +12,7 @@ Only the Streamlit pages import this module (it imports streamlit); the rest of 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import streamlit as st
@@ -114,3 +115,13 @@ def shared_results() -> dict:
     """A dict shared by every session of this process, for expensive results that are not user data
     (e.g. the re-evaluation of the shipped validation folder), so a page reload does not redo them."""
     return {}
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&=\"'])")
+
+
+def plain(text) -> str:
+    """``text`` from a file (a run's name, phase, host, an error) made safe inside Streamlit Markdown: every ASCII
+    punctuation mark backslash-escaped and line breaks made spaces, so a Markdown image or link in a run file is
+    shown as the characters it is, never fetched or followed, and ``:red[...]`` or ``$...$`` stay text."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))

@@ -1,0 +1,83 @@
+"""Regressions of the 2026-12-06 audit (docs/reliability.md): each test reproduces one defect as the audit did and
+asserts what a user should see instead. Training runs page: R1 (an epoch of inf), R2 (an epoch of 1e300), R3 (a
+Markdown image in a run's phase), and the minor ones (a wall time of 1e308 s, a long history re-read every refresh).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from run_helpers import HISTORY_HEADER, history_rows, running, write_run
+from test_runs import card, open_runs_page, texts
+
+from fer_core.analysis.runs import discover_runs, read_run_history
+
+
+def test_r1_an_epoch_of_inf_is_a_note_on_its_run_not_the_page(monkeypatch, tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs / "good", epochs=3, card=card(3, 3), model=True)
+    broken = write_run(runs / "broken", card=card(3, 3))
+    (broken / "history.csv").write_text(HISTORY_HEADER + history_rows(range(1, 3)) + "inf,0.001,1,0.5,1,0.5,0.5,60\n")
+    by_name = {r.name: r for r in discover_runs(runs, shipped="")}
+    assert by_name["broken"].epochs_run == 2 and any("left out" in n for n in by_name["broken"].notes)
+    assert by_name["good"].epochs_run == 3 and not by_name["good"].notes
+    at = open_runs_page(monkeypatch, runs, tmp_path / "no_artifacts")
+    assert not at.exception, texts(at.exception)
+    table = at.dataframe[0].value
+    assert set(table["run"]) >= {"good", "broken"}
+
+
+def test_r2_absurd_numbers_are_blanked_and_the_table_draws(monkeypatch, tmp_path):
+    runs = tmp_path / "runs"
+    folder = write_run(runs / "absurd", card={**card(2, 2), "training": {**card(2, 2)["training"],
+                                                                         "wall_time_seconds": 1e308}})
+    (folder / "history.csv").write_text(HISTORY_HEADER + "1,0.001,1,0.5,1,0.5,0.5,60\n"
+                                        "1e300,0.001,1,0.5,1,7.5,0.5,60\n2,1e400,-1,0.5,1,0.6,0.5,nan\n")
+    history = read_run_history(folder / "history.csv")
+    assert history["epoch"].tolist() == [1, 2] and history["lr"].isna().tolist() == [False, True]
+    assert len(history.attrs["notes"]) == 3  # the epoch row, lr, train_loss
+    run = discover_runs(runs, shipped="")[0]
+    assert run.wall_seconds == 60.0  # 1e308 in the card is no number: the history's seconds are summed instead
+    at = open_runs_page(monkeypatch, runs, tmp_path / "no_artifacts")
+    assert not at.exception, texts(at.exception)
+    assert "1e+308" not in str(at.dataframe[0].value.to_dict())
+
+
+def test_r3_markdown_from_a_run_file_is_shown_as_text(monkeypatch, tmp_path):
+    runs = tmp_path / "runs"
+    image = "![pixel](http://203.0.113.9/track.png) [link](http://203.0.113.9/)"
+    write_run(runs / "![x](http://203.0.113.9/name.png)", progress=running(phase=image, host=image))
+    at = open_runs_page(monkeypatch, runs, tmp_path / "no_artifacts")
+    assert not at.exception, texts(at.exception)
+    shown = [e.value for e in [*at.markdown, *at.caption]]
+    unescaped = [v for v in shown if re.search(r"(?<!\\)!\\?\[|(?<!\\)\]\(", v) and "203.0.113.9" in v]
+    assert not unescaped, unescaped
+    assert any("203" in v and "track" in v for v in shown)  # the text is still there, as text
+
+
+def test_a_long_history_is_parsed_once_until_it_changes(tmp_path):
+    folder = write_run(tmp_path / "long", epochs=0, card=card(3, 3))
+    path = folder / "history.csv"
+    path.write_text(HISTORY_HEADER + history_rows(range(1, 200_001)))
+    started = time.perf_counter()
+    first = read_run_history(path)
+    first_s = time.perf_counter() - started
+    started = time.perf_counter()
+    again = read_run_history(path)
+    assert again is first, "an unchanged file is not parsed again"
+    assert time.perf_counter() - started < first_s
+    with path.open("a") as f:
+        f.write(history_rows(range(200_001, 200_002)))
+    assert len(read_run_history(path)) == 200_001  # a change is read
+
+
+def test_r_json_card_with_absurd_epochs_does_not_break_the_table(monkeypatch, tmp_path):
+    runs = tmp_path / "runs"
+    folder = write_run(runs / "card_only", card={**card(3, 3), "training": {**card(3, 3)["training"],
+                                                                           "epochs_run": 1e300,
+                                                                           "selected_epoch": float("inf")}})
+    (folder / "model_card.json").write_text(json.dumps(json.loads((folder / "model_card.json").read_text())))
+    at = open_runs_page(monkeypatch, runs, tmp_path / "no_artifacts")
+    assert not at.exception, texts(at.exception)
