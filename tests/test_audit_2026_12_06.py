@@ -81,3 +81,62 @@ def test_r_json_card_with_absurd_epochs_does_not_break_the_table(monkeypatch, tm
     (folder / "model_card.json").write_text(json.dumps(json.loads((folder / "model_card.json").read_text())))
     at = open_runs_page(monkeypatch, runs, tmp_path / "no_artifacts")
     assert not at.exception, texts(at.exception)
+
+
+# --- label issues and relabels (L1, L2) ---
+
+def test_l1_relabels_from_a_device_or_fifo_are_refused_at_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import cv2
+    from helpers import synthetic_face
+    from test_label_issues import ROOT
+
+    fifo = tmp_path / "decisions.csv"
+    os.mkfifo(fifo)
+    folder = tmp_path / "faces" / "happy"
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "0.png"), synthetic_face(3))
+    for source in ("/dev/zero", str(fifo)):
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "training.evaluate", str(folder.parent), "--relabels", source],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and "not a regular file" in proc.stderr and "Traceback" not in proc.stderr
+        assert time.perf_counter() - started < 60
+
+
+def test_l2_relabels_from_a_spreadsheet_are_read_as_meant(tmp_path):
+    import pytest
+
+    from fer_core.analysis.label_issues import read_relabel_file, read_relabels
+    from fer_core.labels import EMOTIONS
+
+    excel = tmp_path / "edited.csv"  # Excel's "CSV UTF-8": a BOM, CRLF line ends, labels with spaces and capitals
+    excel.write_bytes("\ufeffrank,path,given,suggested,confidence,given_probability,keep\r\n"
+                      "1,sad/a.png,sad, Happy ,0.9,0.01, no\r\n2,sad/b.png,sad,happiness,0.9,0.01,NO\r\n"
+                      .encode("utf-8"))
+    assert read_relabels(read_relabel_file(excel), EMOTIONS) == {"sad/a.png": EMOTIONS.index("happy"),
+                                                                 "sad/b.png": EMOTIONS.index("happy")}
+    with pytest.raises(ValueError, match="line 3: sad/a.png is on line 2 too"):
+        read_relabels("path,suggested,keep\nsad/a.png,happy,no\nsad/a.png,angry,no\n", EMOTIONS)
+    assert read_relabels("path,suggested,keep\nsad/a.png,happy,no\nsad/a.png,happy,no\n", EMOTIONS) == {
+        "sad/a.png": EMOTIONS.index("happy")}  # the same decision twice is no conflict
+
+
+def test_l2_relabel_paths_match_relative_to_the_data_folder(tmp_path, capsys):
+    import cv2
+    from helpers import synthetic_face
+
+    from fer_core.labels import EMOTIONS
+    from training.evaluate import get_args_parser, main
+
+    root = tmp_path / "faces"
+    for label, name in enumerate(EMOTIONS):
+        (root / name).mkdir(parents=True)
+        cv2.imwrite(str(root / name / "0.png"), synthetic_face(label, seed=0))
+    (tmp_path / "edited.csv").write_text("path,suggested,keep\nsad/0.png,happy,no\n"
+                                         f"{(root / 'fear' / '0.png').resolve()},angry,no\n")
+    main(get_args_parser().parse_args([str(root), "--no-tta", "--relabels", str(tmp_path / "edited.csv")]))
+    assert "relabelled 2 image(s)" in capsys.readouterr().err

@@ -32,7 +32,7 @@ from fer_core.analysis.datasets import (
     split_by_person,
 )
 from fer_core.analysis.evaluation import evaluate_files
-from fer_core.analysis.label_issues import read_relabels, relabel_csv, suspicious_labels
+from fer_core.analysis.label_issues import read_relabel_file, read_relabels, relabel_csv, suspicious_labels
 from fer_core.analysis.votes import read_votes, with_majority_labels
 from fer_core.faces.detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from fer_core.labels import UnknownClassError
@@ -81,17 +81,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def relabelled(files: LabelledFiles, text: str, class_names) -> LabelledFiles:
-    """``files`` with the labels an edited relabel CSV changes (keep = no: the suggested label); says how many."""
+def relabelled(files: LabelledFiles, folder: str | Path, text: str, class_names) -> LabelledFiles:
+    """``files`` with the labels an edited relabel CSV changes (keep = no: the suggested label); says how many. A
+    CSV path may name a file as the evaluation listed it, relative to the data ``folder`` (``sad/a.jpg``), relative to
+    the working folder, or absolute."""
     changes = read_relabels(text, class_names)
+    folder = Path(folder)
+    index = {}
+    for i, p in enumerate(files.paths):
+        index[str(p)] = index[str(Path(p).resolve())] = i
     labels = files.labels.copy()
-    index = {str(p): i for i, p in enumerate(files.paths)}
-    unknown = [path for path in changes if path not in index]
+    unknown = []
     for path, label in changes.items():
-        if path in index:
-            labels[index[path]] = label
+        i = next((index[k] for k in (path, str(Path(path).resolve()), str((folder / path).resolve())) if k in index),
+                 None)
+        if i is None:
+            unknown.append(path)
+        else:
+            labels[i] = label
     print(f"relabelled {len(changes) - len(unknown)} image(s)" + (f"; {len(unknown)} path(s) of the CSV are not in "
-          "this folder" if unknown else ""), file=sys.stderr)
+          f"this folder, e.g. {unknown[0]}" if unknown else ""), file=sys.stderr)
     return dataclasses.replace(files, labels=labels)
 
 
@@ -124,7 +133,7 @@ def main(args: argparse.Namespace) -> dict:
                   f"{label_source['no_majority']} without a majority, {label_source['no_votes']} without votes",
                   file=sys.stderr)
         if args.relabels:
-            files = relabelled(files, Path(args.relabels).read_text(), predictor.class_names)
+            files = relabelled(files, args.folder, read_relabel_file(args.relabels), predictor.class_names)
         result = evaluate_files(predictor, files, detect_faces=args.detect_faces, tta=not args.no_tta,
                                 min_face_size=args.min_face_size, detector=args.detector, rotate=args.rotate,
                                 align=not args.no_align,

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import csv
 import io
+import stat
 import warnings
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from ..labels import UnknownClassError, canonical_name
 
 RANKED_BY = "self_confidence"  # cleanlab's ranking: the probability of the given label, lowest first
 RELABEL_FIELDS = ("rank", "path", "given", "suggested", "confidence", "given_probability", "keep")
@@ -79,24 +83,64 @@ def relabel_csv(rows: Sequence[dict]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
+MAX_RELABEL_BYTES = 32 * 1024 * 1024  # an edited relabel CSV of 100,000 images is about 10 MB
+
+
+def read_relabel_file(path: str | Path, max_bytes: int = MAX_RELABEL_BYTES) -> str:
+    """The text of a relabel CSV: a regular file of at most ``max_bytes`` (a device, fifo or folder is refused before
+    it is opened, so ``/dev/zero`` cannot be read forever), UTF-8 with or without the BOM a spreadsheet writes.
+    ValueError with the reason otherwise."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError as e:
+        raise ValueError(f"{path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path} is not a regular file")
+    if info.st_size > max_bytes:
+        raise ValueError(f"{path} is {info.st_size / 2**20:.0f} MB; a relabel CSV may be at most "
+                         f"{max_bytes // 2**20} MB")
+    with path.open("rb") as f:
+        data = f.read(max_bytes + 1)  # the size may have changed since stat
+    if len(data) > max_bytes:
+        raise ValueError(f"{path} grew past {max_bytes // 2**20} MB while it was read")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
 def read_relabels(text: str, class_names: Sequence[str]) -> dict[str, int]:
     """The decisions of an edited relabel CSV (:func:`relabel_csv`): ``{path: new label index}`` for every row whose
-    ``keep`` is ``no`` (the suggested label replaces the given one); ``yes`` and empty rows change nothing. Raises
-    ValueError, naming the row, for a CSV without the path / suggested / keep columns or an unknown label."""
+    ``keep`` is ``no`` (the suggested label replaces the given one); ``yes`` and empty rows change nothing. Labels
+    are read like ``keep``: spaces around them and letter case do not matter, and aliases such as "happiness" are
+    accepted. Raises ValueError, naming the row, for a CSV without the path / suggested / keep columns, an unknown
+    label, or a path that appears twice with different decisions."""
     names = list(class_names)
-    reader = csv.DictReader(io.StringIO(text))
-    missing = {"path", "suggested", "keep"} - set(reader.fieldnames or ())
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
+    fields = {(f or "").strip().lower(): f for f in reader.fieldnames or ()}
+    missing = {"path", "suggested", "keep"} - set(fields)
     if missing:
         raise ValueError(f"the relabel CSV lacks the column(s) {', '.join(sorted(missing))}")
-    out = {}
+    out, decided_on = {}, {}
     for line, row in enumerate(reader, start=2):
-        keep = (row["keep"] or "").strip().lower()
+        keep = (row[fields["keep"]] or "").strip().lower()
         if keep not in ("", "yes", "no"):
-            raise ValueError(f"line {line}: keep must be yes, no or empty, not {row['keep']!r}")
+            raise ValueError(f"line {line}: keep must be yes, no or empty, not {row[fields['keep']]!r}")
+        path = (row[fields["path"]] or "").strip()
+        decision = None
         if keep == "no":
-            if row["suggested"] not in names:
-                raise ValueError(f"line {line}: {row['suggested']!r} is not one of {', '.join(names)}")
-            out[row["path"]] = names.index(row["suggested"])
+            suggested = (row[fields["suggested"]] or "").strip()
+            try:
+                decision = names.index(canonical_name(suggested))
+            except (UnknownClassError, ValueError):
+                raise ValueError(f"line {line}: {suggested!r} is not one of {', '.join(names)}") from None
+        if path in decided_on and decided_on[path][1] != decision:
+            raise ValueError(f"line {line}: {path} is on line {decided_on[path][0]} too, with another decision; "
+                             "keep one of the two rows")
+        decided_on.setdefault(path, (line, decision))
+        if decision is not None:
+            out[path] = decision
     return out
 
 
