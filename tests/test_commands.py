@@ -8,16 +8,17 @@ homes); a command that stopped working, or a --help that became a traceback, fai
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import make_kaggle_tree
 from PIL import Image
+from video_helpers import switching_video
 
 from fer_core.locations import ARTIFACTS
-from helpers import make_kaggle_tree
-from video_helpers import switching_video
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = [
@@ -40,6 +41,28 @@ def test_help_works(module):
     proc = run(module, "--help", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage:") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_help_works_without_torch(module):
+    """The light install (requirements.txt) has no PyTorch: every --help still works there."""
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "no_torch.py"), module, "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage:")
+
+
+@pytest.mark.parametrize("module, args", [
+    ("training.train", ["--epochs", "1"]),
+    ("training.calibrate", []),
+    ("training.average_weights", ["a.pt", "b.pt", "--out", "c.pt"]),
+    ("training.benchmark", ["--skip-training"]),
+])
+def test_torch_commands_say_what_to_install_without_torch(module, args):
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "no_torch.py"), module, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "pip install -r requirements-train.txt" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 @pytest.fixture(scope="module")

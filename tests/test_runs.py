@@ -231,7 +231,7 @@ def test_training_writes_a_progress_file_without_changing_its_numbers(tiny_data,
     writes the file at every step or not at all; --stop-after ends the file as "stopped"; a bad --data as "failed"."""
     import torch
 
-    import training.train as train_module
+    import training.recipe.run as train_module
     from fer_core.model.checkpoint import load_checkpoint
 
     train_module.main(train_args(tiny_data, tmp_path / "runs" / "tiny"))

@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
+from fer_core.model.weights import CheckpointError
 
-from fer_core.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fer_core.model.onnx_file import write_onnx_beside
+from .recipe.outputs import require_torch
 
 
 def parse_input(spec: str) -> tuple[Path, float]:
@@ -41,6 +40,11 @@ def average_checkpoints(inputs: list[tuple[Path, float]], out: Path) -> dict:
     returns the meta it was saved with."""
     if not inputs:
         raise ValueError("nothing to average")
+    import torch
+
+    from fer_core.model.checkpoint import load_checkpoint, save_checkpoint
+    from fer_core.model.onnx_file import write_onnx_beside
+
     total = sum(w for _, w in inputs)
     models = [(load_checkpoint(p), w / total, p) for p, w in inputs]
     (first, preprocess, class_names, meta), _, first_path = models[0]
@@ -70,6 +74,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
+    require_torch("average checkpoints")
     inputs = [parse_input(s) for s in args.inputs]
     try:
         meta = average_checkpoints(inputs, Path(args.out))

@@ -44,11 +44,10 @@ from fer_core.analysis.datasets import FER_IMAGES, list_labelled_folder, split_b
 from fer_core.analysis.evaluation import evaluate_files
 from fer_core.model.artifacts import MODEL_CARD_NAME
 from fer_core.model.calibration import N_BINS, calibration_summary, fit_temperature, pool_alike, uncertain_threshold
-from fer_core.model.checkpoint import DEFAULT_WEIGHTS, load_checkpoint, save_checkpoint
 from fer_core.model.inference import Predictor, probabilities_from_view_logits
-from fer_core.model.onnx_file import write_onnx_beside
+from fer_core.model.weights import DEFAULT_WEIGHTS
 
-from .outputs import require_writable_file
+from .recipe.outputs import require_torch, require_writable_file
 
 CFEE = FER_IMAGES.parent.parent / "cfee"
 
@@ -89,6 +88,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def file_digest(path: Path) -> str:
     """SHA-256 of the weights: what cached logits belong to (the temperature is not part of the logits)."""
     h = hashlib.sha256()
+    from fer_core.model.checkpoint import load_checkpoint  # torch: required by main
+
     model, *_ = load_checkpoint(path)
     for name, tensor in model.state_dict().items():  # the weights only: writing T must not invalidate the cache
         h.update(name.encode())
@@ -140,6 +141,7 @@ def default_threshold(view_logits: np.ndarray, labels: np.ndarray, temperature: 
 
 
 def main(args: argparse.Namespace) -> dict:
+    require_torch("calibrate a checkpoint")
     if args.json_out:
         require_writable_file(args.json_out, "--json")
     weights = Path(args.weights)
@@ -229,6 +231,9 @@ def main(args: argparse.Namespace) -> dict:
 def write_temperature(weights: Path, report: dict) -> None:
     """Store both temperatures in the checkpoint's meta (weights, config, class names and preprocessing unchanged)
     and a summary in the model card beside it (when there is one)."""
+    from fer_core.model.checkpoint import load_checkpoint, save_checkpoint  # torch: required by main
+    from fer_core.model.onnx_file import write_onnx_beside
+
     model, preprocess, names, meta = load_checkpoint(weights)
     held = report["splits"]["validation-heldout"]
     temperatures = {"temperature": report["temperature"], "temperature_no_tta": report["temperature_no_tta"],

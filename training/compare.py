@@ -33,7 +33,7 @@ from fer_core.labels import UnknownClassError
 from fer_core.model.inference import NO_TTA_HELP, Predictor
 from fer_core.model.weights import CheckpointError
 
-from .outputs import require_writable_file
+from .recipe.outputs import require_writable_file
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -32,7 +32,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import torch
 
 from fer_core.analysis.datasets import SHARED_DATA, decode_gray, list_labelled_folder
 from fer_core.analysis.photos import analyse_image
@@ -41,13 +40,10 @@ from fer_core.faces.images import rotate_image
 from fer_core.faces.preprocessing import PreprocessConfig, to_gray
 from fer_core.model.backends import BACKENDS, make_backend, set_intra_op_threads
 from fer_core.model.inference import BATCH_IMAGES, Predictor, predict_probabilities
-from fer_core.model.network import count_macs, count_parameters
 from fer_core.model.weights import DEFAULT_WEIGHTS
 from fer_core.video.live import LiveSettings, measure_frame_latency
 
-from ..recipe.assembly import initial_model
-from ..recipe.augment import AugmentConfig
-from ..recipe.loop import class_weights, make_optimizer, train_one_epoch
+from ..recipe.outputs import require_torch
 from ..train import get_args_parser as train_args
 from .inputs import DETECTOR_SETTINGS, PHOTOS, find_face_frame
 from .video import bench_video, write_face_video
@@ -112,6 +108,9 @@ def bench_classifier(predictor: Predictor, repeats: int, rounds: int = 5,
     in ``others`` (e.g. a candidate to replace it): ms per face at batch 1 on one thread (TTA off and
     on) and faces per second at BATCH_IMAGES per forward pass on all threads. All (checkpoint, backend) pairs
     take turns in ``rounds`` interleaved rounds, so a machine that gets busier mid-run slows them alike."""
+    torch = require_torch("time the classifier on PyTorch and the training loop")
+    from fer_core.model.network import count_macs, count_parameters
+
     predictors = {"shipped" if others else "": predictor, **(others or {})}  # tags: "" when alone
     backends = {}
     for tag, pred in predictors.items():
@@ -171,6 +170,7 @@ def bench_upload(predictor: Predictor, folder: str, n_photos: int = 6, repeats: 
     """Seconds for the upload page's work on ``n_photos`` whole photos with TTA: each read, searched for faces
     with the default detector, every face classified and the annotated copy drawn (fer_core.analysis.photos.analyse_image,
     what the page runs per file); the median of ``repeats`` runs."""
+    torch = require_torch("time the classifier on PyTorch and the training loop")
     try:
         files = list_labelled_folder(folder)
     except (FileNotFoundError, ValueError) as e:
@@ -212,6 +212,11 @@ def bench_detectors(folder: str, every: int, frame: np.ndarray | None, repeats: 
 
 
 def bench_training(steps: int) -> None:
+    torch = require_torch("time the classifier on PyTorch and the training loop")
+    from ..recipe.assembly import initial_model
+    from ..recipe.augment import AugmentConfig
+    from ..recipe.loop import class_weights, make_optimizer, train_one_epoch
+
     defaults = train_args().parse_args([])
     torch.manual_seed(0)
     n = defaults.batch_size * steps
@@ -305,6 +310,7 @@ def bench_batch(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    torch = require_torch("time the classifier on PyTorch and the training loop")
     if args.batch:
         bench_batch(args)
         return

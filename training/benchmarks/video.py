@@ -21,8 +21,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from fer_core.model.checkpoint import DEFAULT_WEIGHTS
 from fer_core.model.inference import Predictor
+from fer_core.model.weights import DEFAULT_WEIGHTS
 from fer_core.video.analyse import Progress, analyse_video
 from fer_core.video.live import canvas_from_photos
 

@@ -36,7 +36,7 @@ from fer_core.model.explain import blurred, explain_crop
 from fer_core.model.inference import Predictor, predict_probabilities
 from fer_core.model.weights import DEFAULT_WEIGHTS
 
-from ..outputs import require_writable_file
+from ..recipe.outputs import require_writable_file
 
 METHODS = ("occlusion", "gradcam")
 FILLS = ("mean", "blur", "inpaint")  # what hidden pixels become

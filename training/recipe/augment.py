@@ -10,42 +10,13 @@ drawn from one ``torch.Generator`` so a run is reproducible and resumable.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    hflip: float = 0.5  # probability
-    max_rotation_deg: float = 15.0
-    scale: tuple[float, float] = (0.85, 1.15)
-    max_shift: float = 0.1  # fraction of the image side
-    brightness: float = 0.25  # +- on [0, 1] intensities
-    contrast: tuple[float, float] = (0.7, 1.3)
-    erase_prob: float = 0.5
-    erase_area: tuple[float, float] = (0.02, 0.2)  # fraction of the image
-    # camera and lighting (0 / (1, 1): off, and no random numbers drawn for them)
-    gamma: tuple[float, float] = (1.0, 1.0)  # log-uniform range of the gamma on [0, 1] intensities
-    downscale_prob: float = 0.0  # share of faces shrunk and enlarged again (a smaller face, a softer camera)
-    downscale_factors: tuple[float, ...] = (0.35, 0.5, 0.7)  # linear factors, one drawn per face
-    blur_prob: float = 0.0  # share of faces blurred (defocus, motion, compression)
-    blur_sigma: tuple[float, float] = (0.3, 1.2)  # Gaussian sigma in pixels of the 48 px face
-    noise_std: float = 0.0  # maximum std of added Gaussian noise on [0, 1] intensities (drawn per face)
-    jpeg_prob: float = 0.0  # share of faces JPEG-compressed at the model's resolution (block and ringing artefacts)
-    jpeg_quality: tuple[int, int] = (15, 75)  # JPEG quality range, one drawn per face
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-# Camera and lighting augmentation for whole-photo fine-tuning (``training.train --camera-aug``).
-CAMERA = dict(gamma=(0.6, 1.6), downscale_prob=0.3, blur_prob=0.3, noise_std=0.04)
-# JPEG compression alone (``training.train --jpeg-aug``): measured apart from CAMERA under the transfer protocol.
-JPEG = dict(jpeg_prob=0.5)
+from .options import CAMERA, JPEG, AugmentConfig  # noqa: F401  (CAMERA, JPEG: the presets live beside the config)
 
 
 def numpy_rng(gen: torch.Generator) -> np.random.Generator:

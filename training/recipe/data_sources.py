@@ -34,29 +34,9 @@ from fer_core.analysis.datasets import (
 )
 from fer_core.labels import EMOTIONS
 
+from .options import DomainSpec
+
 NEUTRAL = EMOTIONS.index("neutral")
-
-
-@dataclass(frozen=True)
-class DomainSpec:
-    """A whole-photo folder and its dose (faces per epoch; 0: each training face once)."""
-
-    path: Path
-    dose: int = 0
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @classmethod
-    def parse(cls, text: str) -> "DomainSpec":
-        """``PATH`` or ``PATH:DOSE`` (the dose a whole number >= 0). ValueError with the reason otherwise."""
-        path, sep, dose = text.rpartition(":")
-        if not sep or not dose.isdigit():  # no dose given (or a ':' inside the path)
-            return cls(Path(text))
-        if not path:
-            raise ValueError(f"--domain {text!r}: the folder is missing (PATH or PATH:DOSE)")
-        return cls(Path(path), int(dose))
 
 
 @dataclass
