@@ -41,13 +41,14 @@ from fer_core.analysis.datasets import (
 )
 from fer_core.analysis.evaluation import evaluate_files
 from fer_core.analysis.metrics import classification_summary
+from fer_core.analysis.votes import face_key, majority_labels, read_votes, votes_for
 from fer_core.labels import EMOTIONS
 from fer_core.locations import PROJECT_ROOT
 from fer_core.model.calibration import calibration_summary, fit_temperature, pool_alike
 from fer_core.model.inference import Predictor, probabilities_from_view_logits
 
 NEUTRAL = EMOTIONS.index("neutral")
-FIRST_COLUMNS = ["recipe", "fer_val"]
+FIRST_COLUMNS = ["recipe", "fer_val", "ferplus_val"]
 INIT = "init"  # --average's name of --init-weights
 LOGITS_NAME = "logits.npz"  # beside measure.json: every split's TTA logits (V, N, 7), NaN rows where no face was found
 LAST_COLUMNS = ["held_out_mean", "photos", "neutral_precision", "min_recall", "min_recall_class", "ece"]
@@ -68,6 +69,9 @@ def get_args_parser() -> argparse.ArgumentParser:
       help="share of each domain's people kept out of training to fit the temperature (default: %(default)s)")
     a("--validation", default=str(FER_IMAGES / "validation"), help="FER2013 validation folder (default: %(default)s)")
     a("--photos", default=str(SHARED_DATA / "photos"), help="small real photos, another set measured ('' to skip)")
+    a("--votes", default=str(SHARED_DATA / "ferplus" / "validation_votes.csv"),
+      help="FER+ votes of the validation faces: FER2013 validation is also scored against FER+'s majority labels "
+           "(column ferplus_val; '' or a missing file: not) (default: %(default)s)")
     a("--combined", action="store_true", help="also train on every domain's training people (the candidate to ship)")
     a("--no-train", action="store_true", help="measure --init-weights itself as the recipe (no fine-tuning)")
     a("--average", action="append", default=[], metavar="RECIPE[:WEIGHT]",
@@ -150,6 +154,8 @@ def ensemble_run(args: argparse.Namespace, run: str, train_domains: list[Path], 
     mean = {k: np.mean([m[k] for m in members], axis=0) if k.endswith("/logits") else members[0][k] for k in keys}
     names = sorted({k.split("/")[0] for k in keys})
     sets = {n: (mean[f"{n}/logits"], mean[f"{n}/labels"]) for n in names if not n.startswith("fit")}
+    if "ferplus_val" not in sets and "fer_val" in sets and (ferplus := ferplus_split(args, sets["fer_val"][0])):
+        sets["ferplus_val"] = ferplus
     fit_sets = [(mean[f"{n}/logits"], mean[f"{n}/labels"]) for n in sorted(n for n in names if n.startswith("fit"))]
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out.with_name(LOGITS_NAME), **mean)
@@ -193,7 +199,7 @@ def measure(args: argparse.Namespace, weights: Path, train_domains: list[Path], 
     """Every split of one model (cached in ``out``): held-out domains whole, training domains' test people,
     FER2013 validation, photos; the temperature fitted on the calibration mix."""
     if out.is_file():
-        return json.loads(out.read_text())
+        return with_ferplus(args, out)
     predictor = Predictor.from_checkpoint(weights)
     val_files = list_labelled_folder(args.validation)
     if args.limit_val:
@@ -204,6 +210,9 @@ def measure(args: argparse.Namespace, weights: Path, train_domains: list[Path], 
                                          random_state=0)
     fit_sets = [(val["logits"][:, fit_idx], val["labels"][fit_idx])]
     sets = {"fer_val": (val["logits"], val["labels"])}
+    ferplus = ferplus_split(args, val["logits"])
+    if ferplus is not None:
+        sets["ferplus_val"] = ferplus
     for domain in domains_of(args):
         files = list_labelled_folder(domain)
         d = set_logits(predictor, files, True, domain.name)
@@ -226,6 +235,34 @@ def measure(args: argparse.Namespace, weights: Path, train_domains: list[Path], 
                         **{f"fit{i}/logits": lg for i, (lg, _) in enumerate(fit_sets)},
                         **{f"fit{i}/labels": lb for i, (_, lb) in enumerate(fit_sets)})
     return scored(sets, fit_sets, {"weights": str(weights), "train_domains": [d.name for d in train_domains]}, out)
+
+
+def ferplus_split(args: argparse.Namespace, val_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """FER2013 validation against FER+'s majority labels: the (V, n, 7) logits and labels of the faces that have a
+    majority (fer_core.analysis.votes), from the logits of every validation face in listing order; None without a
+    votes file or with --limit-val."""
+    if not args.votes or not Path(args.votes).is_file() or args.limit_val:
+        return None
+    files = list_labelled_folder(args.validation)
+    if len(files) != val_logits.shape[1]:
+        return None
+    majority = majority_labels(votes_for([face_key(p) for p in files.paths], read_votes(args.votes)))
+    keep = majority >= 0
+    return val_logits[:, keep], majority[keep]
+
+
+def with_ferplus(args: argparse.Namespace, out: Path) -> dict:
+    """A measurement read back, with the FER+ column added from its stored logits when it was measured without."""
+    result = json.loads(out.read_text())
+    logits_path = out.with_name(LOGITS_NAME)
+    if "ferplus_val" in result["splits"] or not logits_path.is_file():
+        return result
+    with np.load(logits_path) as z:
+        split = ferplus_split(args, z["fer_val/logits"]) if "fer_val/logits" in z else None
+    if split is not None:
+        result["splits"]["ferplus_val"] = scores(*split, result["temperature"])
+        out.write_text(json.dumps(result))
+    return result
 
 
 def scored(sets: dict, fit_sets: list, about: dict, out: Path) -> dict:
@@ -257,7 +294,9 @@ def table_rows(recipe: str, measured: dict[str, dict]) -> list[dict]:
     held = {k: v for k, v in measured.items() if k.startswith("without-")}
     if held:
         sp = {k: v["splits"] for k, v in held.items()}
-        row = {"recipe": recipe, "fer_val": np.mean([s["fer_val"]["accuracy"] for s in sp.values()])}
+        row = {"recipe": recipe, "fer_val": np.mean([s["fer_val"]["accuracy"] for s in sp.values()]),
+               "ferplus_val": np.mean([s["ferplus_val"]["accuracy"] if "ferplus_val" in s else np.nan
+                                       for s in sp.values()])}
         for run, s in sp.items():
             held_name = run.removeprefix("without-")
             # a domain's own test people, from the run that trained on it (untrained weights: from any run)
@@ -275,6 +314,7 @@ def table_rows(recipe: str, measured: dict[str, dict]) -> list[dict]:
         s = measured["all-domains"]["splits"]
         tests = [v for k, v in s.items() if k.endswith("_test")]
         row = {"recipe": f"{recipe} (all domains)", "fer_val": s["fer_val"]["accuracy"],
+               "ferplus_val": s["ferplus_val"]["accuracy"] if "ferplus_val" in s else np.nan,
                **{k: v["accuracy"] for k, v in s.items() if k.endswith("_test")},
                "photos": s["photos"]["accuracy"] if "photos" in s else np.nan, **pooled(tests),
                "ece": " ".join(f"{k.removesuffix('_test')}:{v['ece']:.3f}" for k, v in s.items() if k.endswith("_test"))}
@@ -282,13 +322,13 @@ def table_rows(recipe: str, measured: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def print_table(runs_dir: Path) -> list[dict]:
+def print_table(runs_dir: Path, args: argparse.Namespace) -> list[dict]:
     """Every recipe measured under ``runs_dir``, one or two rows each; written as table.csv and table.md too."""
     import pandas as pd
 
     rows = []
     for recipe_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []:
-        measured = {m.parent.name: json.loads(m.read_text()) for m in sorted(recipe_dir.glob("*/measure.json"))}
+        measured = {m.parent.name: with_ferplus(args, m) for m in sorted(recipe_dir.glob("*/measure.json"))}
         rows += table_rows(recipe_dir.name, measured)
     if not rows:
         print(f"no measured recipe under {runs_dir}")
@@ -308,7 +348,7 @@ def print_table(runs_dir: Path) -> list[dict]:
 def main(args: argparse.Namespace) -> list[dict]:
     runs_dir = Path(args.runs_dir)
     if args.table:
-        return print_table(runs_dir)
+        return print_table(runs_dir, args)
     if not args.recipe:
         raise SystemExit("error: name the recipe with --recipe NAME (or print the table with --table)")
     domains = domains_of(args)
@@ -336,7 +376,7 @@ def main(args: argparse.Namespace) -> list[dict]:
             if not dst.is_file():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 dst.write_text((src / "measure.json").read_text())
-    return print_table(runs_dir)
+    return print_table(runs_dir, args)
 
 
 if __name__ == "__main__":
