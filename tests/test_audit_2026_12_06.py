@@ -140,3 +140,43 @@ def test_l2_relabel_paths_match_relative_to_the_data_folder(tmp_path, capsys):
                                          f"{(root / 'fear' / '0.png').resolve()},angry,no\n")
     main(get_args_parser().parse_args([str(root), "--no-tta", "--relabels", str(tmp_path / "edited.csv")]))
     assert "relabelled 2 image(s)" in capsys.readouterr().err
+
+
+# --- uploaded and command-line models (C3) ---
+
+def _expanded_checkpoint(path, config: dict):
+    """A checkpoint whose every tensor is one stored number expanded (stride 0) to the shape ``config`` needs."""
+    import torch
+
+    from fer_core.faces.preprocessing import PreprocessConfig
+    from fer_core.labels import EMOTIONS
+    from fer_core.model.network import Xception, XceptionConfig
+
+    with torch.device("meta"):
+        shapes = {k: (v.shape, v.dtype) for k, v in Xception(XceptionConfig.from_dict(config)).state_dict().items()}
+    state = {k: torch.ones(1, dtype=dtype).expand(shape) if len(shape) else torch.ones((), dtype=dtype)
+             for k, (shape, dtype) in shapes.items()}
+    torch.save({"model": state, "config": config, "class_names": list(EMOTIONS),
+                "preprocess": PreprocessConfig().to_dict(), "meta": {}}, path)
+    return path
+
+
+def test_c3_expanded_tensors_and_giant_architectures_are_refused_before_anything_is_built(tmp_path):
+    import resource
+
+    import pytest
+
+    from fer_core.model.checkpoint import CheckpointError, load_checkpoint
+    from fer_core.model.variants import VARIANTS
+
+    small = _expanded_checkpoint(tmp_path / "small.pt", VARIANTS["small"].to_dict())
+    assert small.stat().st_size < 500_000
+    with pytest.raises(CheckpointError, match="does not hold its own"):
+        load_checkpoint(small)
+    giant_config = {**VARIANTS["base"].to_dict(), "entry_channels": [4096, 4096, 4096], "middle_blocks": 64,
+                    "exit_channels": [4096, 4096], "exit_convs": [4096], "hidden_units": 4096}
+    giant = _expanded_checkpoint(tmp_path / "giant.pt", giant_config)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="more than the"):
+        load_checkpoint(giant)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 300_000  # KB: nothing of its size built

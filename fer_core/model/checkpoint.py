@@ -25,6 +25,7 @@ MAX_WIDTH = 4096  # channels of any layer, hidden units
 MAX_LAYERS = 16  # entries of stem_channels / entry_channels / exit_convs
 MAX_MIDDLE_BLOCKS = 64
 IMAGE_SIZE_RANGE = (16, 512)  # preprocess image_size, pixels
+MAX_PARAMETERS = 20_000_000  # of the declared architecture (80 MB in float32); the variants have 0.7-2.6 M
 
 
 def save_checkpoint(path: str | Path, model: Xception, preprocess: PreprocessConfig, meta: dict | None = None,
@@ -184,6 +185,10 @@ def _checked_state(state, config: XceptionConfig) -> dict[str, torch.Tensor]:
         raise ValueError("'model' must be a state dict of tensors")
     with torch.device("meta"):
         expected = Xception(config).state_dict()
+    declared = sum(v.numel() for v in expected.values())
+    if declared > MAX_PARAMETERS:
+        raise ValueError(f"its config declares {declared:,} numbers of weights, more than the {MAX_PARAMETERS:,} an "
+                         "expression model of this family may have")
     if state.keys() != expected.keys():
         missing, extra = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
         raise ValueError(f"the weights do not fit the config (missing {missing[:3]}, unexpected {extra[:3]})")
@@ -191,6 +196,11 @@ def _checked_state(state, config: XceptionConfig) -> dict[str, torch.Tensor]:
         if tensor.shape != expected[name].shape:
             raise ValueError(f"the weights do not fit the config: {name} is {tuple(tensor.shape)}, "
                              f"the config needs {tuple(expected[name].shape)}")
+        if not tensor.is_contiguous() or tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
+            # an expanded (stride-0) or sliced tensor: a few stored numbers standing for many, which a model built
+            # from it would allocate in full
+            raise ValueError(f"weight {name} does not hold its own {tuple(tensor.shape)} numbers (an expanded or "
+                             "shared tensor: not a saved model)")
         if expected[name].is_floating_point() and not tensor.is_floating_point():
             raise ValueError(f"weight {name} must hold floating-point numbers, not {str(tensor.dtype).split('.')[-1]}")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
