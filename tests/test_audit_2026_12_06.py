@@ -180,3 +180,25 @@ def test_c3_expanded_tensors_and_giant_architectures_are_refused_before_anything
     with pytest.raises(CheckpointError, match="more than the"):
         load_checkpoint(giant)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 300_000  # KB: nothing of its size built
+
+
+# --- batch (B10) ---
+
+def test_b10_workers_out_of_range_are_refused_or_capped(face_photos, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from test_label_issues import ROOT
+
+    def batch(*args):
+        return subprocess.run([sys.executable, "-m", "fer_core.batch", str(face_photos.paths[0]), "--out",
+                               str(tmp_path / "out"), *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+
+    for bad in (0, -1):
+        proc = batch("--workers", bad)
+        assert proc.returncode == 2 and "--workers must be 1 or more" in proc.stderr and "Traceback" not in proc.stderr
+    proc = batch("--workers", 1000)
+    assert proc.returncode == 0, proc.stderr
+    assert f"running {len(os.sched_getaffinity(0))}" in proc.stderr

@@ -277,6 +277,8 @@ def main(args: argparse.Namespace) -> int:
         video_settings(smoothing=options.smoothing, min_face_size=options.video_min_face_size)
         if args.fps is not None and args.fps < 0:
             raise ValueError(f"--fps must be positive, or 0 for every frame; got {args.fps:g}")
+        if args.workers < 1:
+            raise ValueError(f"--workers must be 1 or more, got {args.workers}")
         if args.ray is not None:
             import_ray()
     except (ValueError, RayUnavailable) as e:
@@ -287,6 +289,10 @@ def main(args: argparse.Namespace) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    cpus = default_workers()
+    if args.workers > cpus and args.ray is None:  # each worker holds a model (~250 MB) and one thread
+        print(f"note: --workers {args.workers} is more than the {cpus} CPUs here; running {cpus}", file=sys.stderr)
+        args.workers = cpus
     items = find_inputs(args.inputs, out)
     if not items:
         print(f"error: no photo or video files in {', '.join(args.inputs)} (looked for "
