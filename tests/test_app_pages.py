@@ -192,10 +192,24 @@ def test_upload_real_photo_and_a_bad_file(monkeypatch, artifacts_dir, face_photo
     assert "Face #1:" in texts(at.markdown)
 
 
-def test_upload_uncertain_policy_and_explanations(monkeypatch, artifacts_dir, face_photos):
-    """Off by default; with the policy on and a threshold above the face's confidence, the face is "uncertain" on
-    the page, in the table and in the downloads. The explanation toggle shows the Grad-CAM of the predicted class
-    over the face crop, and the class picker shows it for another class."""
+def test_upload_uncertain_policy_and_explanations(monkeypatch, artifacts_dir, face_photos, tmp_path):
+    """Off by default; with the policy on, the slider starts at the model's own calibrated default (here a copy of the
+    shipped model whose default is 0.70, so a fixed 0.50 cannot pass, and whose temperature 2.0 keeps the smile's
+    confidence under the slider's top), and with a threshold above the face's confidence,
+    the face is "uncertain" on the page, in the table and in the downloads. The explanation toggle shows the Grad-CAM
+    of the predicted class over the face crop, and the class picker shows it for another class."""
+    from fer_core.model.checkpoint import load_checkpoint, save_checkpoint
+    from fer_core.model.onnx_file import write_onnx_beside
+
+    own = tmp_path / "artifacts"
+    own.mkdir()
+    for f in artifacts_dir.iterdir():
+        if f.name not in ("model.pt", "model.onnx"):
+            (own / f.name).write_bytes(f.read_bytes())
+    model, preprocess, names, meta = load_checkpoint(artifacts_dir / "model.pt")
+    save_checkpoint(own / "model.pt", model, preprocess, {**meta, "uncertain_below": 0.70, "temperature": 2.0}, names)
+    write_onnx_beside(own / "model.pt")
+    artifacts_dir = own
     monkeypatch.setenv(ARTIFACTS_ENV, str(artifacts_dir))
     photo = face_photos.path("astronaut")
     at = open_page(UPLOAD)
@@ -208,7 +222,7 @@ def test_upload_uncertain_policy_and_explanations(monkeypatch, artifacts_dir, fa
     at.toggle(key="upload_uncertain_on").set_value(True).run()
     default = Predictor.from_checkpoint(artifacts_dir / "model.pt").uncertain_below_for(tta=True)
     start = at.slider(key="upload_uncertain_threshold").value  # the model's calibrated default, to the slider's step
-    assert start == pytest.approx(round(default / 0.05) * 0.05) and start != 0.50
+    assert default == pytest.approx(0.70) and start == pytest.approx(0.70)
     at.slider(key="upload_uncertain_threshold").set_value(0.95).run()
     no_exception(at)
     assert "**Face #1: uncertain (most likely happy)**" in texts(at.markdown)

@@ -60,19 +60,24 @@ def test_shipped_weights_reproduce_their_recorded_validation_accuracy(validation
 
 
 def test_shipped_temperature_lowers_validation_ece(predictor, validation_result):
-    """On all of validation and on the half it was not fitted on (``training.calibrate``'s split), the shipped
-    temperature lowers the expected calibration error and the NLL of the app's TTA probabilities."""
+    """The shipped temperature is fitted on a mix (half of FER2013 validation and the whole-photo domains'
+    calibration people, ``training.calibrate``): on the validation half it was not fitted on it lowers the expected
+    calibration error and the NLL of the app's TTA probabilities, on all of validation the NLL (the ECE moves by
+    less than half a point), and on both domains' test people, never trained or fitted on, the ECE."""
     s = validation_result.summary
     assert s["temperature"] == predictor.temperature != 1.0
-    assert s["ece"] < s["uncalibrated"]["ece"] and s["nll"] < s["uncalibrated"]["nll"]
+    assert s["nll"] < s["uncalibrated"]["nll"] and s["ece"] < s["uncalibrated"]["ece"] + 0.005
     logits, labels = validation_result.view_logits, _labels(validation_result)
     _, held = train_test_split(np.arange(len(labels)), train_size=0.5, stratify=labels, random_state=0)
     before = probabilities_from_view_logits(logits[:, held], 1.0)
     after = probabilities_from_view_logits(logits[:, held], predictor.temperature)
     assert expected_calibration_error(after, labels[held]) < expected_calibration_error(before, labels[held])
     assert negative_log_likelihood(after, labels[held]) < negative_log_likelihood(before, labels[held])
-    recorded = _json("calibration.json")["splits"]["validation-heldout"]["tta"]
+    splits = _json("calibration.json")["splits"]
+    recorded = splits["validation-heldout"]["tta"]
     assert abs(expected_calibration_error(after, labels[held]) - recorded["after"]["ece"]) < 0.005
+    for people in ("cfee-test", "tfeid-test"):
+        assert splits[people]["tta"]["after"]["ece"] < splits[people]["tta"]["before"]["ece"], people
 
 
 def _labels(result) -> np.ndarray:
