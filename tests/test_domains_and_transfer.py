@@ -359,6 +359,21 @@ def test_transfer_protocol_measures_an_ensemble_from_the_members_logits(tiny_wor
     run(*common, "--recipe", "a", "--average", "init:1", "--init-weights", str(tmp / "init" / "model.pt"))
     proc = run(*common, "--recipe", "a-and-a", "--ensemble", "a", "--ensemble", "a")
     assert "training.train" not in proc.stdout and "a-and-a" in proc.stdout
+    # FER+ votes that agree with every validation label: the ferplus_val column equals fer_val, added to the stored
+    # measurements from their logits
+    from fer_core.analysis.datasets import list_labelled_folder
+    from fer_core.analysis.votes import VOTE_COLUMNS, face_key
+
+    column = {"angry": "anger", "happy": "happiness", "sad": "sadness"}
+    votes = tmp / "votes.csv"
+    votes.write_text("file," + ",".join(VOTE_COLUMNS) + "\n" + "".join(
+        f"{face_key(p)}," + ",".join("10" if c == column.get(EMOTIONS[y], EMOTIONS[y]) else "0" for c in VOTE_COLUMNS)
+        + "\n" for p, y in zip(*(lambda f: (f.paths, f.labels))(list_labelled_folder(data / "validation")))))
+    proc = run(*common, "--table", "--votes", str(votes))
+    assert "ferplus_val" in proc.stdout
+    for recipe in ("a", "a-and-a"):
+        measured = json.loads((runs / recipe / "without-first" / "measure.json").read_text())["splits"]
+        assert measured["ferplus_val"]["accuracy"] == measured["fer_val"]["accuracy"]
     for run_name in ("without-first", "without-second"):
         alone = json.loads((runs / "a" / run_name / "measure.json").read_text())
         pair = json.loads((runs / "a-and-a" / run_name / "measure.json").read_text())

@@ -248,6 +248,8 @@ def ferplus_split(args: argparse.Namespace, val_logits: np.ndarray) -> tuple[np.
         return None
     majority = majority_labels(votes_for([face_key(p) for p in files.paths], read_votes(args.votes)))
     keep = majority >= 0
+    if not keep.any():  # a validation folder the votes file does not describe
+        return None
     return val_logits[:, keep], majority[keep]
 
 

@@ -185,17 +185,18 @@ def _checked_state(state, config: XceptionConfig) -> dict[str, torch.Tensor]:
         raise ValueError("'model' must be a state dict of tensors")
     with torch.device("meta"):
         expected = Xception(config).state_dict()
+    if state.keys() != expected.keys():
+        missing, extra = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+        raise ValueError(f"the weights do not fit the config (missing {missing[:3]}, unexpected {extra[:3]})")
+    for name, tensor in state.items():  # shapes first: comparing them computes nothing
+        if tensor.shape != expected[name].shape:
+            raise ValueError(f"the weights do not fit the config: {name} is {tuple(tensor.shape)}, "
+                             f"the config needs {tuple(expected[name].shape)}")
     declared = sum(v.numel() for v in expected.values())
     if declared > MAX_PARAMETERS:
         raise ValueError(f"its config declares {declared:,} numbers of weights, more than the {MAX_PARAMETERS:,} an "
                          "expression model of this family may have")
-    if state.keys() != expected.keys():
-        missing, extra = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
-        raise ValueError(f"the weights do not fit the config (missing {missing[:3]}, unexpected {extra[:3]})")
     for name, tensor in state.items():
-        if tensor.shape != expected[name].shape:
-            raise ValueError(f"the weights do not fit the config: {name} is {tuple(tensor.shape)}, "
-                             f"the config needs {tuple(expected[name].shape)}")
         if not tensor.is_contiguous() or tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
             # an expanded (stride-0) or sliced tensor: a few stored numbers standing for many, which a model built
             # from it would allocate in full
