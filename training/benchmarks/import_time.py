@@ -36,17 +36,19 @@ def module_imports(script: Path) -> str:
                      if isinstance(n, ast.Import) or (isinstance(n, ast.ImportFrom) and n.module != "__future__"))
 
 
-def import_ms(root: Path, code: str) -> float:
+def import_ms(root: Path, code: str) -> tuple[float, int]:
     """Milliseconds of running ``code``'s imports in a fresh interpreter (the sum of the top-level imports' cumulative
-    times)."""
+    times), and how many modules they loaded (a count that does not depend on how busy the machine is)."""
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], cwd=root, capture_output=True, text=True,
                           check=True)
-    total = 0
+    total = modules = 0
     for line in proc.stderr.splitlines():
         m = LINE.match(line)
-        if m and len(m.group(3)) == 1:  # a top-level import: its cumulative time holds everything it imported
-            total += int(m.group(2))
-    return total / 1000
+        if m:
+            modules += 1
+            if len(m.group(3)) == 1:  # a top-level import: its cumulative time holds everything it imported
+                total += int(m.group(2))
+    return total / 1000, modules
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -56,8 +58,9 @@ def main(args: argparse.Namespace) -> dict:
     print(f"import time of each page's module-level imports, best of {args.repeats} fresh interpreters ({root})")
     for script in scripts:
         code = module_imports(script)
-        results[script.name] = best = min(import_ms(root, code) for _ in range(args.repeats))
-        print(f"{script.name:28s} {best:8.0f} ms")
+        runs = [import_ms(root, code) for _ in range(args.repeats)]
+        results[script.name] = best = min(ms for ms, _ in runs)
+        print(f"{script.name:28s} {best:8.0f} ms  {runs[0][1]:5d} modules")
     return results
 
 
