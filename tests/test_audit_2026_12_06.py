@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 from run_helpers import HISTORY_HEADER, history_rows, running, write_run
 from test_runs import card, open_runs_page, texts
@@ -202,3 +203,65 @@ def test_b10_workers_out_of_range_are_refused_or_capped(face_photos, tmp_path):
     proc = batch("--workers", 1000)
     assert proc.returncode == 0, proc.stderr
     assert f"running {len(os.sched_getaffinity(0))}" in proc.stderr
+
+
+def _batch(*args, timeout: float = 300):
+    import subprocess
+    import sys
+
+    from test_label_issues import ROOT
+
+    return subprocess.run([sys.executable, "-m", "fer_core.batch", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _manifest(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_b2_a_fifo_named_like_a_video_fails_alone_instead_of_hanging(face_photos, tmp_path):
+    import os
+
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    proc = _batch(fifo, face_photos.paths[0], "--out", tmp_path / "out", "--workers", 1, timeout=120)
+    assert proc.returncode == 1, proc.stderr  # one input failed, the other done
+    status = {Path(r["path"]).name: (r["status"], r["error"]) for r in _manifest(tmp_path / "out")}
+    assert status["clip.mp4"][0] == "failed" and "not a regular file" in status["clip.mp4"][1]
+    assert status[face_photos.paths[0].name][0] == "done"
+
+
+def test_b4_b8_inputs_are_compared_resolved(face_photos, tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    photo = inputs / "a.jpg"
+    photo.write_bytes(face_photos.paths[0].read_bytes())
+    (inputs / "link.jpg").symlink_to(photo)
+    twice = [photo, inputs / ".." / "inputs" / "a.jpg", inputs / "link.jpg"]
+    proc = _batch(*twice, "--out", tmp_path / "out", "--workers", 1)
+    assert proc.returncode == 0, proc.stderr
+    assert len(_manifest(tmp_path / "out")) == 1  # one file reached three ways is one input (B8)
+    out = inputs / ".." / "inputs" / "results"  # inside the inputs, named through ..
+    for _ in range(2):  # the annotated outputs of the first run must not become inputs of the second (B4)
+        proc = _batch(inputs, "--out", out, "--annotated", "--workers", 1)
+        assert proc.returncode == 0, proc.stderr
+        assert len(_manifest(out.resolve())) == 1, [r["path"] for r in _manifest(out.resolve())]
+
+
+def test_b1_a_file_name_that_is_not_utf8_is_analysed_like_any_other(face_photos, tmp_path):
+    import os
+
+    import pandas as pd
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "plain.jpg").write_bytes(face_photos.paths[0].read_bytes())
+    with open(os.path.join(os.fsencode(inputs), b"caf\xe9.jpg"), "wb") as f:  # Latin-1 bytes: not UTF-8
+        f.write(face_photos.paths[0].read_bytes())
+    for run in range(2):
+        proc = _batch(inputs, "--out", tmp_path / "out", "--workers", 2, "--csv")
+        assert proc.returncode == 0, proc.stderr
+        statuses = sorted(r["status"] for r in _manifest(tmp_path / "out"))
+        assert statuses == (["done", "done"] if run == 0 else ["skipped", "skipped"]), statuses
+    table = pd.read_parquet(tmp_path / "out" / "photos.parquet")
+    assert sorted(Path(s).name for s in table["source"]) == ["caf\\xe9.jpg", "plain.jpg"]

@@ -115,20 +115,38 @@ def options_from_args(args: argparse.Namespace) -> BatchOptions:
 
 def find_inputs(paths: Sequence[str | Path], out: Path) -> list[Input]:
     """Every input, once, in the order given (the files of a folder sorted by path); the output folder is never
-    searched. A folder without photos or videos is noted on stderr."""
+    searched. Paths are compared resolved (``..``, symlinks): one file reached by two paths is one input, and a file
+    inside the output folder, however it is reached, is none. A folder without photos or videos is noted on stderr."""
     suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    out_real = _resolved(out)
     found: dict[Path, None] = {}
+    seen: set[Path] = set()
+
+    def add(path: Path) -> None:
+        real = _resolved(path)
+        if real in seen or real == out_real or out_real in real.parents:
+            return
+        seen.add(real)
+        found[path] = None
+
     for path in map(Path, paths):
         path = path.absolute()
         if path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in suffixes
-                           and out not in f.parents)
+            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
             if not files:
                 print(f"note: no photo or video files in folder {path}", file=sys.stderr)
-            found.update(dict.fromkeys(files))
+            for f in files:
+                add(f)
         else:
-            found[path] = None
+            add(path)
     return [Input.of(p) for p in found]
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: compared as it is
+        return path.absolute()
 
 
 def reusable(record: dict | None, item: Input, options: BatchOptions, model: str) -> bool:

@@ -70,6 +70,12 @@ VIDEO_SCHEMA = pa.schema([
 SCHEMAS = {PHOTO: PHOTO_SCHEMA, VIDEO: VIDEO_SCHEMA}
 
 
+def source_text(path: str) -> str:
+    """A path as the tables' UTF-8 ``source`` text. A file name whose bytes are not UTF-8 (Python reads it with
+    surrogate escapes, which Arrow cannot store) shows those bytes as ``\\xNN``; every other path is unchanged."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def photo_row(source: str, face: int, entry: dict) -> tuple:
     """One PHOTO_SCHEMA row from the ``fer_core.predict --json`` object of a face (fer_core.analysis.photos.face_entries)."""
     return (source, face, *entry["box"], entry["label"], entry["top_label"], entry["confidence"],

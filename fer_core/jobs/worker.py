@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,6 +41,7 @@ from .tables import (
     part_path,
     photo_row,
     record_path,
+    source_text,
     write_json,
 )
 
@@ -93,7 +95,7 @@ class Input:
             size, mtime = st.st_size, st.st_mtime_ns
         except OSError:
             size = mtime = None
-        return cls(str(path), kind, hashlib.sha256(str(path).encode()).hexdigest()[:20], size, mtime)
+        return cls(str(path), kind, hashlib.sha256(os.fsencode(path)).hexdigest()[:20], size, mtime)  # any bytes
 
     def record(self, options: BatchOptions) -> dict:
         """The manifest line before the work: what the input and its options are."""
@@ -180,7 +182,7 @@ def _analyse_photo(item: Input, options: BatchOptions, state: WorkerState) -> di
             if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
                 raise OSError(f"could not write {annotated}")
     with PartWriter(part_path(Path(options.out), item.key), PHOTO_SCHEMA) as part:
-        part.write([photo_row(item.path, i, e) for i, e in enumerate(entries, start=1)])
+        part.write([photo_row(source_text(item.path), i, e) for i, e in enumerate(entries, start=1)])
     return {"faces": part.rows, "annotated": str(annotated) if annotated else None}
 
 
@@ -197,7 +199,7 @@ def _analyse_video(item: Input, options: BatchOptions, state: WorkerState) -> di
             at the end): the rows of a long video are never all in memory."""
             if result.rows and (progress is None or len(result.rows) >= ROWS_PER_GROUP):
                 face_ids.update(r[3] for r in result.rows)
-                part.write([(item.path, *r) for r in result.rows])
+                part.write([(source_text(item.path), *r) for r in result.rows])
                 result.rows.clear()
 
         if annotated is None:

@@ -51,6 +51,8 @@ def open_video(source: str | Path | IO[bytes]) -> av.container.InputContainer:
     """Open a file path or a binary file object, or raise VideoError saying why it is not a usable video."""
     if hasattr(source, "seek"):
         source.seek(0)
+    elif Path(source).exists() and not Path(source).is_file():  # a fifo or device would be read forever
+        raise VideoError(f"{source}: not a regular file (a folder, pipe or device); give a video file.")
     try:
         container = av.open(source if hasattr(source, "read") else str(source), mode="r")
     except FileNotFoundError:
