@@ -265,3 +265,29 @@ def test_b1_a_file_name_that_is_not_utf8_is_analysed_like_any_other(face_photos,
         assert statuses == (["done", "done"] if run == 0 else ["skipped", "skipped"]), statuses
     table = pd.read_parquet(tmp_path / "out" / "photos.parquet")
     assert sorted(Path(s).name for s in table["source"]) == ["caf\\xe9.jpg", "plain.jpg"]
+
+
+def test_b7_damaged_part_files_are_analysed_again_not_a_crash_forever(face_photos, tmp_path):
+    import pandas as pd
+    import pyarrow as pa
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for i, path in enumerate(face_photos.paths[:4]):
+        (inputs / f"{i}.jpg").write_bytes(path.read_bytes())
+    out = tmp_path / "out"
+    assert _batch(inputs, "--out", out, "--workers", 1).returncode == 0
+    reference = pd.read_parquet(out / "photos.parquet")
+    keys = [r["key"] for r in _manifest(out)]
+    parts = out / "parts"
+    arrow = (parts / f"{keys[0]}.arrow").read_bytes()
+    (parts / f"{keys[0]}.arrow").write_bytes(arrow[: len(arrow) // 2])  # truncated
+    (parts / f"{keys[1]}.json").write_text("[1, 2]")  # valid JSON, not a manifest line
+    with pa.OSFile(str(parts / f"{keys[2]}.arrow"), "wb") as f:  # another schema
+        with pa.ipc.new_file(f, pa.schema([("x", pa.int64())])) as w:
+            w.write_table(pa.table({"x": [1]}))
+    proc = _batch(inputs, "--out", out, "--workers", 1)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    status = {r["key"]: r["status"] for r in _manifest(out)}
+    assert [status[k] for k in keys] == ["done", "done", "done", "skipped"]
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "photos.parquet"), reference)

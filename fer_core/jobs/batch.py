@@ -42,10 +42,12 @@ from .tables import (
     MANIFEST,
     PARTS,
     PHOTO,
+    SCHEMAS,
     TABLES,
     VIDEO,
     TableAssembler,
     part_path,
+    part_readable,
     read_record,
     remove_leftovers,
 )
@@ -154,7 +156,7 @@ def reusable(record: dict | None, item: Input, options: BatchOptions, model: str
     return (record is not None and record.get("status") == "done" and record.get("model_sha256") == model
             and (record.get("size"), record.get("mtime_ns")) == (item.size, item.mtime_ns)
             and record.get("options") == options.for_kind(item.kind)
-            and part_path(Path(options.out), item.key).is_file()
+            and part_readable(part_path(Path(options.out), item.key), SCHEMAS[item.kind])
             and (not options.annotated or bool(record.get("annotated")) and Path(record["annotated"]).is_file()))
 
 

@@ -139,6 +139,16 @@ def read_part(path: Path) -> pa.Table:
         return pa.ipc.open_file(f).read_all()
 
 
+def part_readable(path: Path, schema: pa.Schema) -> bool:
+    """Whether ``path`` is a complete part file of ``schema`` (its footer and schema read, not its rows): a truncated
+    or foreign file is not, and its input is analysed again instead of failing every later run."""
+    try:
+        with pa.OSFile(str(path)) as f:
+            return pa.ipc.open_file(f).schema.equals(schema)
+    except (OSError, pa.ArrowException, ValueError):
+        return False
+
+
 def part_path(out: Path, key: str) -> Path:
     return out / PARTS / f"{key}.arrow"
 
@@ -153,11 +163,13 @@ def write_json(path: Path, doc: dict) -> None:
 
 
 def read_record(out: Path, key: str) -> dict | None:
-    """The manifest line an earlier run committed for input ``key``, or None (none, or unreadable)."""
+    """The manifest line an earlier run committed for input ``key``, or None (none, unreadable, or not a JSON
+    object: its input is analysed again)."""
     try:
-        return json.loads(record_path(out, key).read_text())
+        record = json.loads(record_path(out, key).read_text())
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
 
 
 class TableWriter:
