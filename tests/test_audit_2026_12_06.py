@@ -291,3 +291,18 @@ def test_b7_damaged_part_files_are_analysed_again_not_a_crash_forever(face_photo
     status = {r["key"]: r["status"] for r in _manifest(out)}
     assert [status[k] for k in keys] == ["done", "done", "done", "skipped"]
     pd.testing.assert_frame_equal(pd.read_parquet(out / "photos.parquet"), reference)
+
+
+def test_b9_another_jobs_out_is_refused_unless_forced(face_photos, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, photo in ((first, face_photos.paths[0]), (second, face_photos.paths[1])):
+        folder.mkdir()
+        (folder / "a.jpg").write_bytes(photo.read_bytes())
+    out = tmp_path / "out"
+    assert _batch(first, "--out", out, "--workers", 1, "--csv").returncode == 0
+    proc = _batch(second, "--out", out, "--workers", 1)
+    assert proc.returncode == 2 and "holds the results of another job" in proc.stderr
+    assert (out / "photos.csv").is_file() and len(_manifest(out)) == 1  # the first job's results are untouched
+    assert _batch(first, second, "--out", out, "--workers", 1).returncode == 0  # adding inputs is the same job
+    proc = _batch(second, "--out", out, "--workers", 1, "--force")
+    assert proc.returncode == 0 and [Path(r["path"]).parent.name for r in _manifest(out)] == ["second"]

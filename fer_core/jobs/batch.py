@@ -19,6 +19,7 @@ status: 0 when no input failed, 1 when some did (the tables hold the others), 2 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import sys
@@ -83,6 +84,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="processes on this machine, each with one model and one thread (default: the %(default)s "
                         "CPUs here; not with --ray)")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out that holds another job's results (inputs this job does not name), "
+                        "replacing its tables; without it such a folder is refused")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run the inputs as Ray tasks instead (needs requirements-cluster.txt): without ADDRESS a Ray "
                         "runtime on this machine (or the cluster of $RAY_ADDRESS), 'auto' the cluster this machine "
@@ -149,6 +153,25 @@ def _resolved(path: Path) -> Path:
         return path.resolve()
     except (OSError, RuntimeError):  # a symlink loop: compared as it is
         return path.absolute()
+
+
+def other_jobs_inputs(out: Path, items: Sequence[Input]) -> list[str]:
+    """The inputs of the job whose manifest ``out`` holds that are not among ``items`` (by key): results this job
+    would drop from the tables. Empty for a new folder, the same job run again, or a job that adds inputs."""
+    keys = {item.key for item in items}
+    try:
+        lines = (out / MANIFEST).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    others = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("key") not in keys:
+            others.append(str(record.get("path")))
+    return others
 
 
 def reusable(record: dict | None, item: Input, options: BatchOptions, model: str) -> bool:
@@ -317,6 +340,12 @@ def main(args: argparse.Namespace) -> int:
     if not items:
         print(f"error: no photo or video files in {', '.join(args.inputs)} (looked for "
               f"{', '.join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES))}).", file=sys.stderr)
+        return 2
+    others = other_jobs_inputs(out, items)
+    if others and not args.force:
+        print(f"error: --out {out} holds the results of another job: {len(others)} of its inputs are not among "
+              f"these (e.g. {others[0]}), and its tables would be replaced without them. Choose a new folder, or add "
+              "--force.", file=sys.stderr)
         return 2
     try:
         worker_state(options)  # a model that cannot be used is one clear error, not a failure per input
