@@ -71,8 +71,8 @@ TMP_MARK = ".tmp"  # in the names of files being written (a killed writer's left
 def temporary_beside(path: Path) -> Path:
     """A new temporary name in ``path``'s folder (created if needed) with ``path``'s suffix, so that writers that
     go by the suffix pick the right format; its name holds :data:`TMP_MARK`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}{TMP_MARK}{path.suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)  # the stem is cut so that the longer name still fits NAME_MAX
+    return path.with_name(fitting_name(path.stem, f".{uuid.uuid4().hex[:12]}{TMP_MARK}{path.suffix}", prefix="."))
 
 
 @contextlib.contextmanager

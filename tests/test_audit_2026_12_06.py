@@ -306,3 +306,14 @@ def test_b9_another_jobs_out_is_refused_unless_forced(face_photos, tmp_path):
     assert _batch(first, second, "--out", out, "--workers", 1).returncode == 0  # adding inputs is the same job
     proc = _batch(second, "--out", out, "--workers", 1, "--force")
     assert proc.returncode == 0 and [Path(r["path"]).parent.name for r in _manifest(out)] == ["second"]
+
+
+def test_b3_a_long_file_name_with_annotated_outputs_is_done(face_photos, tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    long = inputs / ("é" * 120 + "x" * 7 + ".jpg")  # 251 bytes in UTF-8: the longest names a disk takes
+    long.write_bytes(face_photos.paths[0].read_bytes())
+    proc = _batch(inputs, "--out", tmp_path / "out", "--annotated", "--workers", 1)
+    assert proc.returncode == 0, proc.stderr
+    (record,) = _manifest(tmp_path / "out")
+    assert record["status"] == "done" and Path(record["annotated"]).is_file()
