@@ -317,3 +317,81 @@ def test_b3_a_long_file_name_with_annotated_outputs_is_done(face_photos, tmp_pat
     assert proc.returncode == 0, proc.stderr
     (record,) = _manifest(tmp_path / "out")
     assert record["status"] == "done" and Path(record["annotated"]).is_file()
+
+
+def _group(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid`` (from /proc)."""
+    import os
+
+    alive = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid and "Z" not in open(f"/proc/{entry}/stat").read().split()[2]:
+                    alive.append(int(entry))
+            except (ProcessLookupError, PermissionError, FileNotFoundError):
+                continue
+    return alive
+
+
+def test_b6_workers_end_with_their_job_when_it_is_killed(face_photos, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from test_label_issues import ROOT
+    from video_helpers import switching_video
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for i in range(3):
+        switching_video(inputs / f"clip{i}.mp4", seconds=20.0)
+    for signum in (signal.SIGKILL, signal.SIGTERM):
+        proc = subprocess.Popen([sys.executable, "-m", "fer_core.batch", str(inputs), "--out",
+                                 str(tmp_path / f"out{signum}"), "--workers", "2"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while len(_group(proc.pid)) < 3 and time.monotonic() < deadline:  # the job, its workers (and a tracker)
+            time.sleep(0.2)
+        assert len(_group(proc.pid)) >= 3, "the workers did not start"
+        time.sleep(2.0)  # the workers are analysing
+        os.kill(proc.pid, signum)  # the job only, not its group
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while _group(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = _group(proc.pid)
+        for pid in left:  # do not leave them to the next test
+            os.kill(pid, signal.SIGKILL)
+        assert not left, f"processes left after {signal.Signals(signum).name} of the job: {left}"
+
+
+def test_b6_ctrl_c_ends_the_job_with_one_line_and_no_tracebacks(face_photos, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from test_label_issues import ROOT
+    from video_helpers import switching_video
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for i in range(2):
+        switching_video(inputs / f"clip{i}.mp4", seconds=20.0)
+    proc = subprocess.Popen([sys.executable, "-m", "fer_core.batch", str(inputs), "--out", str(tmp_path / "out"),
+                             "--workers", "2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(_group(proc.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)
+    import os
+
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl+C in a terminal does: the whole foreground group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    deadline = time.monotonic() + 30
+    while _group(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _group(proc.pid)

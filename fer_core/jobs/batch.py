@@ -357,6 +357,10 @@ def main(args: argparse.Namespace) -> int:
     except RayUnavailable as e:  # installed, but could not start or connect
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl+C: the workers ignore it and end with this process
+        print(f"\ninterrupted: the inputs finished so far are kept in {out / PARTS}; the same command continues the "
+              "job", file=sys.stderr)
+        return 130
     counts = {s: sum(r["status"] == s for r in manifest) for s in ("done", "skipped", "failed")}
     faces = sum(r.get("faces") or 0 for r in manifest if r["kind"] == PHOTO)
     rows = sum(r.get("rows") or 0 for r in manifest if r["kind"] == VIDEO)

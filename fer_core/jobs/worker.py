@@ -10,9 +10,12 @@ a bad input: the line says "failed" and why. The model and the detector are load
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -45,6 +48,7 @@ from .tables import (
     write_json,
 )
 
+PR_SET_PDEATHSIG = 1  # prctl option: the signal this process gets when its parent dies (linux/prctl.h)
 LOGGER = logging.getLogger(__name__)
 VIDEO_SUFFIXES = frozenset(f".{e}" for e in VIDEO_EXTENSIONS)
 
@@ -136,8 +140,27 @@ def worker_state(options: BatchOptions) -> WorkerState:
 
 
 def init_worker(options: BatchOptions) -> None:
-    """Pool initializer: load the model before the first input arrives."""
+    """Pool initializer: tie the worker's life to the job's process, then load the model before the first input
+    arrives."""
+    die_with_parent()
     worker_state(options)
+
+
+def die_with_parent() -> None:
+    """Make this worker process end when the process that started it ends, however that ends (killed, even with
+    SIGKILL): Linux's PR_SET_PDEATHSIG sends it SIGTERM then. Ctrl+C is the parent's to handle (the workers ignore
+    SIGINT, so it prints no traceback per worker). Elsewhere than Linux only the latter applies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # no prctl: the worker ends when the pool's pipe closes, as before
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def annotated_path(options: BatchOptions, item: Input) -> Path:
