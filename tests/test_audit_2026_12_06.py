@@ -395,3 +395,28 @@ def test_b6_ctrl_c_ends_the_job_with_one_line_and_no_tracebacks(face_photos, tmp
     while _group(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _group(proc.pid)
+
+
+def test_b5_a_full_disk_is_a_message_and_the_last_tables_stay(face_photos, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import fer_core.jobs.tables as tables
+    from fer_core.jobs.batch import get_args_parser, main
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "a.jpg").write_bytes(face_photos.paths[0].read_bytes())
+    out = tmp_path / "out"
+    assert main(get_args_parser().parse_args([str(inputs), "--out", str(out), "--workers", "1"])) == 0
+    before = (out / "photos.parquet").read_bytes()
+    (inputs / "b.jpg").write_bytes(face_photos.paths[1].read_bytes())
+
+    def full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tables.TableWriter, "commit", full)  # the disk fills while the tables are written
+    capsys.readouterr()
+    assert main(get_args_parser().parse_args([str(inputs), "--out", str(out), "--workers", "1"])) == 2
+    err = capsys.readouterr().err
+    assert "no space left in --out" in err and "Traceback" not in err
+    assert (out / "photos.parquet").read_bytes() == before

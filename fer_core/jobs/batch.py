@@ -19,6 +19,7 @@ status: 0 when no input failed, 1 when some did (the tables hold the others), 2 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import multiprocessing
 import os
@@ -356,6 +357,13 @@ def main(args: argparse.Namespace) -> int:
         manifest = run_batch(items, options, args.workers, args.ray, csv=args.csv)
     except RayUnavailable as e:  # installed, but could not start or connect
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: no space left in --out {out} ({e.strerror}). The tables of the last complete run are kept; "
+              f"free some space and run the same command again: the inputs finished so far are not analysed again.",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl+C: the workers ignore it and end with this process
         print(f"\ninterrupted: the inputs finished so far are kept in {out / PARTS}; the same command continues the "
