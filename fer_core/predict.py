@@ -26,6 +26,7 @@ from .files import fitting_name, unusable_folder
 from .model.calibration import UNCERTAIN_BELOW_HELP, threshold_arg
 from .model.explain import explain_crop, overlay
 from .model.inference import NO_TTA_HELP, Predictor
+from .model.trial import trial_file
 from .model.weights import DEFAULT_WEIGHTS, CheckpointError
 
 HEATMAP_SIDE = 192  # pixels of each --explain PNG (the 48x48 crop enlarged 4x)
@@ -93,6 +94,7 @@ def main(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
             return 2
     try:
+        trial_file(args.weights)  # a model from outside runs once in a bounded child process first
         predictor = Predictor.from_checkpoint(args.weights)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -420,3 +420,114 @@ def test_b5_a_full_disk_is_a_message_and_the_last_tables_stay(face_photos, tmp_p
     err = capsys.readouterr().err
     assert "no space left in --out" in err and "Traceback" not in err
     assert (out / "photos.parquet").read_bytes() == before
+
+
+# --- uploaded and command-line models (C1, C2, C4, C5): a first run in a bounded child process ---
+
+def _onnx(nodes, inits=()) -> bytes:
+    """An ONNX graph faces -> logits that carries the shipped model's metadata (so every static check passes)."""
+    import onnx
+    from onnx import TensorProto, helper
+    from test_label_issues import ROOT
+
+    faces = helper.make_tensor_value_info("faces", TensorProto.FLOAT, ["N", 1, 48, 48])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph(nodes, "hostile", [faces], [logits], list(inits)),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    for prop in onnx.load(str(ROOT / "artifacts" / "model.onnx")).metadata_props:
+        model.metadata_props.add(key=prop.key, value=prop.value)
+    return model.SerializeToString()
+
+
+def per_face(row) -> bytes:
+    """logits = each face's mean x ``row``: (N, len(row))."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    return _onnx([helper.make_node("ReduceMean", ["faces"], ["m"], axes=[1, 2, 3], keepdims=0),
+                  helper.make_node("Unsqueeze", ["m", "one"], ["u"]), helper.make_node("Mul", ["u", "row"], ["logits"])],
+                 [numpy_helper.from_array(np.array([1], np.int64), "one"),
+                  numpy_helper.from_array(np.asarray([row], np.float32), "row")])
+
+
+def huge() -> bytes:
+    """A 64 KB-class graph that asks for 6 GB (ConstantOfShape [220e6, 1, 7])."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    return _onnx([helper.make_node("ConstantOfShape", ["shape"], ["logits"],
+                                   value=numpy_helper.from_array(np.array([1.0], np.float32)))],
+                 [numpy_helper.from_array(np.array([220_000_000, 1, 7], np.int64), "shape")])
+
+
+def endless() -> bytes:
+    """A Loop of 2^62 trips whose condition stays true."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["v_in", "step"], ["v_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1, 7])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1, 7])],
+        [numpy_helper.from_array(np.ones((1, 7), np.float32), "step")])
+    return _onnx([helper.make_node("Loop", ["trips", "cond", "v0"], ["logits"], body=body)],
+                 [numpy_helper.from_array(np.array(2**62, np.int64), "trips"),
+                  numpy_helper.from_array(np.array(True), "cond"),
+                  numpy_helper.from_array(np.zeros((1, 7), np.float32), "v0")])
+
+
+def test_c1_c2_c5_hostile_models_cost_one_bounded_child_never_the_server():
+    import pytest
+    from test_label_issues import ROOT
+
+    from fer_core.model.trial import TrialLimits, trial_run
+    from fer_core.model.weights import CheckpointError
+
+    limits = TrialLimits(cpu_seconds=4, memory_bytes=4 * 2**30, wall_seconds=60)
+    trial_run((ROOT / "artifacts" / "model.onnx").read_bytes(), "model.onnx", limits)  # the shipped model passes
+    trial_run(per_face([1.0] * 7), "plain.onnx", limits)
+    cases = {"endless.onnx": (endless(), "was stopped"), "huge.onnx": (huge(), "refused"),
+             "nan.onnx": (per_face([float("nan")] * 7), "NaN or infinite"),
+             "three.onnx": (per_face([1.0] * 3), "not \\(4, 7\\)")}
+    for name, (data, message) in cases.items():
+        started = time.perf_counter()
+        with pytest.raises(CheckpointError, match=message) as refused:
+            trial_run(data, name, limits)
+        assert time.perf_counter() - started < 60
+        assert "/work" not in str(refused.value) and str(ROOT) not in str(refused.value)  # no server paths
+
+
+def test_c4_c5_compare_refuses_a_model_that_fails_on_faces_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    import cv2
+    from helpers import synthetic_face
+    from test_label_issues import ROOT
+
+    from fer_core.labels import EMOTIONS
+
+    for label, name in enumerate(EMOTIONS):
+        (tmp_path / "faces" / name).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "faces" / name / "0.png"), synthetic_face(label))
+    (tmp_path / "nan.onnx").write_bytes(per_face([float("nan")] * 7))
+    proc = subprocess.run([sys.executable, "-m", "training.compare", str(ROOT / "artifacts" / "model.pt"),
+                           str(tmp_path / "nan.onnx"), str(tmp_path / "faces")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1 and "NaN or infinite" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_c1_the_evaluation_page_refuses_an_uploaded_endless_model(monkeypatch):
+    from test_compare import open_evaluation
+
+    import fer_core.model.trial as trial
+
+    monkeypatch.setattr(trial, "TRIAL_LIMITS", trial.TrialLimits(cpu_seconds=4, wall_seconds=60))
+    at = open_evaluation()
+    at.file_uploader(key="compare_upload").set_value(("loop.onnx", endless(), "application/octet-stream")).run()
+    assert not at.exception
+    assert "loop.onnx cannot be used" in " ".join(e.value for e in at.error)
+    assert not [o for o in at.selectbox(key="compare_b").options if "loop.onnx" in o]

@@ -31,6 +31,7 @@ from fer_core.analysis.evaluation import evaluate_models
 from fer_core.faces.detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from fer_core.labels import UnknownClassError
 from fer_core.model.inference import NO_TTA_HELP, Predictor
+from fer_core.model.trial import trial_file
 from fer_core.model.weights import CheckpointError
 
 from .recipe.outputs import require_writable_file
@@ -75,6 +76,8 @@ def main(args: argparse.Namespace) -> dict:
         if out:
             require_writable_file(out, flag)
     try:
+        for path in (args.model_a, args.model_b):  # run once in a bounded child process first
+            trial_file(path)
         predictors = [Predictor.from_checkpoint(args.model_a), Predictor.from_checkpoint(args.model_b)]
         result_a, result_b = evaluate_both(predictors, args.data, args)
     except (CheckpointError, ArchiveError, FileNotFoundError, UnknownClassError, ValueError) as e:

@@ -7,7 +7,8 @@ deep), else the artifacts folder and every ``out/`` folder up to three levels be
 ``training.crossdomain`` write). A ``.pt`` is served through the ``.onnx`` exported beside it (no torch needed,
 :meth:`fer_core.model.inference.Predictor.from_checkpoint`); an ``.onnx`` with no ``.pt`` beside it is listed itself.
 
-An uploaded model is checked exactly as the app checks its own weights (:func:`fer_core.model.checkpoint.load_checkpoint`
+An uploaded model is first run on test faces in a child process with CPU, memory and time limits
+(:func:`fer_core.model.trial.trial_run`), then checked exactly as the app checks its own weights (:func:`fer_core.model.checkpoint.load_checkpoint`
 for a ``.pt``: ``torch.load(weights_only=True)``, every field and tensor shape checked;
 :func:`fer_core.model.onnx_file.onnx_model_from_bytes` for an ``.onnx``), at most :data:`MAX_UPLOAD_BYTES`, and kept in
 memory only: nothing is written to disk.
@@ -22,6 +23,7 @@ from pathlib import Path
 from ..model.artifacts import ARTIFACTS_DIR, WEIGHTS_NAME, artifacts_dir
 from ..model.inference import Predictor
 from ..model.onnx_file import METADATA_KEY
+from ..model.trial import trial_run
 from ..model.weights import CheckpointError, import_torch
 from .runs import runs_dir
 
@@ -123,10 +125,12 @@ def uploaded_model(name: str, data: bytes) -> Predictor:
     if suffix == ".onnx":
         from ..model.onnx_file import onnx_model_from_bytes
 
+        trial_run(data, name)  # first run in a child process with CPU, memory and time limits: a hostile graph costs it
         return Predictor.from_onnx(onnx_model_from_bytes(data, name))
     import_torch(f"read the uploaded checkpoint {name}",
                  f"or upload the .onnx exported from it (`python -m fer_core.model.onnx_file {name}`)")
     from ..model.checkpoint import load_checkpoint_bytes
 
+    trial_run(data, name)
     model, preprocess, names, meta = load_checkpoint_bytes(data, name)
     return Predictor(model, preprocess, names, meta, weights=None)
