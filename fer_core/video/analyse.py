@@ -123,7 +123,9 @@ class VideoAnalysis:
         return self.video_seconds / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def to_dataframe(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=list(COLUMNS))
+        # a copy first: the page reads a result while its analysis thread still appends rows, and pandas walks the
+        # list more than once (a list grown in between is a length mismatch)
+        return pd.DataFrame(list(self.rows), columns=list(COLUMNS))
 
     def to_csv_bytes(self) -> bytes:
         """UTF-8 CSV, a header row and one row per analysed frame and face (COLUMNS)."""
