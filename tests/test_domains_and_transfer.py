@@ -4,6 +4,7 @@ colour-to-grey variations, and the transfer protocol (training.crossdomain) end 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -374,6 +375,23 @@ def test_transfer_protocol_measures_an_ensemble_from_the_members_logits(tiny_wor
     for recipe in ("a", "a-and-a"):
         measured = json.loads((runs / recipe / "without-first" / "measure.json").read_text())["splits"]
         assert measured["ferplus_val"]["accuracy"] == measured["fer_val"]["accuracy"]
+
+    # the shipped recipe's protocol rows go into the model card, beside what the card already holds
+    card = tmp / "card"
+    card.mkdir()
+    (card / "model_card.json").write_text(json.dumps({"name": "kept"}))
+    env = {**os.environ, "FER_ARTIFACTS": str(card)}
+    proc = subprocess.run([sys.executable, *common, "--table", "--write-card", "a", "--write-card", "a-and-a"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    written = json.loads((card / "model_card.json").read_text())
+    protocol = written["transfer_protocol"]
+    assert written["name"] == "kept" and protocol["recipes"] == ["a", "a-and-a"]
+    assert protocol["held_out_mean"] == pytest.approx(np.mean([r["held_out_mean"] for r in protocol["rows"]]))
+    assert protocol["command"].endswith("--write-card a --write-card a-and-a")
+    proc = subprocess.run([sys.executable, *common, "--table", "--write-card", "nothing"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0 and "no held-out runs measured" in proc.stderr and "Traceback" not in proc.stderr
     for run_name in ("without-first", "without-second"):
         alone = json.loads((runs / "a" / run_name / "measure.json").read_text())
         pair = json.loads((runs / "a-and-a" / run_name / "measure.json").read_text())

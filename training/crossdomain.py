@@ -81,6 +81,9 @@ def get_args_parser() -> argparse.ArgumentParser:
       help="instead of training, measure the ensemble of these recipes (repeatable): each run's TTA logits averaged "
            "over the recipes' same runs (their logits.npz), the temperature refitted on the same calibration mix; "
            "the network this stands for outputs the mean of the members' logits")
+    a("--write-card", action="append", default=[], metavar="RECIPE",
+      help="with --table: store these recipes' protocol rows (held-out runs and their all-domains run) and their "
+           "held-out mean in the shipped model card as 'transfer_protocol' (repeatable: seeds of the shipped recipe)")
     a("--table", action="store_true", help="only print the table of the recipes measured under --runs-dir")
     a("--limit-val", type=int, default=0, help="measure on a random N validation images, for quick checks")
     a("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of training.train (the recipe)")
@@ -344,7 +347,36 @@ def print_table(runs_dir: Path, args: argparse.Namespace) -> list[dict]:
     print(text)
     df.to_csv(runs_dir / "table.csv", index=False)
     (runs_dir / "table.txt").write_text(text + "\n")
+    if args.write_card:
+        write_card_protocol(rows, args.write_card)
     return rows
+
+
+def write_card_protocol(rows: list[dict], recipes: list[str]) -> dict:
+    """Store the protocol rows of ``recipes`` in the shipped model card as "transfer_protocol" (the rest of the card
+    unchanged): each recipe's held-out row and all-domains row, and the mean held-out accuracy over the recipes."""
+    from fer_core.files import write_text_atomically
+    from fer_core.model.artifacts import MODEL_CARD_NAME, artifact_path, read_model_card
+
+    path = artifact_path(MODEL_CARD_NAME)
+    card = read_model_card(path)
+    if card is None:
+        raise SystemExit(f"error: there is no model card at {path}.")
+    chosen = [{k: (None if isinstance(v, float) and np.isnan(v) else v.item() if isinstance(v, np.generic) else v)
+               for k, v in r.items()} for r in rows if r["recipe"].removesuffix(" (all domains)") in recipes]
+    held = [r["held_out_mean"] for r in chosen if r.get("held_out_mean") is not None]
+    missing = [name for name in recipes if not any(r["recipe"] == name for r in chosen)]
+    if missing:
+        raise SystemExit(f"error: --write-card {', '.join(missing)}: no held-out runs measured under that name")
+    card["transfer_protocol"] = {
+        "command": "python -m training.crossdomain --table " + " ".join(f"--write-card {r}" for r in recipes),
+        "note": "held_out_mean: accuracy on all photos of a whole-photo domain the run never trained on, averaged "
+                "over the domains; rows '(all domains)' trained on every domain's training people (their test "
+                "columns are test people)",
+        "held_out_mean": float(np.mean(held)), "recipes": list(recipes), "rows": chosen}
+    write_text_atomically(path, json.dumps(card, indent=2) + "\n")
+    print(f"wrote the protocol rows of {', '.join(recipes)} (held-out mean {np.mean(held):.3f}) into {path}")
+    return card["transfer_protocol"]
 
 
 def main(args: argparse.Namespace) -> list[dict]:
