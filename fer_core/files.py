@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -93,3 +94,26 @@ def write_text_atomically(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through :func:`atomic_path`."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def read_text_file(path: str | Path, max_bytes: int) -> str:
+    """The text of a file a user names: a regular file (a device, fifo or folder is refused before it is opened, so
+    ``/dev/zero`` cannot be read forever) of at most ``max_bytes``, UTF-8 with or without the BOM a spreadsheet
+    writes. ValueError with the reason otherwise."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError as e:
+        raise ValueError(f"{path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path} is not a regular file")
+    if info.st_size > max_bytes:
+        raise ValueError(f"{path} is {info.st_size / 2**20:.0f} MB; at most {max_bytes // 2**20} MB is read")
+    with path.open("rb") as f:
+        data = f.read(max_bytes + 1)  # the size may have changed since stat
+    if len(data) > max_bytes:
+        raise ValueError(f"{path} grew past {max_bytes // 2**20} MB while it was read")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None

@@ -26,6 +26,7 @@ import argparse
 import json
 import subprocess
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -243,17 +244,22 @@ def measure(args: argparse.Namespace, weights: Path, train_domains: list[Path], 
 def ferplus_split(args: argparse.Namespace, val_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """FER2013 validation against FER+'s majority labels: the (V, n, 7) logits and labels of the faces that have a
     majority (fer_core.analysis.votes), from the logits of every validation face in listing order; None without a
-    votes file or with --limit-val."""
+    votes file, with --limit-val, or when the votes describe no face of the folder."""
     if not args.votes or not Path(args.votes).is_file() or args.limit_val:
         return None
-    files = list_labelled_folder(args.validation)
-    if len(files) != val_logits.shape[1]:
+    majority = validation_majority(str(args.validation), str(args.votes))
+    if len(majority) != val_logits.shape[1] or not (majority >= 0).any():
         return None
-    majority = majority_labels(votes_for([face_key(p) for p in files.paths], read_votes(args.votes)))
     keep = majority >= 0
-    if not keep.any():  # a validation folder the votes file does not describe
-        return None
     return val_logits[:, keep], majority[keep]
+
+
+@lru_cache(maxsize=4)
+def validation_majority(validation: str, votes: str) -> np.ndarray:
+    """(N,) FER+ majority label of each face of the validation folder in listing order (-1: none); read once per
+    process, however many measurements the table adds the column to."""
+    files = list_labelled_folder(validation)
+    return majority_labels(votes_for([face_key(p) for p in files.paths], read_votes(votes)))
 
 
 def with_ferplus(args: argparse.Namespace, out: Path) -> dict:
@@ -348,35 +354,10 @@ def print_table(runs_dir: Path, args: argparse.Namespace) -> list[dict]:
     df.to_csv(runs_dir / "table.csv", index=False)
     (runs_dir / "table.txt").write_text(text + "\n")
     if args.write_card:
+        from .results_table import write_card_protocol
+
         write_card_protocol(rows, args.write_card)
     return rows
-
-
-def write_card_protocol(rows: list[dict], recipes: list[str]) -> dict:
-    """Store the protocol rows of ``recipes`` in the shipped model card as "transfer_protocol" (the rest of the card
-    unchanged): each recipe's held-out row and all-domains row, and the mean held-out accuracy over the recipes."""
-    from fer_core.files import write_text_atomically
-    from fer_core.model.artifacts import MODEL_CARD_NAME, artifact_path, read_model_card
-
-    path = artifact_path(MODEL_CARD_NAME)
-    card = read_model_card(path)
-    if card is None:
-        raise SystemExit(f"error: there is no model card at {path}.")
-    chosen = [{k: (None if isinstance(v, float) and np.isnan(v) else v.item() if isinstance(v, np.generic) else v)
-               for k, v in r.items()} for r in rows if r["recipe"].removesuffix(" (all domains)") in recipes]
-    held = [r["held_out_mean"] for r in chosen if r.get("held_out_mean") is not None]
-    missing = [name for name in recipes if not any(r["recipe"] == name for r in chosen)]
-    if missing:
-        raise SystemExit(f"error: --write-card {', '.join(missing)}: no held-out runs measured under that name")
-    card["transfer_protocol"] = {
-        "command": "python -m training.crossdomain --table " + " ".join(f"--write-card {r}" for r in recipes),
-        "note": "held_out_mean: accuracy on all photos of a whole-photo domain the run never trained on, averaged "
-                "over the domains; rows '(all domains)' trained on every domain's training people (their test "
-                "columns are test people)",
-        "held_out_mean": float(np.mean(held)), "recipes": list(recipes), "rows": chosen}
-    write_text_atomically(path, json.dumps(card, indent=2) + "\n")
-    print(f"wrote the protocol rows of {', '.join(recipes)} (held-out mean {np.mean(held):.3f}) into {path}")
-    return card["transfer_protocol"]
 
 
 def main(args: argparse.Namespace) -> list[dict]:

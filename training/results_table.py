@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+import numpy as np
 
 from fer_core.files import write_text_atomically
 from fer_core.labels import EMOTIONS
@@ -71,18 +74,44 @@ def domain_results() -> list[dict]:
     return rows
 
 
-def write_card_results() -> list[dict]:
-    """Store :func:`domain_results` in the shipped model card as "results" (the rest of the card unchanged)."""
+def update_card(key: str, value) -> Path:
+    """Set ``key`` of the shipped model card to ``value``, the rest of the card unchanged; the card's path."""
     path = artifact_path(MODEL_CARD_NAME)
     card = read_model_card(path)
     if card is None:
         raise SystemExit(f"error: there is no model card at {path}.")
-    rows = domain_results()
-    card["results"] = {"command": CARD_COMMAND, "tta": True,
-                       "note": "accuracy on whole photos counts a photo without a detected face as wrong",
-                       "domains": rows}
+    card[key] = value
     write_text_atomically(path, json.dumps(card, indent=2) + "\n")
+    return path
+
+
+def write_card_results() -> list[dict]:
+    """Store :func:`domain_results` in the shipped model card as "results" (the rest of the card unchanged)."""
+    rows = domain_results()
+    update_card("results", {"command": CARD_COMMAND, "tta": True,
+                            "note": "accuracy on whole photos counts a photo without a detected face as wrong",
+                            "domains": rows})
     return rows
+
+
+def write_card_protocol(rows: list[dict], recipes: list[str]) -> dict:
+    """Store the protocol rows of ``recipes`` in the shipped model card as "transfer_protocol" (the rest of the card
+    unchanged): each recipe's held-out row and all-domains row, and the mean held-out accuracy over the recipes."""
+    chosen = [{k: (None if isinstance(v, float) and np.isnan(v) else v.item() if isinstance(v, np.generic) else v)
+               for k, v in r.items()} for r in rows if r["recipe"].removesuffix(" (all domains)") in recipes]
+    held = [r["held_out_mean"] for r in chosen if r.get("held_out_mean") is not None]
+    missing = [name for name in recipes if not any(r["recipe"] == name for r in chosen)]
+    if missing:
+        raise SystemExit(f"error: --write-card {', '.join(missing)}: no held-out runs measured under that name")
+    protocol = {
+        "command": "python -m training.crossdomain --table " + " ".join(f"--write-card {r}" for r in recipes),
+        "note": "held_out_mean: accuracy on all photos of a whole-photo domain the run never trained on, averaged "
+                "over the domains; rows '(all domains)' trained on every domain's training people (their test "
+                "columns are test people)",
+        "held_out_mean": float(np.mean(held)), "recipes": list(recipes), "rows": chosen}
+    path = update_card("transfer_protocol", protocol)
+    print(f"wrote the protocol rows of {', '.join(recipes)} (held-out mean {np.mean(held):.3f}) into {path}")
+    return protocol
 
 
 def _recalls(summary: dict) -> str:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import csv
 import io
-import stat
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..files import read_text_file
 from ..labels import UnknownClassError, canonical_name
 
 RANKED_BY = "self_confidence"  # cleanlab's ranking: the probability of the given label, lowest first
@@ -87,27 +87,9 @@ MAX_RELABEL_BYTES = 32 * 1024 * 1024  # an edited relabel CSV of 100,000 images 
 
 
 def read_relabel_file(path: str | Path, max_bytes: int = MAX_RELABEL_BYTES) -> str:
-    """The text of a relabel CSV: a regular file of at most ``max_bytes`` (a device, fifo or folder is refused before
-    it is opened, so ``/dev/zero`` cannot be read forever), UTF-8 with or without the BOM a spreadsheet writes.
-    ValueError with the reason otherwise."""
-    path = Path(path)
-    try:
-        info = path.stat()
-    except OSError as e:
-        raise ValueError(f"{path}: {e.strerror or e}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ValueError(f"{path} is not a regular file")
-    if info.st_size > max_bytes:
-        raise ValueError(f"{path} is {info.st_size / 2**20:.0f} MB; a relabel CSV may be at most "
-                         f"{max_bytes // 2**20} MB")
-    with path.open("rb") as f:
-        data = f.read(max_bytes + 1)  # the size may have changed since stat
-    if len(data) > max_bytes:
-        raise ValueError(f"{path} grew past {max_bytes // 2**20} MB while it was read")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    """The text of a relabel CSV (:func:`fer_core.files.read_text_file`: a regular file of at most ``max_bytes``,
+    UTF-8 with or without a spreadsheet's BOM); ValueError with the reason otherwise."""
+    return read_text_file(path, max_bytes)
 
 
 def read_relabels(text: str, class_names: Sequence[str]) -> dict[str, int]:

@@ -122,15 +122,8 @@ def uploaded_model(name: str, data: bytes) -> Predictor:
     if len(data) > MAX_UPLOAD_BYTES:
         raise CheckpointError(f"{name} is {len(data) / 2**20:.0f} MB; uploaded models may be at most "
                               f"{MAX_UPLOAD_BYTES // 2**20} MB (the shipped one is 6 MB).")
-    if suffix == ".onnx":
-        from ..model.onnx_file import onnx_model_from_bytes
-
-        trial_run(data, name)  # first run in a child process with CPU, memory and time limits: a hostile graph costs it
-        return Predictor.from_onnx(onnx_model_from_bytes(data, name))
-    import_torch(f"read the uploaded checkpoint {name}",
-                 f"or upload the .onnx exported from it (`python -m fer_core.model.onnx_file {name}`)")
-    from ..model.checkpoint import load_checkpoint_bytes
-
-    trial_run(data, name)
-    model, preprocess, names, meta = load_checkpoint_bytes(data, name)
-    return Predictor(model, preprocess, names, meta, weights=None)
+    if suffix != ".onnx":
+        import_torch(f"read the uploaded checkpoint {name}",
+                     f"or upload the .onnx exported from it (`python -m fer_core.model.onnx_file {name}`)")
+    trial_run(data, name)  # first run in a child process with CPU, memory and time limits: a hostile graph costs it
+    return Predictor.from_bytes(data, name)

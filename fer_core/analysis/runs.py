@@ -327,7 +327,7 @@ def read_run(folder: str | Path, suffix: str = "", name: str | None = None, ship
 
 
 # The range each history column may take; a value outside it (or not finite) is blanked, with a note on the run.
-HISTORY_RANGES = {"epoch": (0, MAX_EPOCH := 10**6), "lr": (0.0, 1e3), "train_loss": (0.0, 1e6), "val_loss": (0.0, 1e6),
+HISTORY_RANGES = {"epoch": (0, 10**6), "lr": (0.0, 1e3), "train_loss": (0.0, 1e6), "val_loss": (0.0, 1e6),
                   "train_acc": (0.0, 1.0), "val_acc": (0.0, 1.0), "val_macro_f1": (0.0, 1.0),
                   "seconds": (0.0, 1e9)}
 

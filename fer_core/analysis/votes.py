@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import read_text_file
 from ..labels import EMOTIONS, label_index
 from .datasets import LabelledFiles
 
@@ -60,12 +61,10 @@ def read_votes(path: str | Path) -> Votes:
     path = Path(path)
     if not path.is_file():
         raise VotesError(f"{path} is not a file")
-    if path.stat().st_size > MAX_VOTES_BYTES:
-        raise VotesError(f"{path} is larger than {MAX_VOTES_BYTES // 2**20} MB: not a votes file")
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise VotesError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        text = read_text_file(path, MAX_VOTES_BYTES)
+    except ValueError as e:  # too large, not UTF-8
+        raise VotesError(str(e)) from None
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in ("file", *VOTE_COLUMNS) if c not in (reader.fieldnames or [])]
     if missing:

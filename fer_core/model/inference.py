@@ -266,6 +266,19 @@ class Predictor:
         return cls(model, preprocess, names, meta, backend=name, weights=path)
 
     @classmethod
+    def from_bytes(cls, data: bytes, name: str) -> "Predictor":
+        """The classifier of a model file held in memory (an upload): an ``.onnx`` by its name, else a ``.pt``
+        checkpoint (read with torch), with the same checks as files on disk; ``name`` is what errors call it."""
+        if Path(name).suffix.lower() == ".onnx":
+            from .onnx_file import onnx_model_from_bytes
+
+            return cls.from_onnx(onnx_model_from_bytes(data, name))
+        from .checkpoint import load_checkpoint_bytes
+
+        model, preprocess, names, meta = load_checkpoint_bytes(data, name)
+        return cls(model, preprocess, names, meta, weights=None)
+
+    @classmethod
     def from_onnx(cls, exported, weights: str | Path | None = None) -> "Predictor":
         """The classifier of an :class:`~fer_core.model.onnx_file.OnnxModel` (or the path of an ``.onnx`` file);
         ``weights``: the checkpoint it was exported from, read only if :attr:`model` is asked for."""

@@ -83,17 +83,9 @@ def _classify(data: bytes, name: str) -> bool:
     """Load the model and check its logits on a batch of faces (CheckpointError when they are unusable)."""
     import numpy as np
 
-    from .inference import Predictor, predict_view_logits
+    from .inference import Predictor, predict_view_logits  # in the child only: the parent stays light
 
-    if name.lower().endswith(".onnx"):
-        from .onnx_file import onnx_model_from_bytes
-
-        predictor = Predictor.from_onnx(onnx_model_from_bytes(data, name))
-    else:
-        from .checkpoint import load_checkpoint_bytes
-
-        model, preprocess, names, meta = load_checkpoint_bytes(data, name)
-        predictor = Predictor(model, preprocess, names, meta, weights=None)
+    predictor = Predictor.from_bytes(data, name)
     size = predictor.preprocess.image_size
     faces = np.random.default_rng(0).random((TRIAL_FACES, 1, size, size), dtype=np.float32)
     logits = np.asarray(predict_view_logits(predictor.backend, faces, tta=False))
@@ -113,8 +105,10 @@ def trial_file(path: str | Path, limits: TrialLimits | None = None) -> None:
     """:func:`trial_run` of a model named on a command line: the file the app would run (the ``.onnx`` beside a
     ``.pt`` when there is one). The shipped artifacts are trusted and skipped; a missing file is left to the loader's
     own message."""
+    from .onnx_file import onnx_path_for
+
     path = Path(path)
-    served = path.with_suffix(".onnx") if path.suffix == ".pt" and path.with_suffix(".onnx").is_file() else path
+    served = onnx_path_for(path) if path.suffix == ".pt" and onnx_path_for(path).is_file() else path
     try:
         if served.resolve().parent == ARTIFACTS.resolve() or not served.is_file():
             return

@@ -34,6 +34,7 @@ from fer_core.analysis.datasets import (
 )
 from fer_core.labels import EMOTIONS
 
+from .fer_labels import one_hot
 from .options import DomainSpec
 
 NEUTRAL = EMOTIONS.index("neutral")
@@ -132,8 +133,7 @@ def assemble(fer: FaceArrays, fer_dose: int, domains: list[tuple[DomainSpec, Fac
                                  for _, f, _ in blocks])
     targets = None
     if any(f.targets is not None for _, f, _ in blocks):  # sources without soft labels: their labels one-hot
-        eye = np.eye(len(EMOTIONS), dtype=np.float32)
-        targets = np.concatenate([f.targets if f.targets is not None else eye[f.labels] for _, f, _ in blocks])
+        targets = np.concatenate([f.targets if f.targets is not None else one_hot(f.labels) for _, f, _ in blocks])
     return TrainingPool(np.concatenate([f.images for _, f, _ in blocks]),
                         np.concatenate([f.labels for _, f, _ in blocks]),
                         np.concatenate(people).astype(str), sources, colour, targets)
