@@ -23,10 +23,10 @@ from .faces.alignment import face_crop
 from .faces.detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS, make_detector
 from .faces.images import ImageLoadError
 from .files import fitting_name, unusable_folder
+from .model.bounded import outside_predictor
 from .model.calibration import UNCERTAIN_BELOW_HELP, threshold_arg
 from .model.explain import explain_crop, overlay
 from .model.inference import NO_TTA_HELP, Predictor
-from .model.trial import trial_file
 from .model.weights import DEFAULT_WEIGHTS, CheckpointError
 
 HEATMAP_SIDE = 192  # pixels of each --explain PNG (the 48x48 crop enlarged 4x)
@@ -94,8 +94,8 @@ def main(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
             return 2
     try:
-        trial_file(args.weights)  # a model from outside runs once in a bounded child process first
-        predictor = Predictor.from_checkpoint(args.weights)
+        # a model from outside runs once in a bounded child process first, then in one for every photo
+        predictor = outside_predictor(args.weights)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

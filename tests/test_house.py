@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-GROUND = {"fer_core", "fer_core.labels", "fer_core.files", "fer_core.locations", "fer_core.onnx_runtime"}
+GROUND = {"fer_core", "fer_core.labels", "fer_core.files", "fer_core.locations", "fer_core.onnx_runtime",
+          "fer_core.processes"}
 COMMANDS = {"fer_core.predict", "fer_core.batch", "fer_core.video.__main__"}
 TRAINING_COMMANDS = {"train", "evaluate", "calibrate", "compare", "crossdomain", "average_weights", "results_table"}
 BENCHMARK_DOORS = {"training.benchmark", "training.video_benchmark"}  # the commands users type, handing over

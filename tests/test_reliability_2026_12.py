@@ -188,6 +188,7 @@ def test_d4_upload_page_shows_the_could_not_be_loaded_box(good_payload, tmp_path
     at = open_page("pages/1_Upload_images.py")
     assert not at.exception, texts(at.exception)
     assert "could not be loaded" in texts(at.error) and "temperature" in texts(at.error)
+    assert str(tmp_path) not in texts(at.error)  # N1 (2026-12-06): the box names no server folder
 
 
 # ---- D6 / D7: corrupt and size-lying zip members ------------------------------------------------------------

@@ -30,8 +30,8 @@ from fer_core.analysis.datasets import PERSON_SPLITS, describe_skipped, list_lab
 from fer_core.analysis.evaluation import evaluate_models
 from fer_core.faces.detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from fer_core.labels import UnknownClassError
+from fer_core.model.bounded import outside_predictor
 from fer_core.model.inference import NO_TTA_HELP, Predictor
-from fer_core.model.trial import trial_file
 from fer_core.model.weights import CheckpointError
 
 from .recipe.outputs import require_writable_file
@@ -76,9 +76,8 @@ def main(args: argparse.Namespace) -> dict:
         if out:
             require_writable_file(out, flag)
     try:
-        for path in (args.model_a, args.model_b):  # run once in a bounded child process first
-            trial_file(path)
-        predictors = [Predictor.from_checkpoint(args.model_a), Predictor.from_checkpoint(args.model_b)]
+        # a model from outside runs once in a bounded child process first, then in one for the whole comparison
+        predictors = [outside_predictor(args.model_a), outside_predictor(args.model_b)]
         result_a, result_b = evaluate_both(predictors, args.data, args)
     except (CheckpointError, ArchiveError, FileNotFoundError, UnknownClassError, ValueError) as e:
         sys.exit(f"error: {e}")

@@ -37,8 +37,8 @@ from fer_core.analysis.votes import read_votes, with_majority_labels
 from fer_core.faces.detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from fer_core.labels import UnknownClassError
 from fer_core.model.backends import BACKEND_HELP, BACKENDS, intra_op_threads
-from fer_core.model.inference import NO_TTA_HELP, Predictor
-from fer_core.model.trial import trial_file
+from fer_core.model.bounded import outside_predictor
+from fer_core.model.inference import NO_TTA_HELP
 from fer_core.model.weights import DEFAULT_WEIGHTS, CheckpointError
 
 from .recipe.outputs import require_writable_file
@@ -110,8 +110,8 @@ def main(args: argparse.Namespace) -> dict:
         if out:
             require_writable_file(out, flag)  # before the evaluation, not after it
     try:
-        trial_file(args.weights)  # a model from outside runs once in a bounded child process first
-        predictor = Predictor.from_checkpoint(args.weights, backend=args.backend)
+        # a model from outside runs once in a bounded child process first, then in one for the whole evaluation
+        predictor = outside_predictor(args.weights, backend=args.backend)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

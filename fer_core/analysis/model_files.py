@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..model.artifacts import ARTIFACTS_DIR, WEIGHTS_NAME, artifacts_dir
+from ..model.bounded import bounded_predictor
 from ..model.inference import Predictor
 from ..model.onnx_file import METADATA_KEY
 from ..model.trial import trial_run
@@ -126,4 +127,4 @@ def uploaded_model(name: str, data: bytes) -> Predictor:
         import_torch(f"read the uploaded checkpoint {name}",
                      f"or upload the .onnx exported from it (`python -m fer_core.model.onnx_file {name}`)")
     trial_run(data, name)  # first run in a child process with CPU, memory and time limits: a hostile graph costs it
-    return Predictor.from_bytes(data, name)
+    return bounded_predictor(data, name)  # and every later forward pass too (fer_core.model.bounded)

@@ -26,6 +26,7 @@ from ..faces.images import SUPPORTED_FORMATS, ImageLoadError, load_image
 from ..faces.preprocessing import to_gray
 from ..model.calibration import check_threshold, uncertain_label
 from ..model.inference import FacePrediction, Predictor
+from ..model.weights import ModelOutputError
 
 Progress = Callable[[int, int], None]  # (faces classified, faces found)
 # The annotated copy kept for display is at most this many pixels on its longer side: st.image's JPEG encoder
@@ -72,8 +73,11 @@ def analyse_image(predictor: Predictor, detector: FaceDetector, source, name: st
         return ImageResult(name, error=str(e))
     gray = to_gray(rgb)
     found = left_to_right(detector.detect(gray))
-    faces = predictor.classify_detected(gray, found, tta=tta, whole_image_if_no_face=whole_image_if_no_face,
-                                        progress=progress)
+    try:
+        faces = predictor.classify_detected(gray, found, tta=tta, whole_image_if_no_face=whole_image_if_no_face,
+                                            progress=progress)
+    except ModelOutputError as e:  # NaN or infinite scores: no expression is better than "angry (nan%)"
+        return ImageResult(name, error=str(e))
     size, margin = predictor.preprocess.image_size, predictor.preprocess.face_margin
     result = ImageResult(name, faces, None, (rgb.shape[1], rgb.shape[0]), frames=frame_count(source),
                          thumbnails=[face_thumbnail(rgb, f.box) for f in faces],

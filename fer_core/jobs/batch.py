@@ -36,6 +36,7 @@ from ..faces.detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from ..files import unusable_folder
 from ..model.calibration import UNCERTAIN_BELOW_HELP, threshold_arg
 from ..model.inference import NO_TTA_HELP
+from ..model.trial import trial_file
 from ..model.weights import DEFAULT_WEIGHTS, CheckpointError
 from ..video.analyse import DEFAULT_ANALYSIS_FPS, SHORT_CLIP_S, video_settings
 from .ray_cluster import RayUnavailable, import_ray, run_ray
@@ -349,6 +350,7 @@ def main(args: argparse.Namespace) -> int:
               "--force.", file=sys.stderr)
         return 2
     try:
+        trial_file(options.weights)  # a model from outside runs once in a bounded child process first
         worker_state(options)  # a model that cannot be used is one clear error, not a failure per input
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -10,12 +10,9 @@ a bad input: the line says "failed" and why. The model and the detector are load
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import os
-import signal
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,6 +28,7 @@ from ..files import atomic_path, fitting_name
 from ..model.backends import set_intra_op_threads
 from ..model.inference import Predictor
 from ..model.onnx_file import file_sha256, onnx_path_for
+from ..processes import die_with_parent
 from ..video.analyse import analyse_video, start_analysis, video_settings
 from ..video.codec import VIDEO_EXTENSIONS, VideoError, probe
 from .tables import (
@@ -48,7 +46,6 @@ from .tables import (
     write_json,
 )
 
-PR_SET_PDEATHSIG = 1  # prctl option: the signal this process gets when its parent dies (linux/prctl.h)
 LOGGER = logging.getLogger(__name__)
 VIDEO_SUFFIXES = frozenset(f".{e}" for e in VIDEO_EXTENSIONS)
 
@@ -144,23 +141,6 @@ def init_worker(options: BatchOptions) -> None:
     arrives."""
     die_with_parent()
     worker_state(options)
-
-
-def die_with_parent() -> None:
-    """Make this worker process end when the process that started it ends, however that ends (killed, even with
-    SIGKILL): Linux's PR_SET_PDEATHSIG sends it SIGTERM then. Ctrl+C is the parent's to handle (the workers ignore
-    SIGINT, so it prints no traceback per worker). Elsewhere than Linux only the latter applies."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # no prctl: the worker ends when the pool's pipe closes, as before
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def annotated_path(options: BatchOptions, item: Input) -> Path:

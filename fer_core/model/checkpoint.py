@@ -18,7 +18,7 @@ from ..faces.preprocessing import PreprocessConfig
 from ..files import atomic_path
 from ..labels import EMOTIONS, UnknownClassError, canonical_name
 from .network import Xception, XceptionConfig
-from .weights import DEFAULT_WEIGHTS, CheckpointError  # noqa: F401  (defined without torch; re-exported)
+from .weights import DEFAULT_WEIGHTS, CheckpointError, check_temperatures  # noqa: F401  (CheckpointError re-exported)
 
 # Sane bounds of a checkpoint's config (the shipped "base" is at most 512 wide, 8 middle blocks, 48 px input).
 MAX_WIDTH = 4096  # channels of any layer, hidden units
@@ -168,13 +168,10 @@ def _checked_preprocess(d) -> PreprocessConfig:
 
 
 def _checked_meta(meta) -> dict:
-    """The meta dict, with the calibrated temperatures (when present) finite numbers > 0: the probabilities are
-    softmax(logits / T), so any other value gives NaN, uniform or inverted probabilities."""
+    """The meta dict, with the calibrated temperatures (when present) in range (:func:`check_temperatures`)."""
     if not isinstance(meta, dict):
         raise ValueError(f"'meta' must be a dict, not {type(meta).__name__}")
-    for key in ("temperature", "temperature_no_tta"):  # with and without test-time augmentation
-        if key in meta and not (_is_number(meta[key]) and meta[key] > 0):
-            raise ValueError(f"meta {key!r} must be a finite number > 0, got {meta[key]!r:.40}")
+    check_temperatures(meta)
     return meta
 
 

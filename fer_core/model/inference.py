@@ -21,7 +21,7 @@ from ..faces.images import load_image
 from ..faces.preprocessing import PreprocessConfig, faces_to_array, to_gray
 from .backends import Backend, OnnxRuntimeBackend, as_backend, check_backend, make_backend
 from .onnx_file import current_onnx, onnx_path_for, read_onnx_model
-from .weights import DEFAULT_WEIGHTS, CheckpointError, import_torch
+from .weights import DEFAULT_WEIGHTS, CheckpointError, ModelOutputError, import_torch
 
 LOGGER = logging.getLogger(__name__)
 
@@ -105,7 +105,12 @@ def predict_view_logits(model: Backend, batch: np.ndarray, tta: bool = True,
         out.append(logits.reshape(len(views), len(x), -1))
     if not out:
         return np.zeros((n_views, 0, getattr(getattr(model, "config", None), "num_classes", 7)), np.float32)
-    return np.concatenate(out, axis=1)
+    logits = np.concatenate(out, axis=1)
+    if not np.isfinite(logits).all():  # extreme weights or statistics: "angry (nan%)" would be a lie
+        bad = int((~np.isfinite(logits)).any(axis=(0, 2)).sum())
+        raise ModelOutputError(f"The model answers {bad} of {logits.shape[1]} face(s) with NaN or infinite scores: "
+                               "its weights are unusable (extreme values), so it gives no expression for them.")
+    return logits
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -266,9 +271,10 @@ class Predictor:
         return cls(model, preprocess, names, meta, backend=name, weights=path)
 
     @classmethod
-    def from_bytes(cls, data: bytes, name: str) -> "Predictor":
+    def from_bytes(cls, data: bytes, name: str, backend: str | None = None) -> "Predictor":
         """The classifier of a model file held in memory (an upload): an ``.onnx`` by its name, else a ``.pt``
-        checkpoint (read with torch), with the same checks as files on disk; ``name`` is what errors call it."""
+        checkpoint (read with torch, run by ``backend``), with the same checks as files on disk; ``name`` is what
+        errors call it."""
         if Path(name).suffix.lower() == ".onnx":
             from .onnx_file import onnx_model_from_bytes
 
@@ -276,7 +282,7 @@ class Predictor:
         from .checkpoint import load_checkpoint_bytes
 
         model, preprocess, names, meta = load_checkpoint_bytes(data, name)
-        return cls(model, preprocess, names, meta, weights=None)
+        return cls(model, preprocess, names, meta, backend=backend, weights=None)
 
     @classmethod
     def from_onnx(cls, exported, weights: str | Path | None = None) -> "Predictor":

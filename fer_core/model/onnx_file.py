@@ -26,11 +26,10 @@ from ..faces.preprocessing import PreprocessConfig
 from ..files import atomic_path
 from ..labels import EMOTIONS
 from ..onnx_runtime import load_onnxruntime
-from .weights import CheckpointError, import_torch
+from .weights import CheckpointError, check_temperatures, import_torch
 
 METADATA_KEY = "fer_core"
 FORMAT_VERSION = 1
-TEMPERATURE_KEYS = ("temperature", "temperature_no_tta")
 
 
 def onnx_path_for(weights: str | Path) -> Path:
@@ -148,9 +147,7 @@ def _checked_metadata(info: dict) -> tuple[PreprocessConfig, tuple[str, ...], di
     meta = info.get("meta", {})
     if not isinstance(meta, dict):
         raise ValueError("'meta' must be an object")
-    for key in TEMPERATURE_KEYS:
-        if key in meta and not (_finite(meta[key]) and meta[key] > 0):
-            raise ValueError(f"meta {key!r} must be a finite number > 0, got {meta[key]!r:.40}")
+    check_temperatures(meta)
     return p, tuple(EMOTIONS), meta
 
 

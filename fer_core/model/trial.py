@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..locations import ARTIFACTS, PROJECT_ROOT
-from .weights import CheckpointError
+from .weights import CheckpointError, ModelOutputError
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ def _child() -> None:
     data = sys.stdin.buffer.read()
     try:
         print(json.dumps({"ok": True} if _classify(data, name) else {}))
+    except ModelOutputError as e:
+        print(json.dumps({"error": f"{name}: {e}"}))
     except CheckpointError as e:
         print(json.dumps({"error": str(e)}))
     except MemoryError:
@@ -101,17 +103,33 @@ def _classify(data: bytes, name: str) -> bool:
 MAX_TRIAL_BYTES = 512 * 2**20  # a model file larger than this is not read for its trial (the shipped one is 6 MB)
 
 
-def trial_file(path: str | Path, limits: TrialLimits | None = None) -> None:
-    """:func:`trial_run` of a model named on a command line: the file the app would run (the ``.onnx`` beside a
-    ``.pt`` when there is one). The shipped artifacts are trusted and skipped; a missing file is left to the loader's
-    own message."""
-    from .onnx_file import onnx_path_for
+def served_file(path: str | Path) -> Path | None:
+    """The file the app runs for the model ``path`` names (None when there is none): an ``.onnx`` as it is; for a
+    ``.pt`` the ``.onnx`` beside it when that was exported from exactly this file
+    (:func:`fer_core.model.onnx_file.current_onnx`), else the ``.pt`` itself."""
+    from .onnx_file import current_onnx, onnx_path_for
 
     path = Path(path)
-    served = onnx_path_for(path) if path.suffix == ".pt" and onnx_path_for(path).is_file() else path
     try:
-        if served.resolve().parent == ARTIFACTS.resolve() or not served.is_file():
-            return
+        if path.suffix == ".pt" and onnx_path_for(path).is_file() and current_onnx(path)[0] is not None:
+            return onnx_path_for(path)
+        return path if path.is_file() else None
+    except (OSError, CheckpointError):
+        return path if path.is_file() else None
+
+
+def is_shipped(path: Path) -> bool:
+    """Whether ``path`` is one of the shipped artifacts (trusted: run in this process)."""
+    return path.resolve().parent == ARTIFACTS.resolve()
+
+
+def trial_file(path: str | Path, limits: TrialLimits | None = None) -> None:
+    """:func:`trial_run` of a model named on a command line: the file the app would run (:func:`served_file`). The
+    shipped artifacts are trusted and skipped; a missing file is left to the loader's own message."""
+    served = served_file(path)
+    if served is None or is_shipped(served):
+        return
+    try:
         if served.stat().st_size > MAX_TRIAL_BYTES:
             raise CheckpointError(f"{served} is {served.stat().st_size / 2**20:.0f} MB: not an expression model of "
                                   f"this family (at most {MAX_TRIAL_BYTES // 2**20} MB).")

@@ -18,6 +18,27 @@ class CheckpointError(RuntimeError):
     """A weights file that is missing, unreadable or does not describe an expression model."""
 
 
+class ModelOutputError(CheckpointError):
+    """A model that loaded but answers a face with NaN or infinite scores (extreme weights or statistics)."""
+
+
+TEMPERATURE_KEYS = ("temperature", "temperature_no_tta")  # calibrated with and without test-time augmentation
+TEMPERATURE_RANGE = (0.01, 100.0)  # fitted ones are near 1; beyond this, probabilities are one-hot or uniform
+
+
+def check_temperatures(meta: dict) -> None:
+    """ValueError unless each calibrated temperature in ``meta`` (when present) is a finite number within
+    :data:`TEMPERATURE_RANGE`: the probabilities are softmax(logits / T), so 1e-300 divides by zero and 1e300 makes
+    every face 14 % of everything."""
+    low, high = TEMPERATURE_RANGE
+    for key in TEMPERATURE_KEYS:
+        value = meta.get(key)
+        if key in meta and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                and low <= value <= high):
+            raise ValueError(f"meta {key!r} must be a number from {low} to {high:g} (a calibrated temperature), "
+                             f"got {value!r:.40}")
+
+
 def import_torch(purpose: str, alternative: str = ""):
     """The ``torch`` module, or a :class:`CheckpointError` that says what to install to get it.
 

@@ -12,6 +12,7 @@ Only the Streamlit pages import this module (it imports streamlit); the rest of 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -49,8 +50,9 @@ def require_predictor() -> Predictor:
     """get_predictor(), or a clear error box and the end of this page run when the model cannot be loaded."""
     try:
         return get_predictor()
-    except CheckpointError as e:
-        st.error(f"**The expression model could not be loaded.** {e}", icon=":material/error:")
+    except CheckpointError as e:  # the folder of the weights is the server's business: files are named alone
+        message = str(e).replace(f"{weights_path().parent}{os.sep}", "")
+        st.error(f"**The expression model could not be loaded.** {plain(message)}", icon=":material/error:")
         st.markdown("To fix it: put a trained checkpoint at `artifacts/model.pt` (train one with "
                     "`python -m training.train`), or point the app at another artifacts folder with the "
                     f"`{ARTIFACTS_ENV}` environment variable, then reload this page.")
