@@ -91,7 +91,7 @@ def list_labelled_zip(zf: zipfile.ZipFile) -> list[ZipMember]:
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
             raise ArchiveError(f"Zip member {info.filename!r} is a symbolic link; refusing it.")
-        if info.is_dir() or not parts:
+        if not info.filename or info.is_dir() or not parts:  # a nameless member (a damaged zip) holds no image
             continue
         if parts in seen:  # zf.read would silently pick one of them
             raise ArchiveError(f"Zip member {info.filename!r} appears more than once in the zip; every path must "

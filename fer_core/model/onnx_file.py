@@ -107,6 +107,9 @@ def onnx_model_from_bytes(data: bytes, path: str | Path) -> OnnxModel:
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Read for its metadata and inputs only: no graph optimisation, so nothing of the graph (constant folding)
+        # runs here. The sessions that classify faces are made by the backend that runs the model.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     except Exception as e:  # noqa: BLE001 - any of ONNX Runtime's load errors
