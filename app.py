@@ -6,6 +6,7 @@ loaded, links to the pages).
 
 import streamlit as st
 
+from fer_core.analysis.report import measured_on
 from fer_core.model.artifacts import (
     EVAL_COMMAND,
     ArtifactError,
@@ -87,8 +88,7 @@ def show_loaded_model(predictor: Predictor) -> None:
         summary = None
     if summary is not None:
         info["val_acc"], info["val_macro_f1"] = summary["accuracy"], summary["macro_f1"]
-        tta = ", TTA on" if summary.get("tta") else ""
-        info["validation_split"] = (summary.get("split") or "validation") + tta
+        info["validation_split"] = measured_on(summary)
         source = "artifacts/eval_validation.json"
 
     st.subheader(info["name"])
@@ -96,7 +96,9 @@ def show_loaded_model(predictor: Predictor) -> None:
     with st.container(horizontal=True, gap="large"):  # wraps onto a second row rather than cutting the labels
         st.metric("Parameters", f"{info['parameters'] / 1e6:.2f} M", width="content")
         st.metric("Validation accuracy", "n/a" if info["val_acc"] is None else f"{info['val_acc']:.1%}",
-                  width="content")
+                  width="content", help=f"Measured on {measured_on(summary)}." if summary is not None else
+                  "The model card's selection metric: FER2013 validation, FER2013's labels, no test-time "
+                  "augmentation.")
         st.metric("Validation macro-F1", "n/a" if info["val_macro_f1"] is None else f"{info['val_macro_f1']:.3f}",
                   width="content")
         photos = whole_photo_summary()
@@ -109,7 +111,8 @@ def show_loaded_model(predictor: Predictor) -> None:
     st.markdown("**Classes** (in the model's output order): " + ", ".join(f"`{c}`" for c in info["classes"]))
     details = [f"weights: `{weights_path()}`"]
     if info["selected_epoch"] is not None:
-        details.append(f"selected epoch: {info['selected_epoch']}")
+        details.append(f"weights of epoch {info['selected_epoch']} (the run's selected epoch: the best on "
+                       "validation, or the last one for a fine-tune on whole photos)")
     if info["validation_split"]:
         details.append(f"validation numbers: {info['validation_split']} (from the {source})")
     if photos is not None:

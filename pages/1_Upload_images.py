@@ -10,12 +10,13 @@ from fer_core.analysis.photos import ImageResult, analyse_image, display_copy, f
 from fer_core.model.explain import explain_crop, overlay
 from fer_core.ui.navigation import PAGE_ICON, run_through_app
 from fer_core.ui.plots import probability_bars
-from fer_core.ui.widgets import detector_choice, require_predictor, session_detector, uncertainty_choice
+from fer_core.ui.widgets import detector_choice, plain, require_predictor, session_detector, uncertainty_choice
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 FACE_CELL_WIDTH = 280  # pixels: one face's thumbnail, label and bars; as many per row as the window holds
 HEATMAP_SIDE = 144  # pixels: the 48x48 face crop with its heatmap, enlarged 3x
 MAX_IMAGE_WIDTH = 720  # pixels: a large photo is shown at most this wide (its faces are in the grid below it)
+CARD_WIDTH = 320  # pixels: one file's card in the grid of several files (twice as wide with two faces or more)
 
 run_through_app()
 st.set_page_config(page_title="Upload images - expressions", page_icon=PAGE_ICON, layout="wide")
@@ -100,10 +101,41 @@ if pending:
     analyse_pending()
 results: list[ImageResult] = [done[key] for key in keys]
 
-n_faces = sum(len(r.faces) for r in results)
-n_bad = sum(r.error is not None for r in results)
-st.markdown(f"**{len(results)} file(s), {n_faces} face(s)**"
-            + (f", {n_bad} file(s) could not be read" if n_bad else ""))
+
+
+def show_summary() -> None:
+    """What the results add up to, first: counts, the expressions found, the table of every face and the
+    downloads; the cards of the single files follow."""
+    n_faces = sum(len(r.faces) for r in results)
+    n_bad = sum(r.error is not None for r in results)
+    st.markdown(f"**{len(results)} file(s), {n_faces} face(s)**"
+                + (f", {n_bad} file(s) could not be read" if n_bad else ""))
+    rows = face_rows(results, predictor.class_names)
+    if not rows:
+        st.info("No faces in the uploaded images yet.")
+    else:
+        table = pd.DataFrame(rows)
+        counts = table["label"].value_counts()
+        st.markdown(" · ".join(f"{name} **{counts[name]}**" for name in (*predictor.class_names, "uncertain")
+                               if name in counts))
+        with st.expander(f"All {n_faces} face(s) as a table"):
+            # Narrow enough for a small window: the boxes are in each file's card, all numbers in the downloads.
+            st.dataframe(table[["file", "face", "label", "confidence"]], hide_index=True, column_config={
+                "file": st.column_config.TextColumn(pinned=True),
+                "confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0.0,
+                                                              max_value=1.0)})
+            st.dataframe(table[["file", "face", *predictor.class_names]], hide_index=True, column_config={
+                "file": st.column_config.TextColumn(pinned=True),
+                **{n: st.column_config.NumberColumn(n, format="percent") for n in predictor.class_names}})
+    with st.container(horizontal=True):
+        st.download_button("Download results (CSV)", results_csv(results, predictor.class_names),
+                           file_name="expressions.csv", mime="text/csv", icon=":material/download:",
+                           help="One row per face, and one per file without a face or that could not be read.")
+        st.download_button("Download results (JSON)", results_json(results), file_name="expressions.json",
+                           mime="application/json", icon=":material/download:")
+
+
+show_summary()
 
 
 def heatmaps(up, r: ImageResult, i: int):
@@ -145,44 +177,34 @@ def show_faces(up, r: ImageResult) -> None:
                     show_explanation(up, r, i)
 
 
-for up, r in zip(uploads, results):
-    with st.container(border=True):
-        st.subheader(r.name)
-        if r.error:
-            st.error(f"Could not read this file. {r.error}", icon=":material/broken_image:")
-            continue
-        if r.frames > 1:
-            st.info(f"{r.name} has {r.frames} frames (an animated or multi-page image): only the first frame was "
-                    "analysed.", icon=":material/animation:")
-        whole_key = f"whole_{up.file_id}"
-        if not r.faces or r.faces[0].whole_image:
-            if not r.faces:
-                st.warning(f"No face found in {r.name} (minimum face size {min_face} px). If the image is a "
-                           "close-up of one face, classify the whole image as that face.")
-            st.checkbox("Classify the whole image as one face", key=whole_key)
-        factor = r.annotated.shape[1] / r.size[0]
-        caption = f"{r.size[0]}x{r.size[1]} px" + (f", shown {factor:.0f}x enlarged" if factor > 1 else "")
-        with st.container(width=MAX_IMAGE_WIDTH):  # never wider than the page either
-            # Shrunk to the displayed width here (2x, for sharp high-density screens): Streamlit's own scaling
-            # would give a very wide, thin image a height of 0 px.
-            st.image(display_copy(r.annotated, max_width=2 * MAX_IMAGE_WIDTH), caption=caption, width="content")
-        show_faces(up, r)
+def show_file(up, r: ImageResult) -> None:
+    """One file's card: its name, notes, the annotated image and the grid of its faces."""
+    st.markdown(f"**{plain(r.name)}**")  # bold, not a heading: a long file name wraps less in a narrow card
+    if r.error:
+        st.error(f"Could not read this file. {r.error}", icon=":material/broken_image:")
+        return
+    if r.frames > 1:
+        st.info(f"{r.name} has {r.frames} frames (an animated or multi-page image): only the first frame was "
+                "analysed.", icon=":material/animation:")
+    whole_key = f"whole_{up.file_id}"
+    if not r.faces or r.faces[0].whole_image:
+        if not r.faces:
+            st.warning(f"No face found in {r.name} (minimum face size {min_face} px). If the image is a "
+                       "close-up of one face, classify the whole image as that face.")
+        st.checkbox("Classify the whole image as one face", key=whole_key)
+    factor = r.annotated.shape[1] / r.size[0]
+    caption = f"{r.size[0]}x{r.size[1]} px" + (f", shown {factor:.0f}x enlarged" if factor > 1 else "")
+    with st.container(width=MAX_IMAGE_WIDTH):  # never wider than its card either
+        # Shrunk to the displayed width here (2x, for sharp high-density screens): Streamlit's own scaling would
+        # give a very wide, thin image a height of 0 px.
+        st.image(display_copy(r.annotated, max_width=2 * MAX_IMAGE_WIDTH), caption=caption, width="content")
+    show_faces(up, r)
 
-st.header("All faces")
-rows = face_rows(results, predictor.class_names)
-if rows:
-    table = pd.DataFrame(rows)
-    # Narrow enough for a small window: the boxes are beside each face above, all numbers in the downloads.
-    st.dataframe(table[["file", "face", "label", "confidence"]], hide_index=True, column_config={
-        "confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0.0, max_value=1.0)})
-    with st.expander("Probabilities of every face"):
-        st.dataframe(table[["file", "face", *predictor.class_names]], hide_index=True, column_config={
-            n: st.column_config.NumberColumn(n, format="percent") for n in predictor.class_names})
-else:
-    st.info("No faces in the uploaded images yet.")
-c1, c2 = st.columns(2)
-c1.download_button("Download results (CSV)", results_csv(results, predictor.class_names),
-                   file_name="expressions.csv", mime="text/csv", icon=":material/download:",
-                   help="One row per face, and one per file without a face or that could not be read.")
-c2.download_button("Download results (JSON)", results_json(results), file_name="expressions.json",
-                   mime="application/json", icon=":material/download:")
+
+# The cards: one per file, as wide as the page for a single file; several side by side in a grid that wraps to
+# the window's width (one per row in a narrow window).
+with st.container(horizontal=True, gap="medium"):
+    for up, r in zip(uploads, results):
+        width = "stretch" if len(results) == 1 else CARD_WIDTH * min(max(len(r.faces), 1), 2)
+        with st.container(border=True, width=width):
+            show_file(up, r)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from fer_core.analysis.report import measured_on
 from fer_core.model.artifacts import (
     CALIBRATE_COMMAND,
     EVAL_COMMAND,
@@ -58,9 +59,7 @@ def show_headline(summary: dict) -> None:
                   width="content")
         if summary.get("detect_faces"):
             st.metric("Faces found", f"{summary.get('n_faces_found', 0):,}", width="content")
-    tta = summary.get("tta")
-    st.caption(f"Split: **{summary.get('split') or 'unnamed'}** · test-time augmentation "
-               f"**{'on' if tta else 'off' if tta is not None else 'unknown'}** · "
+    st.caption(f"Measured on **{measured_on(summary)}** · "
                + ("whole photos, largest detected face classified (no face counts as wrong)"
                   if summary.get("detect_faces") else "images are pre-cropped faces"))
     if summary.get("n_unreadable"):
@@ -101,9 +100,10 @@ from fer_core.model.weights import CheckpointError  # noqa: E402
 from fer_core.ui.evaluation import (  # noqa: E402
     EXPLAIN_SIDE,
     GALLERY_SIZE,
-    GAP,
     IMAGE_WIDTH,
     apply_handoffs,
+    gallery_cell,
+    gallery_grid,
     gallery_image,
     load_model,
     model_label,
@@ -192,24 +192,20 @@ def show_gallery(summary: dict, records: list[dict], key: str, zip_data: bytes |
              "probability most, of the true class on the left, of the predicted class on the right.")
     st.caption(f"{len(chosen)} image(s) of true class **{true}** predicted as **{pred}**"
                + (f"; showing the {GALLERY_SIZE} most confident" if len(chosen) > GALLERY_SIZE else ""))
-    n_cols = 3 if explain else 6
-    cols = st.columns(n_cols)
-    for i, rec in enumerate(chosen[:GALLERY_SIZE]):
-        probs = rec.get("probabilities") or {}
-        caption = (f"{rec['predicted']} {probs[rec['predicted']]:.0%} · {true} {probs.get(true, 0):.0%}"
-                   if probs else (rec.get("error") or "no face found"))
-        col = cols[i % n_cols]
-        try:
-            if explain and probs:
-                with col.container(horizontal=True, gap="small"):
-                    st.image(gallery_image(rec, zip_data, EXPLAIN_SIDE), width=EXPLAIN_SIDE)
-                    st.image(explanation_pair(rec, summary, zip_data, model), width=2 * EXPLAIN_SIDE + GAP,
-                             caption=f"{true} {probs.get(true, 0):.0%} | {rec['predicted']} "
-                                     f"{probs[rec['predicted']]:.0%}")
-            else:
-                col.image(gallery_image(rec, zip_data, IMAGE_WIDTH), caption=caption, width=IMAGE_WIDTH)
-        except (ImageLoadError, ArchiveError, CheckpointError) as e:
-            col.warning(str(e))
+    with gallery_grid():
+        for rec in chosen[:GALLERY_SIZE]:
+            probs = rec.get("probabilities") or {}
+            caption = (f"{rec['predicted']} {probs[rec['predicted']]:.0%} · {true} {probs.get(true, 0):.0%}"
+                       if probs else (rec.get("error") or "no face found"))
+            try:
+                if explain and probs:
+                    gallery_cell([gallery_image(rec, zip_data, EXPLAIN_SIDE),
+                                  explanation_pair(rec, summary, zip_data, model)],
+                                 f"{true} {probs.get(true, 0):.0%} | {rec['predicted']} {probs[rec['predicted']]:.0%}")
+                else:
+                    gallery_cell([gallery_image(rec, zip_data, IMAGE_WIDTH)], caption)
+            except (ImageLoadError, ArchiveError, CheckpointError) as e:
+                st.warning(str(e), width=2 * IMAGE_WIDTH)
     if chosen:
         with st.expander("Probabilities of these images"):
             st.dataframe(pd.DataFrame([{"image": r["path"], **(r.get("probabilities") or {})}

@@ -19,7 +19,9 @@ st.set_page_config(page_title="Training runs - expressions", page_icon=PAGE_ICON
 import pandas as pd  # noqa: E402
 
 from fer_core.analysis.runs import (  # noqa: E402
+    BEST_HELP,
     RUNS_ENV,
+    SELECTED_HELP,
     STATUSES,
     TRAIN_RUN_COMMAND,
     Run,
@@ -46,17 +48,27 @@ def default_selection(runs: list[Run]) -> list[str]:
     return own[:MAX_DEFAULT_RUNS] or [r.name for r in runs if r.shipped][:1]
 
 
+SUMMARY_COLUMNS = ["run", "status", "epochs", "best val accuracy", "best val macro-F1", "best val NLL",
+                   "selected epoch", "wall time"]
+DETAIL_COLUMNS = ["run", "last update (UTC)", "command", "hardware", "data", "notes", "folder"]
+
+
 def show_table(runs: list[Run]) -> None:
-    """Every run: status, epochs, best validation numbers, wall time, command, hardware, data and notes."""
+    """Every run: status, epochs, best validation numbers and wall time; its command, hardware, data and notes in a
+    second table under it. The run's name stays at the left while a narrow window scrolls the rest."""
     table = pd.DataFrame(runs_table(runs))
-    st.dataframe(table, hide_index=True, column_config={
-        "best val accuracy": st.column_config.NumberColumn(format="percent"),
-        "best val macro-F1": st.column_config.NumberColumn(format="%.3f"),
+    st.dataframe(table[SUMMARY_COLUMNS], hide_index=True, column_config={
+        "run": st.column_config.TextColumn(pinned=True, width="medium"),
+        "best val accuracy": st.column_config.NumberColumn(format="percent", help=BEST_HELP),
+        "best val macro-F1": st.column_config.NumberColumn(format="%.3f", help=BEST_HELP),
         "best val NLL": st.column_config.NumberColumn(format="%.3f", help="validation negative log-likelihood "
-                                                                          "(lower is better)"),
+                                                                          "(lower is better); " + BEST_HELP),
+        "selected epoch": st.column_config.NumberColumn(help=SELECTED_HELP),
         "status": st.column_config.TextColumn(help="; ".join(f"{k}: {v}" for k, v in STATUSES.items())),
-        "command": st.column_config.TextColumn(width="large"),
     })
+    with st.expander("Commands, hardware, data and notes of every run"):
+        st.dataframe(table[DETAIL_COLUMNS], hide_index=True, column_config={
+            "run": st.column_config.TextColumn(pinned=True), "command": st.column_config.TextColumn(width="large")})
 
 
 def show_progress(run: Run) -> None:

@@ -60,3 +60,16 @@ def most_confused(matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> tup
     if best <= 0:
         cell = (0, 0)
     return labels[cell[0]], labels[cell[1]]
+
+
+def measured_on(summary: dict) -> str:
+    """How an evaluation summary was measured, in one line for the pages: the split, whose labels, and whether
+    test-time augmentation was on (the same accuracy differs by a point or more between these settings)."""
+    split = summary.get("split") or "unnamed split"
+    if (summary.get("label_source") or {}).get("labels") == "FER+ majority vote":
+        labels = "FER+ majority labels"
+    else:
+        labels = "FER2013's labels" if "FER2013" in split else "the folders' labels"
+    tta = summary.get("tta")
+    return " · ".join([split] + ([] if labels in split else [labels])
+                      + [f"test-time augmentation {'on' if tta else 'off' if tta is not None else 'unknown'}"])

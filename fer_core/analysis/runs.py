@@ -46,6 +46,14 @@ STATUSES = {
     "unknown": "no model card and no readable progress file",
 }
 
+# What the numbers of the runs table are (the pages say it where they show them)
+BEST_HELP = ("the best of the run's epochs, measured during training on FER2013 validation (PublicTest) with "
+             "FER2013's labels and one view per face (no test-time augmentation): not the same number as a model's "
+             "evaluation with test-time augmentation on the Home and Evaluation pages")
+SELECTED_HELP = ("the epoch whose weights are the run's model.pt: the best validation accuracy with --select best "
+                 "(training from scratch), the last epoch with --select last (fine-tuning on whole photos, where "
+                 "FER2013 validation is not what the run is for), so it can differ from the best epoch")
+
 # The files that make a folder a run, with the suffix that tells several runs of one folder apart.
 _RUN_FILE = re.compile(r"^(?:history(?P<h>_[\w.-]+)?\.csv|model_card(?P<c>_[\w.-]+)?\.json"
                        r"|progress(?P<p>_[\w.-]+)?\.json)$")

@@ -44,7 +44,8 @@ EVALUATE_MODEL_KEY = "evaluate_model_path"
 COMPARE_MODEL_KEY = "compare_model_path"
 UPLOAD_PREFIX = "upload:"
 GALLERY_SIZE = 24
-IMAGE_WIDTH = 110  # pixels of each photo in the galleries
+IMAGE_WIDTH = 120  # pixels of each photo in the galleries
+CAPTION_MIN_WIDTH = 120  # pixels: a gallery cell is at least this wide, so that its caption stays readable
 EXPLAIN_SIDE = 96  # pixels of each heatmap picture (a 48x48 crop enlarged 2x)
 GAP = 4  # white pixels between two heatmaps
 
@@ -185,6 +186,25 @@ def record_overlays(predictor: Predictor, model_key, rec: dict, zip_data: bytes 
     return store[key]
 
 
+def gallery_grid():
+    """The container of a gallery: cells side by side that wrap onto the next row when the window is full, at any
+    width (fixed-width columns would squeeze their pictures onto each other in a narrow window)."""
+    return st.container(horizontal=True, gap="small")
+
+
+def gallery_cell(pictures: Sequence[np.ndarray], caption: str) -> None:
+    """One cell of a :func:`gallery_grid`: ``pictures`` side by side, each shown at its own width, with ``caption``
+    under them; the cell is exactly as wide as its pictures, so its caption wraps inside it."""
+    widths = [p.shape[1] for p in pictures]
+    with st.container(width=max(sum(widths) + 8 * (len(pictures) - 1), CAPTION_MIN_WIDTH), gap="small"):
+        if len(pictures) == 1:
+            st.image(pictures[0], caption=caption, width=widths[0])
+            return
+        with st.container(horizontal=True, gap="small"):
+            for i, (picture, width) in enumerate(zip(pictures, widths)):
+                st.image(picture, width=width, caption=caption if i == len(pictures) - 1 else None)
+
+
 def gallery_image(rec: dict, zip_data: bytes | None, width: int = IMAGE_WIDTH) -> np.ndarray:
     """The image behind a record, at most ``width`` px wide (each side at least 1 px): st.image can neither encode
     an image over 65,535 px nor scale a very wide, thin one down without reaching 0 px."""
@@ -222,7 +242,10 @@ def show_comparison(run: dict) -> None:
                 f"{'includes' if inside else 'excludes'} 0). {m['b']} image(s) only A gets right, {m['c']} only B; "
                 f"McNemar's exact p = {m['p_value']:.3g}"
                 + (" — the data do not show a difference beyond noise." if m["p_value"] >= 0.05 else "."))
-    st.dataframe(pd.DataFrame(comparison_rows(c)), hide_index=True, key="compare_table", column_config={
+    # The models by letter (their names are in the caption above): with full names the table lost its numbers.
+    letters = {a: "A", b: "B", f"{b} - {a}": "B - A"}
+    table = pd.DataFrame([{**row, "model": letters[row["model"]]} for row in comparison_rows(c)])
+    st.dataframe(table, hide_index=True, key="compare_table", width="content", column_config={
         k: st.column_config.NumberColumn(k, format="%.4f") for k in ("value", "low", "high")})
     with st.container(horizontal=True, gap="large"):
         st.plotly_chart(class_delta_figure(c["per_class"]), key="compare_deltas", width=560)
@@ -250,28 +273,23 @@ def show_disagreements(run: dict) -> None:
                              "the probability of the model's prediction most. A on the left, B on the right.")
     st.caption(f"{len(rows)} image(s) labelled differently; B right and A wrong first, then A right and B wrong, "
                f"then both wrong" + (f"; showing the first {GALLERY_SIZE}" if len(rows) > GALLERY_SIZE else "") + ".")
-    n_cols = 3 if explain else 6
-    cols = st.columns(n_cols)
-    for i, row in enumerate(rows[:GALLERY_SIZE]):
-        rec_a, rec_b = run["records_a"][row["index"]], run["records_b"][row["index"]]
-        caption = (f"true {row['true']} · A {row['a_predicted']} {row['a_probability']:.0%}"
-                   f"{' ✓' if row['a_correct'] else ''} · B {row['b_predicted']} {row['b_probability']:.0%}"
-                   f"{' ✓' if row['b_correct'] else ''}")
-        col = cols[i % n_cols]
-        try:
-            if explain:
-                options = run["options"]
-                with col.container(horizontal=True, gap="small"):
-                    st.image(gallery_image(rec_a, run["zip"], EXPLAIN_SIDE), width=EXPLAIN_SIDE)
+    with gallery_grid():
+        for row in rows[:GALLERY_SIZE]:
+            rec_a, rec_b = run["records_a"][row["index"]], run["records_b"][row["index"]]
+            caption = (f"true {row['true']} · A {row['a_predicted']} {row['a_probability']:.0%}"
+                       f"{' ✓' if row['a_correct'] else ''} · B {row['b_predicted']} {row['b_probability']:.0%}"
+                       f"{' ✓' if row['b_correct'] else ''}")
+            try:
+                if explain:
                     heatmaps = [record_overlays(load_model(o), model_version(o), r, run["zip"], [r["predicted"]],
-                                                run["aligned"]) for o, r in zip(options, (rec_a, rec_b))]
+                                                run["aligned"]) for o, r in zip(run["options"], (rec_a, rec_b))]
                     gap = np.full((EXPLAIN_SIDE, GAP, 3), 255, np.uint8)
-                    st.image(np.hstack([heatmaps[0], gap, heatmaps[1]]), width=2 * EXPLAIN_SIDE + GAP,
-                             caption=caption)
-            else:
-                col.image(gallery_image(rec_a, run["zip"]), caption=caption, width=IMAGE_WIDTH)
-        except (ImageLoadError, ArchiveError, CheckpointError) as e:
-            col.warning(str(e))
+                    gallery_cell([gallery_image(rec_a, run["zip"], EXPLAIN_SIDE),
+                                  np.hstack([heatmaps[0], gap, heatmaps[1]])], caption)
+                else:
+                    gallery_cell([gallery_image(rec_a, run["zip"])], caption)
+            except (ImageLoadError, ArchiveError, CheckpointError) as e:
+                st.warning(str(e), width=2 * IMAGE_WIDTH)
     with st.expander("Probabilities of these images"):
         st.dataframe(pd.DataFrame([{k: r[k] for k in ("path", "true", "a_predicted", "a_probability", "b_predicted",
                                                       "b_probability")} for r in rows]), hide_index=True)
@@ -294,23 +312,20 @@ def show_label_issues(rows: list[dict], records: list[dict], predictor: Predicto
                "the one that is wrong: look before you relabel.")
     explain = st.toggle("Show where the model looked: given label | suggested label", value=False,
                         key=f"{key}_explain")
-    n_cols = 3 if explain else 6
-    cols = st.columns(n_cols)
-    for i, row in enumerate(rows[:GALLERY_SIZE]):
-        rec = records[row["record"]]
-        caption = (f"#{row['rank']} given {row['given']} {row['given_probability']:.0%} → "
-                   f"{row['suggested']} {row['confidence']:.0%}")
-        col = cols[i % n_cols]
-        try:
-            if explain:
-                with col.container(horizontal=True, gap="small"):
-                    st.image(gallery_image(rec, zip_data, EXPLAIN_SIDE), width=EXPLAIN_SIDE)
-                    st.image(record_overlays(predictor, model_key, rec, zip_data, [row["given"], row["suggested"]],
-                                             aligned), width=2 * EXPLAIN_SIDE + GAP, caption=caption)
-            else:
-                col.image(gallery_image(rec, zip_data), caption=caption, width=IMAGE_WIDTH)
-        except (ImageLoadError, ArchiveError) as e:
-            col.warning(str(e))
+    with gallery_grid():
+        for row in rows[:GALLERY_SIZE]:
+            rec = records[row["record"]]
+            caption = (f"#{row['rank']} given {row['given']} {row['given_probability']:.0%} → "
+                       f"{row['suggested']} {row['confidence']:.0%}")
+            try:
+                if explain:
+                    gallery_cell([gallery_image(rec, zip_data, EXPLAIN_SIDE),
+                                  record_overlays(predictor, model_key, rec, zip_data, [row["given"], row["suggested"]],
+                                                  aligned)], caption)
+                else:
+                    gallery_cell([gallery_image(rec, zip_data)], caption)
+            except (ImageLoadError, ArchiveError) as e:
+                st.warning(str(e), width=2 * IMAGE_WIDTH)
     st.markdown("**Suggested relabels**: fill the *keep* column (yes: the given label stands; no: take the "
                 "suggested one), then download the CSV.")
     table = pd.DataFrame(rows, columns=list(RELABEL_FIELDS))

@@ -8,8 +8,10 @@ so charts and annotated images agree.
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -19,6 +21,22 @@ from ..faces.drawing import color_hex
 from ..labels import EMOTIONS
 
 _MARGIN = dict(l=10, r=10, t=40, b=10)
+MAX_TICKS = 6  # ticks on a value axis at most (Plotly's nticks)
+
+
+def tick_format(values: Iterable[float], percent: bool = False) -> str:
+    """The d3 format of a value axis over ``values`` with as many decimals as its ticks need, and no more.
+
+    Plotly puts at most :data:`MAX_TICKS` ticks at steps of 1, 2 or 5 x 10^k; a fixed ``.0%`` on an axis from 67.2 to
+    68.5 % prints "68% 68% 68%", so the decimals follow the step: about (max - min) / MAX_TICKS, rounded down to
+    its power of ten. Non-finite values are ignored."""
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    v = v[np.isfinite(v)] * (100 if percent else 1)
+    span = float(v.max() - v.min()) if v.size else 0.0
+    if span <= 0:
+        span = abs(float(v.max())) / 10 if v.size and v.max() else 1.0
+    decimals = min(6, max(0, -math.floor(math.log10(span / MAX_TICKS))))
+    return f".{decimals}{'%' if percent else 'f'}"
 
 
 def _ordered(names) -> list[str]:
@@ -98,7 +116,11 @@ def training_curves_figure(history: pd.DataFrame) -> go.Figure:
             fig.add_trace(go.Scatter(x=e, y=history[column], name=name, mode="lines+markers",
                                      line=dict(color=color, dash=dash), marker=dict(size=4)), row=1, col=col)
     fig.update_xaxes(title_text="epoch")
-    fig.update_yaxes(tickformat=".0%", row=1, col=2)
+    fig.update_yaxes(nticks=MAX_TICKS)
+    accuracies = [v for c in ("train_acc", "val_acc", "val_macro_f1") if c in history for v in history[c]]
+    fig.update_yaxes(tickformat=tick_format(accuracies, percent=True), row=1, col=2)
+    fig.update_yaxes(tickformat=tick_format([v for c in ("train_loss", "val_loss") if c in history
+                                             for v in history[c]]), row=1, col=1)
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", yanchor="top", y=-0.2))
     return fig
@@ -168,8 +190,10 @@ def confidence_histogram_figure(histograms: dict[str, dict], title: str | None =
                                  legendgroup=kind, showlegend=i == 0 and kind == "wrong",
                                  hovertemplate=f"predicted {name}, {kind}<br>confidence %{{x:.0%}}: %{{y}} faces"
                                                "<extra></extra>"), row=i // columns + 1, col=i % columns + 1)
-    fig.update_xaxes(range=[0, 1], tickformat=".0%", tickvals=[0, 0.5, 1])
-    fig.update_layout(title=title, barmode="stack", height=230 * rows + 40, margin=_MARGIN,
+    # Short labels ("100" of one panel beside "0" of the next would read "1000"): the unit is in the axis title.
+    fig.update_xaxes(range=[0, 1], tickvals=[0, 0.5, 1], ticktext=["0", "50", "100"])
+    fig.update_xaxes(title_text="confidence, %", row=rows)
+    fig.update_layout(title=title, barmode="stack", height=230 * rows + 60, margin=_MARGIN,
                       legend=dict(orientation="h", yanchor="bottom", y=1.04, xanchor="right", x=1))
     return fig
 
@@ -231,7 +255,12 @@ def runs_curves_figure(histories: dict[str, pd.DataFrame], columns: int = 3) -> 
                 row=j // columns + 1, col=j % columns + 1)
     for j, column in enumerate(panels):
         _, fmt, log = RUN_CURVES[column]
-        fig.update_yaxes(tickformat=fmt, type="log" if log else None, row=j // columns + 1, col=j % columns + 1)
+        where = dict(row=j // columns + 1, col=j % columns + 1)
+        if log:  # one labelled tick per power of ten: "1e-4", not "5 2 100µ 5 2"
+            fig.update_yaxes(type="log", dtick=1, tickformat=".0e", **where)
+        else:
+            values = [v for h in histories.values() if column in h.columns for v in h[column]]
+            fig.update_yaxes(tickformat=tick_format(values, percent=fmt == ".0%"), nticks=MAX_TICKS, **where)
     fig.update_xaxes(title_text="epoch", rangemode="tozero")
     fig.update_layout(height=300 * rows + 80, margin=_MARGIN, uirevision="runs",
                       legend={"orientation": "h", "yanchor": "bottom", "y": 1.08, "xanchor": "left", "x": 0})
@@ -249,7 +278,8 @@ def class_delta_figure(per_class: dict[str, dict], title: str | None = "Per-clas
             x=names, y=deltas, name=f"{'F1' if metric == 'f1' else metric} B - A", marker_color=colour,
             customdata=[[per_class[n][f"a_{metric}"], per_class[n][f"b_{metric}"], per_class[n]["support"]]
                         for n in names],
-            text=[f"{d:+.2f}" for d in deltas], textposition="outside", cliponaxis=False,
+            # a label on a bar that is there: two "+0.00" side by side print over each other
+            text=[f"{d:+.2f}" if abs(d) >= 0.005 else "" for d in deltas], textposition="outside", cliponaxis=False,
             hovertemplate=f"%{{x}} {metric}: A %{{customdata[0]:.3f}}, B %{{customdata[1]:.3f}} "
                           "(%{customdata[2]} images)<extra></extra>"))
     fig.update_layout(title=title, barmode="group", height=360, margin=_MARGIN,
