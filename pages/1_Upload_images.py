@@ -10,7 +10,15 @@ from fer_core.analysis.photos import ImageResult, analyse_image, display_copy, f
 from fer_core.model.explain import explain_crop, overlay
 from fer_core.ui.navigation import PAGE_ICON, run_through_app
 from fer_core.ui.plots import probability_bars
-from fer_core.ui.widgets import detector_choice, plain, require_predictor, session_detector, uncertainty_choice
+from fer_core.ui.widgets import (
+    SAMPLE_CREDIT,
+    SampleFile,
+    detector_choice,
+    plain,
+    require_predictor,
+    session_detector,
+    uncertainty_choice,
+)
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 FACE_CELL_WIDTH = 280  # pixels: one face's thumbnail, label and bars; as many per row as the window holds
@@ -47,8 +55,14 @@ uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, TIFF, GIF)", type=IMAG
 # previous run showed there at once, so the hint does not stay up while new files are analysed.
 progress_slot = st.empty()
 if not uploads:
-    progress_slot.info("Upload one or more images to see the expression of every face in them.")
-    st.stop()
+    with progress_slot.container():
+        st.info("Upload one or more images to see the expression of every face in them.")
+        sample = st.toggle("No photo at hand? Try a sample photo", key="use_sample",
+                           help=f"{SAMPLE_CREDIT}: it shows what the page does before you upload your own.")
+    if not sample:
+        st.stop()
+    uploads = [SampleFile()]
+    st.caption(f"Sample photo: {SAMPLE_CREDIT}. Upload your own images above to replace it.")
 
 detector = session_detector(min_face, detector_name)
 # Results are kept for this session only, per file and options, so a rerun (any click) does not redo them.

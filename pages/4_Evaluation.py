@@ -17,6 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from fer_core.analysis.evaluation import whole_photo_warning
 from fer_core.analysis.report import measured_on
 from fer_core.model.artifacts import (
     CALIBRATE_COMMAND,
@@ -64,6 +65,8 @@ def show_headline(summary: dict) -> None:
                   if summary.get("detect_faces") else "images are pre-cropped faces"))
     if summary.get("n_unreadable"):
         st.warning(f"{summary['n_unreadable']} image(s) could not be read; they count as wrong.")
+    if whole_photo_warning(summary):
+        st.warning(whole_photo_warning(summary), icon=":material/photo_size_select_large:")
 
 
 st.title("Evaluation")

@@ -27,7 +27,7 @@ from fer_core.analysis.compare import (
     disagreements,
 )
 from fer_core.analysis.datasets import PERSON_SPLITS, describe_skipped, list_labelled_folder, split_by_person
-from fer_core.analysis.evaluation import evaluate_models
+from fer_core.analysis.evaluation import evaluate_models, whole_photo_warning
 from fer_core.faces.detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from fer_core.labels import UnknownClassError
 from fer_core.model.bounded import outside_predictor
@@ -91,6 +91,8 @@ def main(args: argparse.Namespace) -> dict:
           + (f" ({args.person_split} people)" if args.person_split != "all" else "")
           + (f", faces found in {comparison['n_faces_found']}/{comparison['n_images']}" if args.detect_faces else ""))
     print(comparison_table(comparison))
+    if whole_photo_warning(result_a.summary):
+        print(f"warning: {whole_photo_warning(result_a.summary)}", file=sys.stderr)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({**comparison, "disagreements": disagreeing}, indent=2))
         print(f"wrote {args.json_out}")

@@ -31,7 +31,7 @@ from fer_core.analysis.datasets import (
     list_labelled_folder,
     split_by_person,
 )
-from fer_core.analysis.evaluation import evaluate_files
+from fer_core.analysis.evaluation import evaluate_files, whole_photo_warning
 from fer_core.analysis.label_issues import read_relabel_file, read_relabels, relabel_csv, suspicious_labels
 from fer_core.analysis.votes import read_votes, with_majority_labels
 from fer_core.faces.detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
@@ -155,6 +155,8 @@ def main(args: argparse.Namespace) -> dict:
     print(f"accuracy {s['accuracy']:.4f}  macro-F1 {s['macro_f1']:.4f}  images {s['n_images']}  "
           f"faces found {s['n_faces_found']}  TTA {'on' if s['tta'] else 'off'}"
           + (f"  ({s['n_unreadable']} unreadable, counted as wrong)" if s.get("n_unreadable") else ""))
+    if whole_photo_warning(s):
+        print(f"warning: {whole_photo_warning(s)}", file=sys.stderr)
     if "ece" in s:
         print(f"calibration at T = {s['temperature']:.3f}: ECE {s['ece']:.4f}  NLL {s['nll']:.4f}  "
               f"(at T = 1: ECE {s['uncalibrated']['ece']:.4f}  NLL {s['uncalibrated']['nll']:.4f})")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
@@ -127,3 +128,20 @@ def plain(text) -> str:
     punctuation mark backslash-escaped and line breaks made spaces, so a Markdown image or link in a run file is
     shown as the characters it is, never fetched or followed, and ``:red[...]`` or ``$...$`` stay text."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+# A photo anyone may use, for a first try without one at hand: NASA's portrait of the astronaut Eileen Collins
+# (public domain; the copy scikit-image ships as skimage.data.astronaut), 512x512, saved as JPEG.
+SAMPLE_PHOTO = Path(__file__).resolve().with_name("sample_photo.jpg")
+SAMPLE_CREDIT = "NASA's portrait of the astronaut Eileen Collins (public domain)"
+
+
+@dataclass(frozen=True)
+class SampleFile:
+    """The sample photo in the shape of an uploaded file (name, file_id, getvalue()), for the upload page."""
+
+    name: str = SAMPLE_PHOTO.name
+    file_id: str = "sample-photo"
+
+    def getvalue(self) -> bytes:
+        return SAMPLE_PHOTO.read_bytes()
