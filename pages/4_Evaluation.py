@@ -17,8 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from fer_core.analysis.evaluation import whole_photo_warning
-from fer_core.analysis.report import measured_on
+from fer_core.analysis.report import measured_on, whole_photo_warning
 from fer_core.model.artifacts import (
     CALIBRATE_COMMAND,
     EVAL_COMMAND,

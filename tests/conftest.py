@@ -28,14 +28,17 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 def _restore_torch_threads():
     """The live processor sets the classifier's thread count (fer_core.model.backends, and torch's) for the thread that
     calls it (one, by design); tests that call it on the main thread must not leave every later test on one core."""
-    import torch
-
     from fer_core.model.backends import intra_op_threads, set_intra_op_threads
 
-    threads, classifier_threads = torch.get_num_threads(), intra_op_threads()
+    try:
+        import torch
+    except ImportError:  # the app's install (requirements.txt): only its torch-free tests run there
+        torch = None
+    threads, classifier_threads = torch.get_num_threads() if torch else None, intra_op_threads()
     yield
     set_intra_op_threads(classifier_threads)
-    torch.set_num_threads(threads)
+    if torch:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

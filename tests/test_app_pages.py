@@ -288,7 +288,7 @@ def test_upload_group_photo_numbers_faces_left_to_right_in_a_grid(monkeypatch, a
     # The three faces' cells are side by side in one wrapping row (not one long column below the image).
     grids = [b for b in blocks(at.main) if getattr(b.proto, "flex_container", None) and b.proto.flex_container.wrap
              and b.proto.flex_container.direction == BlockProto.FlexContainer.HORIZONTAL
-             and [bool(c.get("plotly_chart")) for c in b.children.values()] == [True] * 3]
+             and [isinstance(c, Block) and bool(c.get("plotly_chart")) for c in b.children.values()] == [True] * 3]
     assert len(grids) == 1
 
 

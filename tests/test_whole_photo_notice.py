@@ -10,7 +10,7 @@ import cv2
 from helpers import jpeg_bytes, public_domain_faces, synthetic_face
 from test_label_issues import ROOT
 
-from fer_core.analysis.evaluation import whole_photo_warning
+from fer_core.analysis.report import whole_photo_warning
 from fer_core.labels import EMOTIONS
 
 

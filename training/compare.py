@@ -27,7 +27,8 @@ from fer_core.analysis.compare import (
     disagreements,
 )
 from fer_core.analysis.datasets import PERSON_SPLITS, describe_skipped, list_labelled_folder, split_by_person
-from fer_core.analysis.evaluation import evaluate_models, whole_photo_warning
+from fer_core.analysis.evaluation import evaluate_models
+from fer_core.analysis.report import whole_photo_warning
 from fer_core.faces.detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from fer_core.labels import UnknownClassError
 from fer_core.model.bounded import outside_predictor

@@ -31,8 +31,9 @@ from fer_core.analysis.datasets import (
     list_labelled_folder,
     split_by_person,
 )
-from fer_core.analysis.evaluation import evaluate_files, whole_photo_warning
+from fer_core.analysis.evaluation import evaluate_files
 from fer_core.analysis.label_issues import read_relabel_file, read_relabels, relabel_csv, suspicious_labels
+from fer_core.analysis.report import whole_photo_warning
 from fer_core.analysis.votes import read_votes, with_majority_labels
 from fer_core.faces.detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS
 from fer_core.labels import UnknownClassError

@@ -19,10 +19,10 @@ from ..model.calibration import calibration_summary, confidence_histograms
 from ..model.inference import Predictor, probabilities_from_view_logits
 from .datasets import LabelledFiles, list_labelled_folder
 from .metrics import classification_summary, report_text
+from .report import FACE_CROP_SHARE
 
 Progress = Callable[[int, int], None]  # (done, total)
 WHOLE_PHOTO_SAMPLE = 12  # images checked for being whole photos when faces are not detected
-FACE_CROP_SHARE = 0.4  # a pre-cropped face fills at least this share of its image; a whole photo's face less
 
 
 def whole_photo_check(grays: Sequence[np.ndarray], detector: str = DEFAULT_DETECTOR) -> dict:
@@ -39,18 +39,6 @@ def whole_photo_check(grays: Sequence[np.ndarray], detector: str = DEFAULT_DETEC
             x, y, w, h = faces[0].box
             whole += w * h < FACE_CROP_SHARE * gray.shape[0] * gray.shape[1]
     return {"checked": len(sample), "whole": int(whole)}
-
-
-def whole_photo_warning(summary: dict) -> str | None:
-    """What to tell the user when most sampled images of an evaluation without face detection were whole photos
-    (:func:`whole_photo_check`); None otherwise."""
-    check = summary.get("whole_photo_check") or {}
-    if summary.get("detect_faces") or not check.get("checked") or check["whole"] * 2 < check["checked"]:
-        return None
-    return (f"{check['whole']} of the first {check['checked']} images are whole photos (their face covers less than "
-            f"{FACE_CROP_SHARE:.0%} of the image), but faces were not detected: each whole image was classified as "
-            "one face, which scores far lower. Evaluate again with face detection (--detect-faces; on the page: "
-            "\"Images are whole photos\").")
 
 
 @dataclass

@@ -73,3 +73,18 @@ def measured_on(summary: dict) -> str:
     tta = summary.get("tta")
     return " · ".join([split] + ([] if labels in split else [labels])
                       + [f"test-time augmentation {'on' if tta else 'off' if tta is not None else 'unknown'}"])
+
+
+FACE_CROP_SHARE = 0.4  # a pre-cropped face fills at least this share of its image; a whole photo's face less
+
+
+def whole_photo_warning(summary: dict) -> str | None:
+    """What to tell the user when most sampled images of an evaluation without face detection were whole photos
+    (:func:`whole_photo_check`); None otherwise."""
+    check = summary.get("whole_photo_check") or {}
+    if summary.get("detect_faces") or not check.get("checked") or check["whole"] * 2 < check["checked"]:
+        return None
+    return (f"{check['whole']} of the first {check['checked']} images are whole photos (their face covers less than "
+            f"{FACE_CROP_SHARE:.0%} of the image), but faces were not detected: each whole image was classified as "
+            "one face, which scores far lower. Evaluate again with face detection (--detect-faces; on the page: "
+            "\"Images are whole photos\").")
