@@ -38,6 +38,7 @@ EVERY_FRAME = "every frame"
 
 run_through_app()
 st.set_page_config(page_title="Video files - expressions", page_icon=PAGE_ICON, layout="wide")
+THUMB_CELL_WIDTH = 140  # pixels: a face's thumbnail and its caption in the grid of faces
 st.title("Video files")
 st.caption(f"Upload a recording ({', '.join(VIDEO_EXTENSIONS)}; up to {UPLOAD_LIMIT_MB} MB, Streamlit's upload limit, "
            "which whoever runs the app can raise with `--server.maxUploadSize`). Every face is followed with a stable "
@@ -167,13 +168,17 @@ else:
     summary = summarise(rows)
     st.subheader("Faces")
     ids = analysis.face_ids
-    for row_start in range(0, len(ids), 6):  # a thumbnail per face ID, six per row
-        for col, face_id in zip(st.columns(6), ids[row_start:row_start + 6]):
+    with st.container(horizontal=True, gap="small"):  # a thumbnail per face ID, wrapping to the window's width
+        for face_id in ids:
             dominant = summary.loc[summary["face_id"] == face_id, "dominant"].iloc[0]
-            col.image(analysis.thumbnails[face_id], caption=f"Face {face_id}: {dominant_text(dominant)}")
+            with st.container(width=THUMB_CELL_WIDTH):
+                st.image(analysis.thumbnails[face_id], caption=f"Face {face_id}: {dominant_text(dominant)}",
+                         width="stretch")
+    # The face stays at the left while a narrow window scrolls the seven expressions' columns.
     st.dataframe(summary, hide_index=True, column_config={
-        n: st.column_config.ProgressColumn(n, format="percent", min_value=0, max_value=1)
-        for n in predictor.class_names if n in summary})
+        "face_id": st.column_config.NumberColumn("face", pinned=True),
+        **{n: st.column_config.ProgressColumn(n, format="percent", min_value=0, max_value=1, width="small")
+           for n in predictor.class_names if n in summary}})
     st.caption("Share of time per expression (of the analysed frames in which the face is seen), the most frequent "
                "expression, and the largest changes of each face's expression between two analysed frames.")
 
