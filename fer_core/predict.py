@@ -15,17 +15,13 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
-
 from .analysis.datasets import IMAGE_SUFFIXES
-from .analysis.photos import classify_image, face_entries
-from .faces.alignment import face_crop
+from .analysis.photos import classify_image, heatmap_png, image_entry
 from .faces.detection import DEFAULT_DETECTOR, DETECTOR_HELP, DETECTORS, make_detector
 from .faces.images import ImageLoadError
 from .files import fitting_name, unusable_folder
 from .model.bounded import outside_predictor
 from .model.calibration import UNCERTAIN_BELOW_HELP, threshold_arg
-from .model.explain import explain_crop, overlay
 from .model.inference import NO_TTA_HELP, Predictor
 from .model.weights import DEFAULT_WEIGHTS, CheckpointError
 
@@ -55,13 +51,9 @@ def heatmap_path(folder: Path, n: int, image: Path, face: int, label: str) -> Pa
 
 
 def write_heatmap(predictor: Predictor, gray, prediction, path: Path) -> None:
-    """The face crop the model saw, with the map of where it looked for its predicted class, as a PNG (OSError when it
+    """:func:`fer_core.analysis.photos.heatmap_png` of the predicted class, written to ``path`` (OSError when it
     cannot be written)."""
-    p = predictor.preprocess
-    crop = face_crop(gray, prediction.face, p.image_size, p.face_margin)
-    heat = explain_crop(predictor.backend, p, crop, classes=[predictor.class_names.index(prediction.label)])[0]
-    if not cv2.imwrite(str(path), cv2.cvtColor(overlay(crop, heat, HEATMAP_SIDE), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
+    path.write_bytes(heatmap_png(predictor, gray, prediction, side=HEATMAP_SIDE))
 
 
 def expand_paths(paths: list[str]) -> list[Path]:
@@ -109,8 +101,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"skipped: {e}", file=sys.stderr)
             failures += 1
             continue
-        entry = {"path": str(path), "faces": []}
-        for i, (f, face) in enumerate(zip(faces, face_entries(faces, threshold)), start=1):
+        entry = image_entry(str(path), faces, threshold)
+        for i, (f, face) in enumerate(zip(faces, entry["faces"]), start=1):
             label = face["label"]
             if explain_dir is not None:
                 face["heatmap"] = str(heatmap_path(explain_dir, n, path, i, f.label))
@@ -119,7 +111,6 @@ def main(args: argparse.Namespace) -> int:
                 except OSError as e:  # e.g. the disk filled up: this heatmap is missing, every result is kept
                     print(f"warning: no heatmap for {path} face {i}: {e}", file=sys.stderr)
                     face["heatmap"] = None
-            entry["faces"].append(face)
             if not args.json:
                 x, y, w, h = f.box
                 print(f"{path}: face {i} at x={x} y={y} w={w} h={h}: {label} ({f.confidence:.1%})"

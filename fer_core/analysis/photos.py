@@ -25,6 +25,7 @@ from ..faces.drawing import annotate, face_thumbnail
 from ..faces.images import SUPPORTED_FORMATS, ImageLoadError, load_image
 from ..faces.preprocessing import to_gray
 from ..model.calibration import check_threshold, uncertain_label
+from ..model.explain import explain_crop, overlay
 from ..model.inference import FacePrediction, Predictor
 from ..model.weights import ModelOutputError
 
@@ -102,6 +103,12 @@ def classify_image(predictor: Predictor, detector, path: str | Path, tta: bool =
     faces = predictor.classify_detected(gray, left_to_right(detector.detect(gray)), tta=tta,
                                         whole_image_if_no_face=whole_image_if_no_face)
     return rgb, gray, faces
+
+
+def image_entry(name: str, faces: list[FacePrediction], uncertain_below: float | None = None) -> dict:
+    """The JSON object of one image, as ``fer_core.predict --json`` prints it and the HTTP API answers it:
+    ``{"path": name, "faces": [face_entries...]}``."""
+    return {"path": name, "faces": face_entries(faces, uncertain_below)}
 
 
 def face_entries(faces: list[FacePrediction], uncertain_below: float | None = None) -> list[dict]:
@@ -184,3 +191,14 @@ def results_json(results: Sequence[ImageResult]) -> bytes:
                     "faces": [{"face": i, **f.to_dict(), "label": label, "top_label": f.label}
                               for i, (f, label) in enumerate(zip(r.faces, r.labels()), start=1)]})
     return json.dumps(doc, indent=2).encode("utf-8")
+
+
+def heatmap_png(predictor: Predictor, gray: np.ndarray, prediction: FacePrediction, class_name: str | None = None,
+                side: int = 192) -> bytes:
+    """PNG of the face crop the model saw for ``prediction`` with the occlusion map of where it looked for
+    ``class_name`` (default: its predicted class), ``side`` px square (``fer_core.predict --explain``, the API)."""
+    p = predictor.preprocess
+    crop = face_crop(gray, prediction.face, p.image_size, p.face_margin)
+    target = predictor.class_names.index(class_name or prediction.label)
+    heat = explain_crop(predictor.backend, p, crop, classes=[target])[0]
+    return cv2.imencode(".png", cv2.cvtColor(overlay(crop, heat, side), cv2.COLOR_RGB2BGR))[1].tobytes()
