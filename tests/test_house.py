@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 GROUND = {"fer_core", "fer_core.labels", "fer_core.files", "fer_core.locations", "fer_core.onnx_runtime",
           "fer_core.processes"}
-COMMANDS = {"fer_core.predict", "fer_core.batch", "fer_core.video.__main__"}
+COMMANDS = {"fer_core.predict", "fer_core.batch", "fer_core.video.__main__", "fer_core.cli"}
 TRAINING_COMMANDS = {"train", "evaluate", "calibrate", "compare", "crossdomain", "average_weights", "results_table"}
 BENCHMARK_DOORS = {"training.benchmark", "training.video_benchmark"}  # the commands users type, handing over
 
@@ -27,6 +27,7 @@ ALLOWED = {
     "video": {"ground", "faces", "model", "video"},
     "analysis": {"ground", "faces", "model", "analysis"},
     "jobs": {"ground", "faces", "model", "video", "analysis", "jobs"},
+    "serve": {"ground", "faces", "model", "video", "analysis", "serve"},
     "commands": {"ground", "faces", "model", "video", "analysis", "jobs", "commands"},
     "ui": {"ground", "faces", "model", "video", "analysis", "ui"},
     "training.recipe": {"fer_core", "training", "training.recipe"},
@@ -34,7 +35,7 @@ ALLOWED = {
     "training.experiments": {"fer_core", "training", "training.recipe", "training.commands", "training.experiments"},
     "training.benchmarks": {"fer_core", "training", "training.recipe", "training.commands", "training.benchmarks"},
 }
-FER_WINGS = {"ground", "faces", "model", "video", "analysis", "jobs", "commands", "ui"}
+FER_WINGS = {"ground", "faces", "model", "video", "analysis", "jobs", "serve", "commands", "ui"}
 
 
 def module_name(path: Path) -> str:

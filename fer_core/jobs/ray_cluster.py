@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Iterator, Sequence
 
-from ..locations import PROJECT_ROOT
+from ..locations import PACKAGE_ROOT
 from .worker import BatchOptions, Input, failed_record, process_input
 
 IN_FLIGHT_PER_CPU = 2
@@ -43,7 +43,7 @@ def run_ray(todo: Sequence[Input], options: BatchOptions, address: str) -> Itera
         try:
             # The workers import fer_core from the same checkout path as here (docs/batch.md)
             ray.init(address=address or None, include_dashboard=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": str(PROJECT_ROOT)}})
+                     runtime_env={"env_vars": {"PYTHONPATH": str(PACKAGE_ROOT)}})
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise RayUnavailable(f"could not connect to or start Ray at {address or 'this machine'}: {e}") from None
     task = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=True)(process_input)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..locations import PROJECT_ROOT
+from ..locations import PACKAGE_ROOT
 from .weights import CheckpointError, ModelOutputError
 
 _HEADER = struct.Struct(">cQ")  # one status byte, then the payload's length
@@ -153,13 +153,13 @@ class BoundedBackend:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         limits = self._limits
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")])}
         if self._backend:
             env["FER_BACKEND"] = self._backend
         self._proc = subprocess.Popen(
             [sys.executable, "-c", "from fer_core.model.bounded import _serve; _serve()", self._name,
              str(limits.memory_bytes), str(limits.cpu_seconds), str(limits.idle_seconds)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=PROJECT_ROOT)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=PACKAGE_ROOT)
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _stop, [self._proc])
         try:

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..locations import ARTIFACTS, PROJECT_ROOT
+from ..locations import ARTIFACTS, PACKAGE_ROOT
 from .weights import CheckpointError, ModelOutputError
 
 
@@ -38,10 +38,10 @@ def trial_run(data: bytes, name: str, limits: TrialLimits | None = None) -> None
     limits = limits or TRIAL_LIMITS
     command = [sys.executable, "-c", "from fer_core.model.trial import _child; _child()", Path(name).name,
                str(limits.cpu_seconds), str(limits.memory_bytes)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")])}
     try:
         proc = subprocess.run(command, input=data, capture_output=True, timeout=limits.wall_seconds, env=env,
-                              cwd=PROJECT_ROOT)
+                              cwd=PACKAGE_ROOT)
     except subprocess.TimeoutExpired:  # subprocess.run kills the child
         raise CheckpointError(f"{name} did not classify {TRIAL_FACES} test faces within {limits.wall_seconds:.0f} s: "
                               "it is refused (a never-ending or far too slow model).") from None

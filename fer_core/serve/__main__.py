@@ -19,7 +19,7 @@ from .settings import API_KEYS_ENV, CORS_ENV, ServeSettings, default_jobs_dir
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fer_core.serve", description=__doc__,
+    p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = ServeSettings()
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine "

@@ -162,11 +162,14 @@ def create_app(settings: ServeSettings | None = None) -> FastAPIOffline:
         limit = getattr(request.state, "body_limit", settings.max_image_bytes)
         if kind.startswith("multipart/form-data"):
             try:
-                form = await request.form(max_files=settings.max_images, max_fields=settings.max_images,
+                form = await request.form(max_files=settings.max_images + 1, max_fields=settings.max_images,
                                           max_part_size=limit)
             except Exception as e:  # noqa: BLE001 - Starlette's parser errors: the form is malformed or too large
                 raise Problem(400, f"The multipart form cannot be read ({str(e)[:120] or type(e).__name__}).")
-            files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if hasattr(v, "read")]
+            parts = [(k, v) for k, v in form.multi_items() if hasattr(v, "read")]
+            if len(parts) > settings.max_images:
+                raise Problem(413, f"At most {settings.max_images} images per request.")
+            files = [(v.filename or k, await v.read()) for k, v in parts]
             if not files:
                 raise Problem(422, "The form holds no file: send the images as file parts (e.g. curl -F "
                                    "files=@photo.jpg).")
