@@ -22,7 +22,7 @@ from fer_core.locations import ARTIFACTS
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = [
-    "fer_core.predict", "fer_core.batch", "fer_core.video",
+    "fer_core.predict", "fer_core.batch", "fer_core.video", "fer_core.serve", "fer_core.cli",
     "training.train", "training.evaluate", "training.compare", "training.calibrate", "training.crossdomain",
     "training.average_weights", "training.results_table", "training.benchmark", "training.video_benchmark",
     "training.experiments.face_framing", "training.experiments.label_noise_check",
