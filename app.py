@@ -19,7 +19,7 @@ from fer_core.model.artifacts import (
 from fer_core.model.inference import Predictor
 from fer_core.model.weights import CheckpointError
 from fer_core.ui.navigation import PAGE_ICON
-from fer_core.ui.widgets import get_predictor, weights_path
+from fer_core.ui.widgets import get_predictor, model_error_box, weights_path
 
 st.set_page_config(page_title="Facial expression recognition", page_icon=PAGE_ICON, layout="wide")
 
@@ -43,10 +43,7 @@ def home() -> None:
     try:
         predictor = get_predictor()
     except CheckpointError as e:
-        st.error(f"**The expression model could not be loaded.** {e}", icon=":material/error:")
-        st.markdown("To fix it: put a trained checkpoint at `artifacts/model.pt` (train one with "
-                    "`python -m training.train`), or start the app with `FER_ARTIFACTS=/folder/with/model.pt`, "
-                    "then reload this page. The evaluation page still shows the shipped results.")
+        model_error_box(e, " The evaluation page still shows the shipped results.")
     else:
         show_loaded_model(predictor)
 
