@@ -193,7 +193,7 @@ def show_faces(up, r: ImageResult) -> None:
 
 def show_file(up, r: ImageResult) -> None:
     """One file's card: its name, notes, the annotated image and the grid of its faces."""
-    st.markdown(f"**{plain(r.name)}**")  # bold, not a heading: a long file name wraps less in a narrow card
+    st.markdown(f"##### {plain(r.name)}")  # a small heading: a long file name fits a narrow card better
     if r.error:
         st.error(f"Could not read this file. {r.error}", icon=":material/broken_image:")
         return

@@ -111,7 +111,7 @@ def test_d2_thin_images_are_shown_and_the_files_after_them_too(shipped_artifacts
              ("d_photo.jpg", face_photos.paths[0].read_bytes(), "image/jpeg")]
     at.file_uploader(key="uploads").set_value(files).run()
     assert not at.exception, texts(at.exception)
-    shown = [m.value.strip("*").replace("\\", "") for m in at.markdown if m.value.startswith("**")]
+    shown = [m.value.removeprefix("##### ").replace("\\", "") for m in at.markdown if m.value.startswith("##### ")]
     cards = [name for name in shown if name in {f[0] for f in files}]
     assert cards == [f[0] for f in files]  # every file has its card, in order
     assert "Face #1" in texts(at.markdown)  # the photo after the thin images has its result

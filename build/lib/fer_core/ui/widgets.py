@@ -47,16 +47,22 @@ def get_predictor() -> Predictor:
     return _cached_predictor(str(path), mtime)
 
 
+def model_error_box(error: CheckpointError, what_still_works: str = "") -> None:
+    """The box of a model that cannot be loaded: what went wrong (files named without the server's folders) and
+    how to fix it."""
+    message = str(error).replace(f"{weights_path().parent}{os.sep}", "")  # the folder is the server's business
+    st.error(f"**The expression model could not be loaded.** {plain(message)}", icon=":material/error:")
+    st.markdown("To fix it: put a trained checkpoint at `artifacts/model.pt` (train one with "
+                "`python -m training.train`), or point the app at another artifacts folder with the "
+                f"`{ARTIFACTS_ENV}` environment variable, then reload this page." + what_still_works)
+
+
 def require_predictor() -> Predictor:
     """get_predictor(), or a clear error box and the end of this page run when the model cannot be loaded."""
     try:
         return get_predictor()
-    except CheckpointError as e:  # the folder of the weights is the server's business: files are named alone
-        message = str(e).replace(f"{weights_path().parent}{os.sep}", "")
-        st.error(f"**The expression model could not be loaded.** {plain(message)}", icon=":material/error:")
-        st.markdown("To fix it: put a trained checkpoint at `artifacts/model.pt` (train one with "
-                    "`python -m training.train`), or point the app at another artifacts folder with the "
-                    f"`{ARTIFACTS_ENV}` environment variable, then reload this page.")
+    except CheckpointError as e:
+        model_error_box(e)
         st.stop()
 
 
