@@ -49,14 +49,14 @@ def default_selection(runs: list[Run]) -> list[str]:
 
 
 SUMMARY_COLUMNS = ["run", "status", "epochs", "best val accuracy", "best val macro-F1", "best val NLL",
-                   "selected epoch", "wall time"]
-DETAIL_COLUMNS = ["run", "last update (UTC)", "command", "hardware", "data", "notes", "folder"]
+                   "selected epoch", "wall time", "notes"]
+DETAIL_COLUMNS = ["run", "last update (UTC)", "command", "hardware", "data", "folder"]
 
 
 def show_table(runs: list[Run]) -> None:
     """Every run: status, epochs, best validation numbers and wall time; its command, hardware, data and notes in a
     second table under it. The run's name stays at the left while a narrow window scrolls the rest."""
-    table = pd.DataFrame(runs_table(runs))
+    table = pd.DataFrame(runs_table(runs), columns=list(dict.fromkeys(SUMMARY_COLUMNS + DETAIL_COLUMNS)))
     st.dataframe(table[SUMMARY_COLUMNS], hide_index=True, column_config={
         "run": st.column_config.TextColumn(pinned=True, width="medium"),
         "best val accuracy": st.column_config.NumberColumn(format="percent", help=BEST_HELP),
@@ -66,7 +66,7 @@ def show_table(runs: list[Run]) -> None:
         "selected epoch": st.column_config.NumberColumn(help=SELECTED_HELP),
         "status": st.column_config.TextColumn(help="; ".join(f"{k}: {v}" for k, v in STATUSES.items())),
     })
-    with st.expander("Commands, hardware, data and notes of every run"):
+    with st.expander("Commands, hardware and data of every run"):
         st.dataframe(table[DETAIL_COLUMNS], hide_index=True, column_config={
             "run": st.column_config.TextColumn(pinned=True), "command": st.column_config.TextColumn(width="large")})
 

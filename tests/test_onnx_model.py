@@ -204,7 +204,7 @@ def test_a_checkpoint_without_its_onnx_tells_the_app_user_what_to_install(tmp_pa
                 at.switch_page(page)
             at.run()
             assert not at.exception, [e.value for e in at.exception]
-            print("ERROR", page, " ".join(e.value for e in at.error))
+            print("ERROR", page, " ".join(e.value for e in at.error).replace(chr(92), ""))  # Markdown-escaped
     """)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for line in proc.stdout.splitlines():
