@@ -42,9 +42,10 @@ TIMELINE_S = 30.0
 run_through_app()
 st.set_page_config(page_title="Live webcam - expressions", page_icon=PAGE_ICON, layout="wide")
 st.title("Live webcam")
-st.caption("Press START and allow the camera. Every face is boxed and labelled with its expression; each face "
-           "keeps its number while it stays in view, and its probabilities are smoothed over time so the label "
-           "does not flicker. Video is processed on this server and not stored.")
+# What to press is said once, beside the video ("Press START to analyse your webcam").
+st.caption("Every face is boxed and labelled with its expression; each face keeps its number while it stays in "
+           "view, and its probabilities are smoothed over time so the label does not flicker. Video is processed on "
+           "this server and not stored.")
 
 predictor = require_predictor()
 
@@ -146,7 +147,7 @@ with info_col:
     speed_box = st.empty()
     st.subheader(f"Main face, last {TIMELINE_S:.0f} s")
     chart_box = st.empty()
-    st.download_button("Download this session (CSV)", data=log.to_csv_bytes, file_name="live_session.csv",
+    st.download_button("Session CSV", data=log.to_csv_bytes, file_name="live_session.csv",
                        mime="text/csv", on_click="ignore", icon=":material/download:",
                        help="Time, face number, box, label and the 7 probabilities of every face in every "
                             "processed frame since START.")

@@ -91,7 +91,7 @@ def test_live_page_labels_the_face_of_a_fake_webcam(app_url, launch_chromium, fa
         # What was seen stays downloadable after STOP: one row per face per processed frame.
         expect(page.get_by_text(re.compile(r"The last session recorded \d+ rows"))).to_be_visible(timeout=30_000)
         with page.expect_download(timeout=30_000) as download:
-            page.get_by_role("button", name=re.compile("Download this session")).click()
+            page.get_by_role("button", name=re.compile("Session CSV")).click()
         table = pd.read_csv(download.value.path())
         assert len(table) > 0 and set(table["label"]) <= set(EMOTIONS)
         assert list(table.columns[:9]) == ["timestamp", "time_s", "face_id", "x", "y", "w", "h", "label", "confidence"]
