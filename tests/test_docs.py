@@ -54,3 +54,37 @@ def test_project_text_describes_the_software_not_the_work():
             if process_words.search(line):
                 found.append(f"{name}:{n}: {line.strip()[:100]}")
     assert found == []
+
+
+def test_the_readme_command_lines_run_as_written(tmp_path):
+    """Every line of the README's block of inference commands, run as written from a folder that looks like a fresh
+    clone plus the user's own files the lines name (`my_faces/`, `clip.mp4`, `close_up.png`, made here): exit 0,
+    no traceback."""
+    import shlex
+    import sys
+
+    import cv2
+    from helpers import synthetic_face
+    from video_helpers import switching_video
+
+    from fer_core.labels import EMOTIONS
+
+    text = README.read_text()
+    block = text.split("## Command lines", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    lines = [line.strip() for line in block.splitlines() if line.strip()]
+    assert len(lines) >= 8
+    for name in ("fer_core", "training", "artifacts"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    for label, name in enumerate(EMOTIONS):
+        (tmp_path / "my_faces" / name).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(tmp_path / "my_faces" / name / f"{i}.png"), synthetic_face(label, seed=i))
+    cv2.imwrite(str(tmp_path / "close_up.png"), synthetic_face(3, size=96))
+    switching_video(tmp_path / "clip.mp4", seconds=1.0)
+    for line in lines:
+        args = shlex.split(line, comments=True)
+        assert args[:2] == ["python", "-m"], line
+        proc = subprocess.run([sys.executable, *args[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (line, proc.stderr[-2000:])
+    assert (tmp_path / "clip_annotated.mp4").is_file() and (tmp_path / "my_eval.json").is_file()
+    assert list((tmp_path / "heatmaps").glob("*.png"))
