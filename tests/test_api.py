@@ -229,10 +229,16 @@ def test_a_real_server_answers_and_a_killed_servers_job_is_reported_failed(photo
 def test_pip_install_gives_a_working_fer_command(tmp_path):
     """A fresh venv that sees this environment's packages (so nothing is downloaded): `pip install .` of the
     checkout, then `fer --help` and `fer predict` from another folder."""
+    import shutil
+
+    # built from a copy: setuptools writes build/ and *.egg-info/ beside the sources it builds
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "runs", "build", "*.egg-info", "__pycache__",
+                                                                ".venv*", ".pytest_cache"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
     subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet",
-                    "--no-deps", "--no-build-isolation", str(ROOT)], check=True, cwd=tmp_path, timeout=300)
+                    "--no-deps", "--no-build-isolation", str(source)], check=True, cwd=tmp_path, timeout=300)
     fer = venv / "bin" / "fer"
     assert "predict" in subprocess.run([fer, "--help"], capture_output=True, text=True, check=True).stdout
     out = subprocess.run([fer, "predict", str(SAMPLE), "--json"], capture_output=True, text=True, check=True,
