@@ -255,18 +255,14 @@ def bounded_predictor(data: bytes, name: str, limits: RunLimits | None = None, b
 
 def outside_predictor(path: str | Path, backend: str | None = None):
     """The predictor of the model a command line names: the shipped artifacts in this process
-    (:meth:`~fer_core.model.inference.Predictor.from_checkpoint`); any other file after its trial
-    (:func:`fer_core.model.trial.trial_file`), run by a :class:`BoundedBackend` (the file the app would serve:
-    :func:`fer_core.model.trial.served_file`)."""
+    (:meth:`~fer_core.model.inference.Predictor.from_checkpoint`); any other file (the one the app would serve,
+    :func:`fer_core.model.trial.outside_model`, read once) after its trial, run by a :class:`BoundedBackend`."""
     from .inference import Predictor
-    from .trial import is_shipped, served_file, trial_file
+    from .trial import outside_model, trial_run
 
-    trial_file(path)
-    served = served_file(path)
-    if served is None or is_shipped(served):
+    found = outside_model(path)
+    if found is None:
         return Predictor.from_checkpoint(path, backend=backend)
-    try:
-        data = served.read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"{served} cannot be read: {e.strerror}.") from None
+    served, data = found
+    trial_run(data, served.name)
     return bounded_predictor(data, served.name, backend=backend)

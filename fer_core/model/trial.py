@@ -123,17 +123,25 @@ def is_shipped(path: Path) -> bool:
     return path.resolve().parent == ARTIFACTS.resolve()
 
 
-def trial_file(path: str | Path, limits: TrialLimits | None = None) -> None:
-    """:func:`trial_run` of a model named on a command line: the file the app would run (:func:`served_file`). The
-    shipped artifacts are trusted and skipped; a missing file is left to the loader's own message."""
+def outside_model(path: str | Path) -> tuple[Path, bytes] | None:
+    """The file the app would run for the model ``path`` names (:func:`served_file`) and its bytes, read once; None
+    for the shipped artifacts (trusted) and for a missing or unreadable file (left to the loader's own message).
+    CheckpointError for a file too large to be a model of this family."""
     served = served_file(path)
     if served is None or is_shipped(served):
-        return
+        return None
     try:
         if served.stat().st_size > MAX_TRIAL_BYTES:
             raise CheckpointError(f"{served} is {served.stat().st_size / 2**20:.0f} MB: not an expression model of "
                                   f"this family (at most {MAX_TRIAL_BYTES // 2**20} MB).")
-        data = served.read_bytes()
+        return served, served.read_bytes()
     except OSError:
-        return  # unreadable: the loader says why
-    trial_run(data, served.name, limits)
+        return None
+
+
+def trial_file(path: str | Path, limits: TrialLimits | None = None) -> None:
+    """:func:`trial_run` of a model named on a command line (:func:`outside_model`); the shipped artifacts are
+    trusted and skipped."""
+    found = outside_model(path)
+    if found is not None:
+        trial_run(found[1], found[0].name, limits)

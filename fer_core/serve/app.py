@@ -133,7 +133,6 @@ def create_app(settings: ServeSettings | None = None) -> FastAPIOffline:
     def classify(files: list[tuple[str, bytes]], tta: bool, detector: str, min_face: int, whole_image: bool,
                  uncertain_below: float | None, explain: str | None) -> list[dict]:
         predictor = state["predictor"]
-        threshold = uncertain_below if uncertain_below is not None else None
         entries = []
         for name, data in files:
             source = io.BytesIO(data)
@@ -144,7 +143,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPIOffline:
             except ImageLoadError as e:
                 entries.append({"path": name, "faces": [], "error": str(e)})
                 continue
-            entry = image_entry(name, faces, threshold)
+            entry = image_entry(name, faces, uncertain_below)
             if explain:
                 for face, prediction in zip(entry["faces"], faces):
                     target = prediction.label if explain == "predicted" else explain
@@ -297,7 +296,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPIOffline:
             card = read_model_card(Path(settings.weights).with_name("model_card.json")) or {}
         except Exception:  # noqa: BLE001 - a damaged card leaves out the results, not the model
             card = {}
-        return {"classes": list(predictor.class_names), "label_source": "FER2013 (+ whole-photo domains)",
+        return {"classes": list(predictor.class_names), "trained_on": card.get("data"),
                 "temperature": {"tta": predictor.temperature, "no_tta": predictor.temperature_no_tta},
                 "uncertain_below": {"tta": predictor.uncertain_below_for(True),
                                     "no_tta": predictor.uncertain_below_for(False)},
@@ -333,14 +332,18 @@ def _key_ok(request: Request, keys: tuple[str, ...]) -> bool:
     return ok
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    chunks, size = [], 0
+async def _limited(request: Request, limit: int):
+    """The body's chunks, with a 413 problem as soon as they pass ``limit`` bytes."""
+    size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise Problem(413, f"The body is larger than this route takes ({limit // 2**20} MB).")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    return b"".join([chunk async for chunk in _limited(request, limit)])
 
 
 def _suffix(name: str) -> str:
@@ -365,13 +368,10 @@ async def _save_video(request: Request, folder, limit: int) -> str:
             shutil.copyfileobj(parts[0].file, out)
         return name
     name = request.query_params.get("name") or "video.mp4"
-    size = 0
     with open(folder / f"input{_suffix(name)}", "wb") as out:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise Problem(413, f"The body is larger than this route takes ({limit // 2**20} MB).")
+        async for chunk in _limited(request, limit):
             out.write(chunk)
+        size = out.tell()
     if not size:
         raise Problem(422, "The body is empty: send a video.")
     return name
