@@ -61,7 +61,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--recipe", default="", help="name of the recipe (a folder under --runs-dir); the training arguments follow --")
     a("--runs-dir", default=str(PROJECT_ROOT / "runs" / "crossdomain"), help="where runs go (default: %(default)s)")
     a("--init-weights", default=str(PROJECT_ROOT / "artifacts" / "model_fer2013.pt"),
-      help="the checkpoint every run fine-tunes (default: %(default)s, trained on FER2013 only)")
+      help="the checkpoint every run fine-tunes (default: %(default)s, trained on FER2013 only); '' trains every "
+           "run from random weights")
     a("--domain", action="append", default=[],
       help="a whole-photo domain <dir>/<class>/<person>_<n>.jpg (repeatable; default: ../shared/data/cfee and tfeid)")
     a("--dose", type=int, default=1500, help="faces drawn per epoch from each training domain (default: %(default)s)")
@@ -104,12 +105,14 @@ def plan_runs(domains: list[Path], combined: bool) -> dict[str, list[Path]]:
 
 
 def train_run(args: argparse.Namespace, folder: Path, train_domains: list[Path]) -> Path:
-    """Fine-tune (or resume) one run in a child process; returns its model.pt. A finished run is reused."""
+    """Fine-tune (or train from scratch, or resume) one run in a child process; returns its model.pt. A finished run
+    is reused."""
     out = folder / "out"
     if (out / "model_card.json").is_file():
         return out / "model.pt"
     recipe = [a for a in args.train_args if a != "--"]
-    cmd = [sys.executable, "-m", "training.train", "--init-weights", args.init_weights,
+    start = ["--init-weights", args.init_weights] if args.init_weights else []  # '': from random weights
+    cmd = [sys.executable, "-m", "training.train", *start,
            *[x for d in train_domains for x in ("--domain", f"{d}:{args.dose}")],
            "--photo-test-fraction", str(args.test_fraction), "--calibration-fraction", str(args.calibration_fraction),
            "--select", "last", *recipe, "--out", str(out), "--work-dir", str(folder / "work"), "--resume"]
@@ -366,6 +369,8 @@ def main(args: argparse.Namespace) -> list[dict]:
         return print_table(runs_dir, args)
     if not args.recipe:
         raise SystemExit("error: name the recipe with --recipe NAME (or print the table with --table)")
+    if not args.init_weights and (args.no_train or any(str(a).split(":")[0] == INIT for a in args.average)):
+        raise SystemExit("error: --no-train and --average init need --init-weights (a checkpoint)")
     domains = domains_of(args)
     for d in domains:
         if not d.is_dir():
