@@ -5,6 +5,7 @@ temperatures are refused or reported, never "angry (nan%)"."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from helpers import synthetic_face
+from helpers import synthetic_face, write_face_photos
 from test_audit_2026_12_06 import _onnx
 from test_label_issues import ROOT
 
@@ -113,6 +114,23 @@ def test_commands_run_outside_models_bounded_and_the_shipped_one_in_process(tmp_
     (tmp_path / "copy.onnx").write_bytes((ROOT / "artifacts" / "model.onnx").read_bytes())
     assert type(outside_predictor(tmp_path / "copy.onnx").backend).__name__ == "BoundedBackend"
     assert type(outside_predictor(ROOT / "artifacts" / "model.pt").backend).__name__ != "BoundedBackend"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_batch_job_runs_an_outside_model_bounded_in_every_worker(tmp_path, workers):
+    (tmp_path / "photos").mkdir()
+    photos = write_face_photos(tmp_path / "photos")
+    (tmp_path / "endless.onnx").write_bytes(sleeper("endless"))  # passes the job's trial, never ends on real faces
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "fer_core.batch", str(tmp_path / "photos"), "--out", str(tmp_path / "out"),
+                           "--weights", str(tmp_path / "endless.onnx"), "--workers", str(workers), "--no-tta"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert time.perf_counter() - started < 200  # one deadline per worker, then the model is refused at once
+    lines = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert len(lines) == len(photos.arrays) and proc.returncode == 1 and "Traceback" not in proc.stderr
+    for line in lines:
+        assert line["status"] == "failed" and line["error"].startswith("endless.onnx did not classify")
+        assert str(tmp_path) not in line["error"]
 
 
 def test_compare_stops_with_one_line_when_a_model_turns_nan_on_real_faces(tmp_path):

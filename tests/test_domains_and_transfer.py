@@ -254,6 +254,24 @@ def test_transfer_protocol_holds_each_domain_out_and_prints_one_table(tiny_world
     assert (runs / "table.csv").is_file() and (runs / "table.txt").is_file()
 
 
+def test_transfer_protocol_trains_from_random_weights_when_asked(tiny_world):
+    tmp, data, first, second = tiny_world
+    runs = tmp / "scratch"
+    common = ["-m", "training.crossdomain", "--runs-dir", str(runs), "--init-weights", "", "--domain", str(first),
+              "--domain", str(second), "--validation", str(data / "validation"), "--photos", "", "--dose", "6"]
+    proc = run(*common, "--recipe", "scratch", "--", "--data", str(data), "--cache-dir", "", "--variant", "tiny",
+               "--fer-dose", "24", "--epochs", "1", "--batch-size", "8", "--threads", "1")
+    assert "--init-weights" not in proc.stdout.split("$ ", 1)[1].splitlines()[0]
+    for run_name in ("without-first", "without-second"):
+        card = json.loads((runs / "scratch" / run_name / "out" / "model_card.json").read_text())
+        assert card["training"]["arguments"]["init_weights"] == ""
+        assert card["architecture"]["variant"] == "tiny"
+    assert "scratch" in proc.stdout and "held_out_mean" in proc.stdout
+    refused = subprocess.run([sys.executable, *common, "--recipe", "x", "--no-train"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode != 0 and "--init-weights" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_calibration_fits_on_validation_and_each_domains_calibration_people(tiny_world):
     tmp, data, first, _ = tiny_world
     out = tmp / "calibration.json"

@@ -26,8 +26,10 @@ from ..faces.drawing import annotate
 from ..faces.images import ImageLoadError
 from ..files import atomic_path, fitting_name
 from ..model.backends import set_intra_op_threads
+from ..model.bounded import outside_predictor
 from ..model.inference import Predictor
 from ..model.onnx_file import file_sha256, onnx_path_for
+from ..model.weights import CheckpointError
 from ..processes import die_with_parent
 from ..video.analyse import analyse_video, start_analysis, video_settings
 from ..video.codec import VIDEO_EXTENSIONS, VideoError, probe
@@ -130,7 +132,7 @@ def worker_state(options: BatchOptions) -> WorkerState:
     if key not in _STATE:
         set_intra_op_threads(1)
         cv2.setNumThreads(1)
-        _STATE[key] = WorkerState(Predictor.from_checkpoint(options.weights),
+        _STATE[key] = WorkerState(outside_predictor(options.weights, trial=False),
                                   make_detector(options.detector, min_face_size=options.photo_min_face_size),
                                   model_sha256(options.weights))
     return _STATE[key]
@@ -161,7 +163,7 @@ def process_input(item: Input, options: BatchOptions) -> dict:
         record.update(_analyse_photo(item, options, state) if item.kind == PHOTO
                       else _analyse_video(item, options, state))
         record["status"] = "done"
-    except (ImageLoadError, VideoError) as e:
+    except (ImageLoadError, VideoError, CheckpointError) as e:  # a model refused by its bounded child: said once
         record.update(status="failed", error=str(e))
     except Exception as e:  # noqa: BLE001 - one input's failure must not stop the job; said in its manifest line
         LOGGER.exception("%s could not be analysed", item.path)

@@ -10,8 +10,8 @@ message that names no server path; scores of another shape or not finite are ref
 ends with its parent (PR_SET_PDEATHSIG), when the backend is garbage-collected, and after some idle minutes (it is
 started again on the next call), so a visitor who leaves costs nothing.
 
-The pages' comparisons and evaluations of uploaded models and ``training.compare``, ``training.evaluate`` and
-``fer_core.predict`` with a model from outside go through :func:`outside_predictor` / :func:`bounded_predictor`;
+The pages' comparisons and evaluations of uploaded models and ``training.compare``, ``training.evaluate``,
+``fer_core.predict`` and ``fer_core.batch``'s workers with a model from outside go through :func:`outside_predictor` / :func:`bounded_predictor`;
 the shipped artifacts run in-process.
 """
 
@@ -156,9 +156,11 @@ class BoundedBackend:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")])}
         if self._backend:
             env["FER_BACKEND"] = self._backend
+        from .backends import intra_op_threads
+
         self._proc = subprocess.Popen(
             [sys.executable, "-c", "from fer_core.model.bounded import _serve; _serve()", self._name,
-             str(limits.memory_bytes), str(limits.cpu_seconds), str(limits.idle_seconds)],
+             str(limits.memory_bytes), str(limits.cpu_seconds), str(limits.idle_seconds), str(intra_op_threads())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=PACKAGE_ROOT)
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _stop, [self._proc])
@@ -205,6 +207,7 @@ def _serve() -> None:
 
     die_with_parent()
     name, memory, cpu, idle = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    threads = int(sys.argv[5])  # the caller's intra-op threads: a batch worker's child stays on its one core
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
     stdin, stdout = sys.stdin.buffer.fileno(), sys.stdout.buffer
@@ -212,8 +215,10 @@ def _serve() -> None:
     if frame is None:
         return
     try:
+        from .backends import set_intra_op_threads
         from .inference import Predictor  # here only: the parent stays light
 
+        set_intra_op_threads(threads)
         backend = Predictor.from_bytes(frame[1], name).backend
         _write_frame(stdout, READY, b"")
     except Exception as e:  # noqa: BLE001 - a model that cannot be loaded is refused with what went wrong
@@ -253,10 +258,11 @@ def bounded_predictor(data: bytes, name: str, limits: RunLimits | None = None, b
     return predictor
 
 
-def outside_predictor(path: str | Path, backend: str | None = None):
+def outside_predictor(path: str | Path, backend: str | None = None, trial: bool = True):
     """The predictor of the model a command line names: the shipped artifacts in this process
     (:meth:`~fer_core.model.inference.Predictor.from_checkpoint`); any other file (the one the app would serve,
-    :func:`fer_core.model.trial.outside_model`, read once) after its trial, run by a :class:`BoundedBackend`."""
+    :func:`fer_core.model.trial.outside_model`, read once) after its trial, run by a :class:`BoundedBackend`.
+    ``trial=False``: the caller ran the trial already (a batch job's workers, after the job's own trial)."""
     from .inference import Predictor
     from .trial import outside_model, trial_run
 
@@ -264,5 +270,6 @@ def outside_predictor(path: str | Path, backend: str | None = None):
     if found is None:
         return Predictor.from_checkpoint(path, backend=backend)
     served, data = found
-    trial_run(data, served.name)
+    if trial:
+        trial_run(data, served.name)
     return bounded_predictor(data, served.name, backend=backend)
