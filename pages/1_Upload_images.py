@@ -51,15 +51,15 @@ with st.sidebar:
 
 uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, TIFF, GIF)", type=IMAGE_TYPES, accept_multiple_files=True,
                            key="uploads")
-# One slot right under the uploader: the hint without uploads, the progress while analysing. It replaces what the
-# previous run showed there at once, so the hint does not stay up while new files are analysed.
+# Without uploads, the sample photo's switch comes right under the uploader and stays there while the sample is
+# analysed. Then one slot: the hint without uploads, the progress while analysing. It replaces what the previous run
+# showed there at once, so the hint does not stay up while new files are analysed.
+sample = not uploads and st.toggle("No photo at hand? Try a sample photo", key="use_sample",
+                                   help=f"{SAMPLE_CREDIT}: it shows what the page does before you upload your own.")
 progress_slot = st.empty()
 if not uploads:
-    with progress_slot.container():
-        st.info("Upload one or more images to see the expression of every face in them.")
-        sample = st.toggle("No photo at hand? Try a sample photo", key="use_sample",
-                           help=f"{SAMPLE_CREDIT}: it shows what the page does before you upload your own.")
     if not sample:
+        progress_slot.info("Upload one or more images to see the expression of every face in them.")
         st.stop()
     uploads = [SampleFile()]
     st.caption(f"Sample photo: {SAMPLE_CREDIT}. Upload your own images above to replace it.")

@@ -74,3 +74,9 @@ def test_a_newcomer_without_a_photo_can_try_the_sample():
     no_exception(at)
     assert "1 file(s), 1 face(s)" in texts(at.markdown)
     assert "public domain" in texts(at.caption)
+    assert at.toggle(key="use_sample").value  # the switch stays, so the sample can be turned off again
+    main = [type(e).__name__ for e in at.main]
+    assert main.index("Toggle") == main.index("FileUploader") + 1  # right under the uploader, above the results
+    at.toggle(key="use_sample").set_value(False).run()
+    no_exception(at)
+    assert "file(s)" not in texts(at.markdown) and any("Upload one or more images" in i.value for i in at.info)
