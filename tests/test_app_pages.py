@@ -143,6 +143,16 @@ def test_home_without_weights_says_what_to_do(monkeypatch, tmp_path):
     assert len(at.page_link) >= 2  # the pages are still reachable
 
 
+def test_model_error_boxes_keep_code_spans_and_show_everything_else_as_text():
+    from fer_core.ui.widgets import plain_with_code
+
+    shown = plain_with_code("no weights at `model.pt`: run `python -m training.train` ![x](http://203.0.113.9/a.png)")
+    assert "`model.pt`" in shown and "`python -m training.train`" in shown  # code spans, not literal backticks
+    assert "\\!\\[x\\]\\(http" in shown  # the image outside the spans is escaped: never fetched
+    assert plain_with_code("name `![x](http://203.0.113.9/a.png)` end").count("`") == 2  # inside a span: text
+    assert plain_with_code("an odd ` backtick *here*") == "an odd \\` backtick \\*here\\*"
+
+
 def test_upload_page_without_weights_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv(ARTIFACTS_ENV, str(tmp_path))
     at = open_page(UPLOAD)

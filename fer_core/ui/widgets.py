@@ -51,7 +51,7 @@ def model_error_box(error: CheckpointError, what_still_works: str = "") -> None:
     """The box of a model that cannot be loaded: what went wrong (files named without the server's folders) and
     how to fix it."""
     message = str(error).replace(f"{weights_path().parent}{os.sep}", "")  # the folder is the server's business
-    st.error(f"**The expression model could not be loaded.** {plain(message)}", icon=":material/error:")
+    st.error(f"**The expression model could not be loaded.** {plain_with_code(message)}", icon=":material/error:")
     st.markdown("To fix it: put a trained checkpoint at `artifacts/model.pt` (train one with "
                 "`python -m training.train`), or point the app at another artifacts folder with the "
                 f"`{ARTIFACTS_ENV}` environment variable, then reload this page." + what_still_works)
@@ -134,6 +134,17 @@ def plain(text) -> str:
     punctuation mark backslash-escaped and line breaks made spaces, so a Markdown image or link in a run file is
     shown as the characters it is, never fetched or followed, and ``:red[...]`` or ``$...$`` stay text."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def plain_with_code(text) -> str:
+    """:func:`plain`, except that each pair of backticks stays a code span (the project's own messages quote files
+    and commands that way): a code span's content is shown as the characters it is, so nothing in it is fetched,
+    followed or styled either. An odd number of backticks: all :func:`plain`."""
+    parts = " ".join(str(text).split()).split("`")
+    if len(parts) % 2 == 0:
+        return plain(text)
+    return "".join(_MARKDOWN_SPECIAL.sub(r"\\\1", part) if i % 2 == 0 else f"`{part}`" if part.strip() else ""
+                   for i, part in enumerate(parts))
 
 
 # A photo anyone may use, for a first try without one at hand: NASA's portrait of the astronaut Eileen Collins
