@@ -23,7 +23,8 @@ from fer_core.ui.widgets import (
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 FACE_CELL_WIDTH = 280  # pixels: one face's thumbnail, label and bars; as many per row as the window holds
 HEATMAP_SIDE = 144  # pixels: the 48x48 face crop with its heatmap, enlarged 3x
-MAX_IMAGE_WIDTH = 720  # pixels: a large photo is shown at most this wide (its faces are in the grid below it)
+FACES_BESIDE = 3  # at most this many faces per row beside a photo (more wrap onto further rows)
+MAX_IMAGE_WIDTH = 720  # pixels: a large photo is shown at most this wide (its faces beside or below it)
 CARD_WIDTH = 320  # pixels: one file's card in the grid of several files (twice as wide with two faces or more)
 
 run_through_app()
@@ -208,11 +209,17 @@ def show_file(up, r: ImageResult) -> None:
         st.checkbox("Classify the whole image as one face", key=whole_key)
     factor = r.annotated.shape[1] / r.size[0]
     caption = f"{r.size[0]}x{r.size[1]} px" + (f", shown {factor:.0f}x enlarged" if factor > 1 else "")
-    with st.container(width=MAX_IMAGE_WIDTH):  # never wider than its card either
+    # The faces beside the photo where the card has room (a single file in a wide window), else under it.
+    with st.container(horizontal=True, gap="medium"):
         # Shrunk to the displayed width here (2x, for sharp high-density screens): Streamlit's own scaling would
         # give a very wide, thin image a height of 0 px.
-        st.image(display_copy(r.annotated, max_width=2 * MAX_IMAGE_WIDTH), caption=caption, width="content")
-    show_faces(up, r)
+        shown = display_copy(r.annotated, max_width=2 * MAX_IMAGE_WIDTH)
+        with st.container(width=min(MAX_IMAGE_WIDTH, shown.shape[1])):  # never wider than its card either
+            st.image(shown, caption=caption, width="content")
+        if r.faces:
+            beside = min(len(r.faces), FACES_BESIDE)
+            with st.container(width=beside * FACE_CELL_WIDTH + (beside - 1) * 16):  # 16 px: the grid's gap
+                show_faces(up, r)
 
 
 # The cards: one per file, as wide as the page for a single file; several side by side in a grid that wraps to

@@ -110,6 +110,24 @@ def test_upload_page_puts_the_summary_first_and_fits(app_url, window, tmp_path, 
     assert not overlaps, overlaps
 
 
+@pytest.mark.parametrize("width, beside", [(800, False), (1600, True)])
+def test_a_single_photos_faces_sit_beside_it_where_the_window_has_room(app_url, window, width, beside):
+    from playwright.sync_api import expect
+
+    page = window(width)
+    page.goto(f"{app_url}/Upload_images")
+    page.get_by_text("No photo at hand? Try a sample photo").click()
+    face = page.get_by_text("Face #1:")
+    expect(face).to_be_visible()
+    photo = page.get_by_test_id("stImage").filter(has_text="px").first.bounding_box()
+    label = face.bounding_box()
+    if beside:  # a wide window: the face's card is right of the photo, level with it, not below it
+        assert label["x"] >= photo["x"] + photo["width"] and label["y"] < photo["y"] + photo["height"]
+    else:
+        assert label["y"] >= photo["y"] + photo["height"]
+    assert_fits(page, f"upload page with one photo at {width} px")
+
+
 def _faces_zip() -> bytes:
     """Two generated faces per class: the shipped model gets several wrong, so galleries have pictures."""
     members = {}
