@@ -10,6 +10,7 @@ message that names no server path; scores of another shape or not finite are ref
 ends with its parent (PR_SET_PDEATHSIG), when the backend is garbage-collected, and after some idle minutes (it is
 started again on the next call), so a visitor who leaves costs nothing.
 
+The child's command, environment, limits and error messages are those of the trial (:mod:`fer_core.model.limited`).
 The pages' comparisons and evaluations of uploaded models and ``training.compare``, ``training.evaluate``,
 ``fer_core.predict`` and ``fer_core.batch``'s workers with a model from outside go through :func:`outside_predictor` / :func:`bounded_predictor`;
 the shipped artifacts run in-process.
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..locations import PACKAGE_ROOT
+from .limited import child_command, child_env, enter_limits, failure_message
 from .weights import CheckpointError, ModelOutputError
 
 _HEADER = struct.Struct(">cQ")  # one status byte, then the payload's length
@@ -153,15 +155,13 @@ class BoundedBackend:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         limits = self._limits
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")])}
-        if self._backend:
-            env["FER_BACKEND"] = self._backend
         from .backends import intra_op_threads
 
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from fer_core.model.bounded import _serve; _serve()", self._name,
-             str(limits.memory_bytes), str(limits.cpu_seconds), str(limits.idle_seconds), str(intra_op_threads())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=PACKAGE_ROOT)
+            child_command("fer_core.model.bounded:_serve", self._name, limits.memory_bytes, limits.cpu_seconds,
+                          limits.idle_seconds, intra_op_threads()),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env(self._backend),
+            cwd=PACKAGE_ROOT)
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _stop, [self._proc])
         try:
@@ -201,15 +201,9 @@ def _stop(holder: list) -> None:
 def _serve() -> None:
     """The child of :class:`BoundedBackend`: limits first, then the model, then one batch at a time until stdin
     closes or nothing comes for the idle time."""
-    import resource
-
-    from ..processes import die_with_parent
-
-    die_with_parent()
     name, memory, cpu, idle = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     threads = int(sys.argv[5])  # the caller's intra-op threads: a batch worker's child stays on its one core
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    enter_limits(memory, cpu)
     stdin, stdout = sys.stdin.buffer.fileno(), sys.stdout.buffer
     frame = _read_frame(stdin, None)
     if frame is None:
@@ -222,7 +216,7 @@ def _serve() -> None:
         backend = Predictor.from_bytes(frame[1], name).backend
         _write_frame(stdout, READY, b"")
     except Exception as e:  # noqa: BLE001 - a model that cannot be loaded is refused with what went wrong
-        _write_frame(stdout, ERROR, _failure(name, "cannot be loaded", e))
+        _write_frame(stdout, ERROR, failure_message(name, "cannot be loaded", e, memory).encode())
         return
     while True:
         try:
@@ -234,17 +228,8 @@ def _serve() -> None:
         try:
             reply = LOGITS, _to_npy(np.asarray(backend(_from_npy(frame[1]))))
         except Exception as e:  # noqa: BLE001 - anything a foreign model makes its runtime raise is its fault
-            reply = ERROR, _failure(name, "fails on these faces", e)
+            reply = ERROR, failure_message(name, "fails on these faces", e, memory, refused=False).encode()
         _write_frame(stdout, *reply)
-
-
-def _failure(name: str, what: str, error: Exception) -> bytes:
-    if isinstance(error, CheckpointError):
-        return str(error).encode()
-    if isinstance(error, MemoryError):
-        return f"{name} asked for more memory than a model may use: it is refused.".encode()
-    text = str(error).splitlines()[0][:200] if str(error) else "no message"
-    return f"{name} {what} ({type(error).__name__}: {text}).".encode()
 
 
 def bounded_predictor(data: bytes, name: str, limits: RunLimits | None = None, backend: str | None = None):

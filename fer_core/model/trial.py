@@ -10,13 +10,13 @@ the limits. A hostile model costs one bounded child process, never the server; t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..locations import ARTIFACTS, PACKAGE_ROOT
+from .limited import child_command, child_env, enter_limits, failure_message
 from .weights import CheckpointError, ModelOutputError
 
 
@@ -36,11 +36,9 @@ def trial_run(data: bytes, name: str, limits: TrialLimits | None = None) -> None
     classify :data:`TRIAL_FACES` faces; CheckpointError with what went wrong unless it answered finite (N, 7)
     logits in time (``limits``: :data:`TRIAL_LIMITS` when None)."""
     limits = limits or TRIAL_LIMITS
-    command = [sys.executable, "-c", "from fer_core.model.trial import _child; _child()", Path(name).name,
-               str(limits.cpu_seconds), str(limits.memory_bytes)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")])}
+    command = child_command("fer_core.model.trial:_child", Path(name).name, limits.cpu_seconds, limits.memory_bytes)
     try:
-        proc = subprocess.run(command, input=data, capture_output=True, timeout=limits.wall_seconds, env=env,
+        proc = subprocess.run(command, input=data, capture_output=True, timeout=limits.wall_seconds, env=child_env(),
                               cwd=PACKAGE_ROOT)
     except subprocess.TimeoutExpired:  # subprocess.run kills the child
         raise CheckpointError(f"{name} did not classify {TRIAL_FACES} test faces within {limits.wall_seconds:.0f} s: "
@@ -61,24 +59,15 @@ def trial_run(data: bytes, name: str, limits: TrialLimits | None = None) -> None
 
 def _child() -> None:
     """The child of :func:`trial_run`: limits first, then the model from stdin; one JSON line on stdout."""
-    import resource
-
     name, cpu, memory = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    enter_limits(memory, cpu)
     data = sys.stdin.buffer.read()
     try:
         print(json.dumps({"ok": True} if _classify(data, name) else {}))
     except ModelOutputError as e:
         print(json.dumps({"error": f"{name}: {e}"}))
-    except CheckpointError as e:
-        print(json.dumps({"error": str(e)}))
-    except MemoryError:
-        print(json.dumps({"error": f"{name} asked for more memory than a model may use "
-                                   f"({memory / 2**30:.0f} GB with the interpreter): it is refused."}))
     except Exception as e:  # noqa: BLE001 - anything a foreign model makes its runtime raise is its fault
-        print(json.dumps({"error": f"{name} fails on test faces ({type(e).__name__}: "
-                                   f"{str(e).splitlines()[0][:200] if str(e) else 'no message'}): it is refused."}))
+        print(json.dumps({"error": failure_message(name, "fails on test faces", e, memory)}))
 
 
 def _classify(data: bytes, name: str) -> bool:
