@@ -26,7 +26,8 @@ COMMANDS = [
     "training.train", "training.evaluate", "training.compare", "training.calibrate", "training.crossdomain",
     "training.average_weights", "training.results_table", "training.benchmark", "training.video_benchmark",
     "training.experiments.face_framing", "training.experiments.label_noise_check",
-    "training.experiments.neutral_offset", "training.experiments.explain_examples",
+    "training.experiments.neutral_offset", "training.experiments.heldout_temperature",
+    "training.experiments.explain_examples",
     "training.experiments.explain_faithfulness",
 ]
 

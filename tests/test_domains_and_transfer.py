@@ -363,6 +363,34 @@ def test_neutral_offsets_are_measured_on_the_never_seen_domains(tiny_world):
     assert missing.returncode != 0 and "measure the recipe first" in missing.stderr and "Traceback" not in missing.stderr
 
 
+def test_temperatures_are_measured_on_the_never_seen_domains_from_stored_logits(tiny_world):
+    tmp, data, first, second = tiny_world
+    runs = tmp / "protocol"
+    common = ["--runs-dir", str(runs), "--domain", str(first), "--domain", str(second)]
+    run("-m", "training.crossdomain", *common, "--init-weights", str(tmp / "init" / "model.pt"), "--validation",
+        str(data / "validation"), "--photos", "", "--dose", "6", "--recipe", "tiny", "--", "--data", str(data),
+        "--cache-dir", "", "--fer-dose", "24", "--epochs", "1", "--batch-size", "8", "--threads", "1")  # reused if there
+    out = tmp / "temperatures.json"
+    proc = run("-m", "training.experiments.heldout_temperature", *common, "--recipe", "tiny", "--temperatures",
+               "0.5,1,2", "--json", str(out))
+    result = json.loads(out.read_text())
+    for name in ("first", "second"):  # all of each domain, from the run that never saw it, at its own temperature
+        measured = json.loads((runs / "tiny" / f"without-{name}" / "measure.json").read_text())
+        entry = result["table"][name]
+        assert entry["fitted"] == measured["temperature"]
+        assert entry["ece_fitted"] == pytest.approx(measured["splits"][f"{name}_all"]["ece"])  # the protocol's ECE
+        assert [r["temperature"] for r in entry["rows"]] == [0.5, 1.0, 2.0]
+        assert all(0.0 <= r["ece"] <= 1.0 for r in entry["rows"])
+    assert {(c["chosen_on"], c["applied_to"]) for c in result["cross_domain"]} == {("first", "second"),
+                                                                                 ("second", "first")}
+    assert "best on first" in proc.stdout
+    for bad, says in ((["--recipe", "nothing"], "measure the recipe first"),
+                      (["--recipe", "tiny", "--temperatures", "0,1"], "positive")):
+        refused = subprocess.run([sys.executable, "-m", "training.experiments.heldout_temperature", *common, *bad],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert refused.returncode != 0 and says in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_transfer_protocol_measures_an_ensemble_from_the_members_logits(tiny_world):
     """--ensemble averages the measured recipes' logits split by split: an ensemble of one recipe with itself scores
     exactly as the recipe, with the same temperature; a recipe not measured yet is a one-line error."""
