@@ -42,12 +42,15 @@ from sklearn.model_selection import train_test_split
 
 from fer_core.analysis.datasets import FER_IMAGES, list_labelled_folder, split_by_person
 from fer_core.analysis.evaluation import evaluate_files
+from fer_core.faces.images import load_image
+from fer_core.faces.preprocessing import to_gray
 from fer_core.model.artifacts import MODEL_CARD_NAME
 from fer_core.model.calibration import N_BINS, calibration_summary, fit_temperature, pool_alike, uncertain_threshold
 from fer_core.model.inference import Predictor, probabilities_from_view_logits
 from fer_core.model.weights import DEFAULT_WEIGHTS
 
 from .recipe.outputs import require_torch, require_writable_file
+from .recipe.shifted_faces import shifted_view_logits
 
 CFEE = FER_IMAGES.parent.parent / "cfee"
 
@@ -73,6 +76,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="fit the temperatures on every fitting set ('mix': FER2013 validation-fit and each --domain's "
                         "calibration people, weighted alike) or on FER2013 validation-fit alone; the default "
                         "'uncertain' thresholds use the mix either way (default: %(default)s)")
+    p.add_argument("--shifted-copy", action="store_true",
+                   help="fit the temperatures with one more set, weighted like the others: the validation-fit faces "
+                        "copied at four strengths of another camera (gamma, blur, scaling, noise, JPEG; "
+                        "training/recipe/shifted_faces.py), so that the confidence carries to new studios "
+                        "(docs/calibration.md); the 'uncertain' thresholds stay fitted on real faces")
     p.add_argument("--fit-fraction", type=float, default=0.5,
                    help="share of validation that T is fitted on, stratified by class (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fit / held-out split (default: %(default)s)")
@@ -108,6 +116,22 @@ def cached_logits(predictor: Predictor, name: str, files, cache: Path, digest: s
     result = evaluate_files(predictor, files, tta=True, **kwargs)
     out = {"view_logits": result.view_logits, "labels": files.labels[result.face_index],
            "n_images": np.array(len(files))}
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **out)
+    return out
+
+
+def cached_shifted(predictor: Predictor, val_files, fit_idx: np.ndarray, cache: Path, digest: str) -> dict:
+    """{"view_logits", "labels"} of the camera-shifted copies of the validation-fit faces
+    (:func:`training.recipe.shifted_faces.shifted_view_logits`), cached like :func:`cached_logits`."""
+    path = cache / f"validation-fit-shifted_{digest}.npz"
+    if path.is_file():
+        with np.load(path) as d:
+            return {k: d[k] for k in d.files}
+    print(f"computing the logits of the shifted copies of {len(fit_idx)} validation-fit faces...", file=sys.stderr)
+    faces = [to_gray(load_image(val_files.paths[i])) for i in fit_idx]
+    view_logits, labels = shifted_view_logits(predictor, faces, val_files.labels[fit_idx])
+    out = {"view_logits": view_logits, "labels": labels}
     cache.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **out)
     return out
@@ -166,7 +190,14 @@ def main(args: argparse.Namespace) -> dict:
                 d["view_logits"], d["labels"], f"{folder.name} {part} people, whole photos "
                 f"({int(d['n_images'])} photos, {len(d['labels'])} faces found)")
     logits, labels, set_weights = pool_alike(v[:2] for v in fit_sets.values())  # every set weighted alike
-    t_logits, t_labels, t_weights = logits, labels, set_weights
+    t_sets = dict(fit_sets)
+    if args.shifted_copy:
+        if len(val["labels"]) != len(val_files):
+            raise SystemExit("error: --shifted-copy needs every validation image readable (the copies are made of the "
+                             "validation-fit faces by their index)")
+        shifted = cached_shifted(predictor, val_files, fit_idx, cache, digest)
+        t_sets["validation-fit-shifted"] = (shifted["view_logits"], shifted["labels"])
+    t_logits, t_labels, t_weights = pool_alike(v[:2] for v in t_sets.values())
     if args.temperature_from == "validation":  # the thresholds still see every fitting set
         t_logits, t_labels = fit_sets["validation-fit"]
         t_weights = None
@@ -174,7 +205,7 @@ def main(args: argparse.Namespace) -> dict:
     temperature_no_tta = fit_temperature(t_logits[:1], t_labels, weights=t_weights)
     print(f"temperature {temperature:.4f} with TTA, {temperature_no_tta:.4f} without (fitted on "
           + (f"validation-fit ({len(t_labels)} faces))" if args.temperature_from == "validation" else
-             f"{', '.join(f'{k} ({len(v[1])} faces)' for k, v in fit_sets.items())}, each set weighted alike)"))
+             f"{', '.join(f'{k} ({len(v[1])} faces)' for k, v in t_sets.items())}, each set weighted alike)"))
     thresholds = dict(zip(THRESHOLD_KEYS, (default_threshold(logits, labels, temperature, set_weights),
                                             default_threshold(logits[:1], labels, temperature_no_tta, set_weights))))
     print("default 'uncertain' threshold (a face below it was more often wrong than right on the same faces): "
@@ -188,6 +219,9 @@ def main(args: argparse.Namespace) -> dict:
         "validation": (val["view_logits"], val["labels"], f"FER2013 PublicTest, all {len(idx)} faces (half fitted on)"),
         **{k: v for k, v in fit_sets.items() if k != "validation-fit"}, **domain_tests,
     }
+    if "validation-fit-shifted" in t_sets:
+        splits["validation-fit-shifted"] = (*t_sets["validation-fit-shifted"],
+                                            "the validation-fit faces, each at four strengths of another camera")
     if args.cfee:
         cfee_files = split_by_person(list_labelled_folder(args.cfee), "test", 0.3)
         cfee = cached_logits(predictor, "cfee_test", cfee_files, cache, digest, detect_faces=True,
@@ -199,7 +233,7 @@ def main(args: argparse.Namespace) -> dict:
         "temperature": temperature,
         "temperature_no_tta": temperature_no_tta,
         **thresholds,
-        "fitted_on": "validation-fit" if args.temperature_from == "validation" else " + ".join(fit_sets),
+        "fitted_on": "validation-fit" if args.temperature_from == "validation" else " + ".join(t_sets),
         "thresholds_fitted_on": " + ".join(fit_sets),
         "objective": "NLL of the mean over the 6 TTA views of softmax(logits / T); without TTA, of view 0",
         "n_bins": N_BINS,
