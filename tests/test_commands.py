@@ -27,6 +27,7 @@ COMMANDS = [
     "training.average_weights", "training.results_table", "training.benchmark", "training.video_benchmark",
     "training.experiments.face_framing", "training.experiments.label_noise_check",
     "training.experiments.neutral_offset", "training.experiments.heldout_temperature",
+    "training.experiments.shifted_calibration",
     "training.experiments.explain_examples",
     "training.experiments.explain_faithfulness",
 ]

@@ -284,6 +284,37 @@ def test_calibration_fits_on_validation_and_each_domains_calibration_people(tiny
     assert report["splits"]["first-test"]["n_faces"] == 2 and "each set weighted alike" in proc.stdout
 
 
+def test_shifted_copies_change_the_camera_more_at_each_severity_and_reproducibly():
+    from training.recipe.shifted_faces import SEVERITIES, shifted_copies
+
+    faces = [cv2.resize(rgb[..., 1], (48, 48)) for rgb in public_domain_faces().values()]
+    labels = np.arange(len(faces)) % 7
+    copies, copy_labels = shifted_copies(faces, labels, seed=3)
+    assert len(copies) == len(SEVERITIES) * len(faces) and copy_labels.tolist() == np.tile(labels, 4).tolist()
+    assert all(c.shape == (48, 48) and c.dtype == np.uint8 for c in copies)
+    again, _ = shifted_copies(faces, labels, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(copies, again))  # one seed, the same faces
+    change = [np.mean([np.abs(copies[k * len(faces) + i].astype(float) - f).mean() for i, f in enumerate(faces)])
+              for k in range(len(SEVERITIES))]
+    assert change == sorted(change) and change[0] > 0.5 and change[-1] > 2 * change[0]  # stronger at each severity
+
+
+def test_calibration_with_shifted_copies_fits_one_more_set_and_keeps_the_thresholds_on_real_faces(tiny_world):
+    tmp, data, first, _ = tiny_world
+    common = ["-m", "training.calibrate", "--weights", str(tmp / "init" / "model.pt"), "--validation",
+              str(data / "validation"), "--cfee", "", "--domain", str(first), "--calibration-fraction", "0.34",
+              "--cache", str(tmp / "cal_cache")]
+    run(*common, "--json", str(tmp / "plain.json"))
+    proc = run(*common, "--shifted-copy", "--json", str(tmp / "shifted.json"))
+    plain, shifted = (json.loads((tmp / f"{n}.json").read_text()) for n in ("plain", "shifted"))
+    assert shifted["fitted_on"] == "validation-fit + first-calibration + validation-fit-shifted"
+    assert shifted["thresholds_fitted_on"] == plain["thresholds_fitted_on"] == "validation-fit + first-calibration"
+    fit = shifted["splits"]["validation-fit"]["n_faces"]
+    assert shifted["splits"]["validation-fit-shifted"]["n_faces"] == 4 * fit  # every fitting face at 4 strengths
+    assert "validation-fit-shifted (" in proc.stdout  # named among the sets the temperature was fitted on
+    assert list((tmp / "cal_cache").glob("validation-fit-shifted_*.npz"))  # computed once, then read back
+
+
 def test_weight_averaging_is_the_weighted_mean_of_every_tensor_and_refuses_another_architecture(tmp_path):
     from fer_core.faces.preprocessing import PreprocessConfig
     from fer_core.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -389,6 +420,28 @@ def test_temperatures_are_measured_on_the_never_seen_domains_from_stored_logits(
         refused = subprocess.run([sys.executable, "-m", "training.experiments.heldout_temperature", *common, *bad],
                                  cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert refused.returncode != 0 and says in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_shifted_calibration_refits_each_held_out_run_without_looking_at_its_domain(tiny_world):
+    tmp, data, first, second = tiny_world
+    runs = tmp / "protocol"
+    common = ["--runs-dir", str(runs), "--domain", str(first), "--domain", str(second)]
+    run("-m", "training.crossdomain", *common, "--init-weights", str(tmp / "init" / "model.pt"), "--validation",
+        str(data / "validation"), "--photos", "", "--dose", "6", "--recipe", "tiny", "--", "--data", str(data),
+        "--cache-dir", "", "--fer-dose", "24", "--epochs", "1", "--batch-size", "8", "--threads", "1")  # reused if there
+    out = tmp / "shifted.json"
+    proc = run("-m", "training.experiments.shifted_calibration", *common, "--recipe", "tiny", "--validation",
+               str(data / "validation"), "--json", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["run"], r["fit"]) for r in rows] == [(f"without-{d}", f) for d in ("first", "second")
+                                                    for f in ("as measured", "with shifted copies")]
+    for r in rows[::2]:  # "as measured" is the protocol's own number
+        measured = json.loads((runs / "tiny" / r["run"] / "measure.json").read_text())
+        assert r["temperature"] == measured["temperature"]
+        held = r["run"].removeprefix("without-")
+        assert r["held_out ece"] == pytest.approx(measured["splits"][f"{held}_all"]["ece"])
+    assert all((runs / "tiny" / f"without-{d}" / "shifted_logits.npz").is_file() for d in ("first", "second"))
+    assert "with shifted copies" in proc.stdout
 
 
 def test_transfer_protocol_measures_an_ensemble_from_the_members_logits(tiny_world):
