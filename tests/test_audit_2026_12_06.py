@@ -377,8 +377,8 @@ def test_b6_ctrl_c_ends_the_job_with_one_line_and_no_tracebacks(face_photos, tmp
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    for i in range(2):
-        switching_video(inputs / f"clip{i}.mp4", seconds=20.0)
+    for i in range(2):  # long enough to be still running when Ctrl+C comes, even on an idle fast machine
+        switching_video(inputs / f"clip{i}.mp4", seconds=60.0)
     proc = subprocess.Popen([sys.executable, "-m", "fer_core.batch", str(inputs), "--out", str(tmp_path / "out"),
                              "--workers", "2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
