@@ -55,8 +55,12 @@ uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, TIFF, GIF)", type=IMAG
 # Without uploads, the sample photo's switch comes right under the uploader and stays there while the sample is
 # analysed. Then one slot: the hint without uploads, the progress while analysing. It replaces what the previous run
 # showed there at once, so the hint does not stay up while new files are analysed.
-sample = not uploads and st.toggle("No photo at hand? Try a sample photo", key="use_sample",
-                                   help=f"{SAMPLE_CREDIT}: it shows what the page does before you upload your own.")
+# Both are slots that are always there, so that the progress takes the hint's place at once (with an element fewer
+# above it, the hint would stay up, stale, until the analysis ends).
+sample_slot = st.empty()
+sample = not uploads and sample_slot.toggle(
+    "No photo at hand? Try a sample photo", key="use_sample",
+    help=f"{SAMPLE_CREDIT}: it shows what the page does before you upload your own.")
 progress_slot = st.empty()
 if not uploads:
     if not sample:

@@ -377,11 +377,13 @@ def test_b6_ctrl_c_ends_the_job_with_one_line_and_no_tracebacks(face_photos, tmp
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    for i in range(2):  # long enough to be still running when Ctrl+C comes, even on an idle fast machine
-        switching_video(inputs / f"clip{i}.mp4", seconds=60.0)
+    for i in range(2):
+        switching_video(inputs / f"clip{i}.mp4", seconds=20.0)
+    # as from a terminal: Ctrl+C's signal handled, even when these tests run in a background job (`cmd &` without job
+    # control), which would hand the job an ignored SIGINT
     proc = subprocess.Popen([sys.executable, "-m", "fer_core.batch", str(inputs), "--out", str(tmp_path / "out"),
                              "--workers", "2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while len(_group(proc.pid)) < 3 and time.monotonic() < deadline:
         time.sleep(0.2)
