@@ -12,8 +12,8 @@ started again on the next call), so a visitor who leaves costs nothing.
 
 The child's command, environment, limits and error messages are those of the trial (:mod:`fer_core.model.limited`).
 The pages' comparisons and evaluations of uploaded models and ``training.compare``, ``training.evaluate``,
-``fer_core.predict`` and ``fer_core.batch``'s workers with a model from outside go through :func:`outside_predictor` / :func:`bounded_predictor`;
-the shipped artifacts run in-process.
+``fer_core.predict`` and ``fer_core.batch``'s workers with a model from outside go through
+:func:`outside_predictor` / :func:`bounded_predictor`; the shipped artifacts run in-process.
 """
 
 from __future__ import annotations
