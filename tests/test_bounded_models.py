@@ -122,8 +122,9 @@ def test_a_batch_job_runs_an_outside_model_bounded_in_every_worker(tmp_path, wor
     photos = write_face_photos(tmp_path / "photos")
     (tmp_path / "endless.onnx").write_bytes(sleeper("endless"))  # passes the job's trial, never ends on real faces
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "fer_core.batch", str(tmp_path / "photos"), "--out", str(tmp_path / "out"),
-                           "--weights", str(tmp_path / "endless.onnx"), "--workers", str(workers), "--no-tta"],
+    proc = subprocess.run([sys.executable, "-m", "fer_core.batch", str(tmp_path / "photos"), "--out",
+                           str(tmp_path / "out"), "--weights", str(tmp_path / "endless.onnx"), "--workers",
+                           str(workers), "--no-tta"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert time.perf_counter() - started < 200  # one deadline per worker, then the model is refused at once
     lines = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
