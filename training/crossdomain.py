@@ -177,6 +177,11 @@ def split_mask(files: LabelledFiles, part: str, args: argparse.Namespace) -> np.
     return np.array([person_of(p) in people for p in files.paths])
 
 
+def validation_fit_half(labels: np.ndarray) -> np.ndarray:
+    """Indices of the half of FER2013 validation (stratified, seed 0) that every run fits its temperature on."""
+    return train_test_split(np.arange(len(labels)), train_size=0.5, stratify=labels, random_state=0)[0]
+
+
 def set_logits(predictor: Predictor, files: LabelledFiles, detect: bool, name: str) -> dict:
     """Uncalibrated TTA logits of every image (a face per image; NaN rows where no face was found) and labels."""
     print(f"measuring {name} ({len(files)} images)...", file=sys.stderr, flush=True)
@@ -213,8 +218,7 @@ def measure(args: argparse.Namespace, weights: Path, train_domains: list[Path], 
         keep = np.sort(np.random.default_rng(0).permutation(len(val_files))[:args.limit_val])
         val_files = LabelledFiles([val_files.paths[i] for i in keep], val_files.labels[keep])
     val = set_logits(predictor, val_files, False, "FER2013 validation")
-    fit_idx, held_idx = train_test_split(np.arange(len(val_files)), train_size=0.5, stratify=val_files.labels,
-                                         random_state=0)
+    fit_idx = validation_fit_half(val_files.labels)
     fit_sets = [(val["logits"][:, fit_idx], val["labels"][fit_idx])]
     sets = {"fer_val": (val["logits"], val["labels"])}
     ferplus = ferplus_split(args, val["logits"])

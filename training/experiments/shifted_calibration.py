@@ -18,7 +18,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from fer_core.analysis.datasets import FER_IMAGES, list_labelled_folder
 from fer_core.faces.images import load_image
@@ -26,7 +25,7 @@ from fer_core.faces.preprocessing import to_gray
 from fer_core.model.calibration import fit_temperature, pool_alike
 from fer_core.model.inference import Predictor
 
-from ..crossdomain import LOGITS_NAME, PROJECT_ROOT, domains_of, scores
+from ..crossdomain import LOGITS_NAME, PROJECT_ROOT, domains_of, scores, validation_fit_half
 from ..recipe.shifted_faces import shifted_view_logits
 
 SHIFTED_NAME = "shifted_logits.npz"
@@ -48,12 +47,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 def fit_half(validation: Path) -> tuple[list[np.ndarray], np.ndarray]:
     """The faces and labels of the half of FER2013 validation that training.crossdomain fits temperatures on."""
     files = list_labelled_folder(validation)
-    fit_idx, _ = train_test_split(np.arange(len(files)), train_size=0.5, stratify=files.labels, random_state=0)
+    fit_idx = validation_fit_half(files.labels)
     return [to_gray(load_image(files.paths[i])) for i in fit_idx], files.labels[fit_idx]
 
 
-def run_logits(folder: Path, faces: list[np.ndarray], labels: np.ndarray) -> tuple[dict, dict, np.ndarray]:
-    """A run's stored measurement, its stored logits, and the logits of the shifted copies (computed once)."""
+def run_logits(folder: Path, faces: list[np.ndarray],
+               labels: np.ndarray) -> tuple[dict, dict, tuple[np.ndarray, np.ndarray]]:
+    """A run's stored measurement, its stored logits, and the shifted copies' (logits, labels) (computed once)."""
     stored = folder / LOGITS_NAME
     weights = folder / "out" / "model.pt"
     if not stored.is_file() or not (folder / "measure.json").is_file():
@@ -63,21 +63,20 @@ def run_logits(folder: Path, faces: list[np.ndarray], labels: np.ndarray) -> tup
     with np.load(stored) as z:
         logits = dict(z)
     cached = folder / SHIFTED_NAME
-    if cached.is_file():
-        with np.load(cached) as z:
-            shifted = z["logits"]
-    else:
-        shifted, _ = shifted_view_logits(Predictor.from_checkpoint(weights), faces, labels)
-        np.savez_compressed(cached, logits=shifted)
+    if not cached.is_file():
+        shifted, shifted_labels = shifted_view_logits(Predictor.from_checkpoint(weights), faces, labels)
+        np.savez_compressed(cached, logits=shifted, labels=shifted_labels)
+    with np.load(cached) as z:
+        shifted = (z["logits"], z["labels"] if "labels" in z else np.tile(labels, len(z["logits"][0]) // len(labels)))
     return json.loads((folder / "measure.json").read_text()), logits, shifted
 
 
-def refit(logits: dict, shifted: np.ndarray, labels: np.ndarray) -> float:
-    """The run's temperature fit (its stored fitting sets, each weighted alike) with the shifted copies as one more
-    set."""
+def refit(logits: dict, shifted: tuple[np.ndarray, np.ndarray]) -> float:
+    """The run's temperature fit (its stored fitting sets, each weighted alike) with the shifted copies' (logits,
+    labels) as one more set."""
     fit_sets = [(logits[f"{n}/logits"], logits[f"{n}/labels"])
                 for n in sorted({k.split("/")[0] for k in logits if k.startswith("fit")})]
-    pooled, pooled_labels, weights = pool_alike([*fit_sets, (shifted, np.tile(labels, len(shifted[0]) // len(labels)))])
+    pooled, pooled_labels, weights = pool_alike([*fit_sets, shifted])
     return fit_temperature(pooled, pooled_labels, weights=weights)
 
 
@@ -87,7 +86,7 @@ def main(args: argparse.Namespace) -> dict:
     for held in domains_of(args):
         folder = Path(args.runs_dir) / args.recipe / f"without-{held.name}"
         measured, logits, shifted = run_logits(folder, faces, labels)
-        temperatures = {"as measured": measured["temperature"], "with shifted copies": refit(logits, shifted, labels)}
+        temperatures = {"as measured": measured["temperature"], "with shifted copies": refit(logits, shifted)}
         splits = {"held_out": f"{held.name}_all", "fer_val": "fer_val",
                   **{k.split("/")[0]: k.split("/")[0] for k in sorted(logits)
                      if k.endswith("_test/logits") and not k.startswith(f"{held.name}_")}}
