@@ -96,6 +96,9 @@ def test_the_card_holds_the_per_domain_results_of_the_shipped_evaluations(tmp_pa
         assert row["accuracy"] == evaluation["accuracy"] and row["ece"] == evaluation["ece"]
         lowest = min(EMOTIONS, key=lambda c: evaluation["per_class"][c]["recall"])
         assert row["lowest_recall"] == {"class": lowest, "recall": evaluation["per_class"][lowest]["recall"]}
+        # and which command wrote each of them, as `python -m training.evaluate` recorded it
+        assert row["command"] == evaluation["command"]
+        assert row["command"].startswith("python -m training.evaluate ") and f"artifacts/{name}" in row["command"]
     assert "CFEE" in rows["eval_cfee_test.json"]["domain"] and rows["eval_tfeid_test.json"]["faces_found"] == 195
 
     # the command that wrote them rewrites only that block of a card

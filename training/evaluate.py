@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -106,7 +107,8 @@ def relabelled(files: LabelledFiles, folder: str | Path, text: str, class_names)
     return dataclasses.replace(files, labels=labels)
 
 
-def main(args: argparse.Namespace) -> dict:
+def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
+    """Evaluate as ``args`` say; ``argv``, the command line they were parsed from, is recorded in the JSON."""
     for out, flag in ((args.json_out, "--json"), (args.label_issues_out, "--label-issues")):
         if out:
             require_writable_file(out, flag)  # before the evaluation, not after it
@@ -152,6 +154,8 @@ def main(args: argparse.Namespace) -> dict:
     s["label_source"] = ({"labels": "FER+ majority vote", **label_source} if label_source
                          else {"labels": "folder names"})
     s["skipped_files"] = files.skipped  # left out by the folder scan: unsupported formats, non-files
+    if argv is not None:  # every number in a JSON file says which command wrote it
+        s["command"] = "python -m training.evaluate " + shlex.join(argv)
     print(result.report)
     print(f"accuracy {s['accuracy']:.4f}  macro-F1 {s['macro_f1']:.4f}  images {s['n_images']}  "
           f"faces found {s['n_faces_found']}  TTA {'on' if s['tta'] else 'off'}"
@@ -177,4 +181,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    main(get_args_parser().parse_args(), sys.argv[1:])

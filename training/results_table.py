@@ -66,7 +66,7 @@ def domain_results() -> list[dict]:
             continue
         recalls = {c: s["per_class"][c]["recall"] for c in EMOTIONS if c in s["per_class"]}
         lowest = min(recalls, key=recalls.get)
-        rows.append({"domain": title, "eval_file": name, "images": s.get("n_images"),
+        rows.append({"domain": title, "eval_file": name, "command": s.get("command"), "images": s.get("n_images"),
                      "faces_found": s.get("n_faces_found") if s.get("detect_faces") else None,
                      "accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "ece": s.get("ece"), "nll": s.get("nll"),
                      "neutral_precision": s["per_class"].get("neutral", {}).get("precision"),
