@@ -107,7 +107,9 @@ def write_card_protocol(rows: list[dict], recipes: list[str]) -> dict:
         "command": "python -m training.crossdomain --table " + " ".join(f"--write-card {r}" for r in recipes),
         "note": "held_out_mean: accuracy on all photos of a whole-photo domain the run never trained on, averaged "
                 "over the domains; rows '(all domains)' trained on every domain's training people (their test "
-                "columns are test people)",
+                "columns are test people); ece: at each run's own temperature, fitted on half of FER2013 validation "
+                "and its training domains' calibration people, without the camera-shifted copies the shipped "
+                "temperature is also fitted on (that rule's protocol ECE: docs/calibration.md)",
         "held_out_mean": float(np.mean(held)), "recipes": list(recipes), "rows": chosen}
     path = update_card("transfer_protocol", protocol)
     print(f"wrote the protocol rows of {', '.join(recipes)} (held-out mean {np.mean(held):.3f}) into {path}")
