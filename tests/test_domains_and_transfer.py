@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -259,9 +260,20 @@ def test_transfer_protocol_trains_from_random_weights_when_asked(tiny_world):
     runs = tmp / "scratch"
     common = ["-m", "training.crossdomain", "--runs-dir", str(runs), "--init-weights", "", "--domain", str(first),
               "--domain", str(second), "--validation", str(data / "validation"), "--photos", "", "--dose", "6"]
-    proc = run(*common, "--recipe", "scratch", "--", "--data", str(data), "--cache-dir", "", "--variant", "tiny",
-               "--fer-dose", "24", "--epochs", "1", "--batch-size", "8", "--threads", "1")
+    recipe = ["--recipe", "scratch", "--", "--data", str(data), "--cache-dir", "", "--variant", "tiny",
+              "--fer-dose", "24", "--epochs", "1", "--batch-size", "8", "--threads", "1"]
+    # a long recipe can be split: one held-out run now, the other later (or on another machine)
+    first_only = run(*common, "--run", "without-first", *recipe)
+    assert (runs / "scratch" / "without-first" / "measure.json").is_file()
+    assert not (runs / "scratch" / "without-second").exists()
+    partial = pd.read_csv(runs / "table.csv").set_index("recipe").loc["scratch"]
+    assert np.isnan(partial["held_out_mean"]) and not np.isnan(partial["heldout_first"])  # no mean over half of them
+    proc = run(*common, *recipe)
+    assert proc.stdout.count("$ ") == 1  # the finished run is reused
     assert "--init-weights" not in proc.stdout.split("$ ", 1)[1].splitlines()[0]
+    assert "--init-weights" not in first_only.stdout.split("$ ", 1)[1].splitlines()[0]
+    whole = pd.read_csv(runs / "table.csv").set_index("recipe").loc["scratch"]
+    assert whole["held_out_mean"] == pytest.approx((whole["heldout_first"] + whole["heldout_second"]) / 2, abs=1e-3)
     for run_name in ("without-first", "without-second"):
         card = json.loads((runs / "scratch" / run_name / "out" / "model_card.json").read_text())
         assert card["training"]["arguments"]["init_weights"] == ""
@@ -270,6 +282,9 @@ def test_transfer_protocol_trains_from_random_weights_when_asked(tiny_world):
     refused = subprocess.run([sys.executable, *common, "--recipe", "x", "--no-train"], cwd=ROOT, capture_output=True,
                              text=True, timeout=300)
     assert refused.returncode != 0 and "--init-weights" in refused.stderr and "Traceback" not in refused.stderr
+    unknown = subprocess.run([sys.executable, *common, "--recipe", "x", "--run", "without-third"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert unknown.returncode != 0 and "without-first" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
 def test_calibration_fits_on_validation_and_each_domains_calibration_people(tiny_world):

@@ -75,6 +75,9 @@ def get_args_parser() -> argparse.ArgumentParser:
       help="FER+ votes of the validation faces: FER2013 validation is also scored against FER+'s majority labels "
            "(column ferplus_val; '' or a missing file: not) (default: %(default)s)")
     a("--combined", action="store_true", help="also train on every domain's training people (the candidate to ship)")
+    a("--run", action="append", default=[], metavar="RUN",
+      help="only these runs (repeatable: without-<domain>, all-domains), e.g. to split a long recipe over machines; "
+           "the table shows a recipe's held-out mean once all its held-out runs are measured")
     a("--no-train", action="store_true", help="measure --init-weights itself as the recipe (no fine-tuning)")
     a("--average", action="append", default=[], metavar="RECIPE[:WEIGHT]",
       help="instead of training, average each run's weights over these recipes' same runs (repeatable; "
@@ -322,7 +325,9 @@ def table_rows(recipe: str, measured: dict[str, dict]) -> list[dict]:
                 row[f"{name}_test"] = s[f"{name}_test"]["accuracy"]
             row[f"heldout_{held_name}"] = s[f"{held_name}_all"]["accuracy"]  # trained on the other domains only
         held_all = [s[f"{run.removeprefix('without-')}_all"] for run, s in sp.items()]
-        row["held_out_mean"] = float(np.mean([h["accuracy"] for h in held_all]))
+        named = {d for run, m in held.items() for d in [run.removeprefix("without-"), *m["train_domains"]]}
+        complete = all(f"without-{d}" in held for d in named)  # a mean over some held-out domains is not the mean
+        row["held_out_mean"] = float(np.mean([h["accuracy"] for h in held_all])) if complete else np.nan
         row["photos"] = np.mean([s["photos"]["accuracy"] for s in sp.values() if "photos" in s] or [np.nan])
         row.update(pooled(held_all))
         row["ece"] = " ".join(f"{run.removeprefix('without-')}:{s[run.removeprefix('without-') + '_all']['ece']:.3f}"
@@ -379,7 +384,13 @@ def main(args: argparse.Namespace) -> list[dict]:
     for d in domains:
         if not d.is_dir():
             raise SystemExit(f"error: --domain {d} is not a folder")
-    for run, train_domains in plan_runs(domains, args.combined).items():
+    planned = plan_runs(domains, args.combined)
+    unknown = sorted(set(args.run) - set(planned))
+    if unknown:
+        raise SystemExit(f"error: --run {unknown[0]} is not a run of this protocol (runs: {', '.join(planned)})")
+    for run, train_domains in planned.items():
+        if args.run and run not in args.run:
+            continue
         folder = runs_dir / args.recipe / run
         if args.ensemble:
             ensemble_run(args, run, train_domains, folder / "measure.json")
