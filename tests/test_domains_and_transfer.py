@@ -285,6 +285,10 @@ def test_transfer_protocol_trains_from_random_weights_when_asked(tiny_world):
     unknown = subprocess.run([sys.executable, *common, "--recipe", "x", "--run", "without-third"], cwd=ROOT,
                              capture_output=True, text=True, timeout=300)
     assert unknown.returncode != 0 and "without-first" in unknown.stderr and "Traceback" not in unknown.stderr
+    untrained = subprocess.run([sys.executable, *common, "--init-weights", str(tmp / "init" / "model.pt"), "--recipe",
+                                "x", "--no-train", "--run", "without-first"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=300)
+    assert untrained.returncode != 0 and "--no-train" in untrained.stderr and "Traceback" not in untrained.stderr
 
 
 def test_calibration_fits_on_validation_and_each_domains_calibration_people(tiny_world):

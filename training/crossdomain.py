@@ -388,6 +388,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     unknown = sorted(set(args.run) - set(planned))
     if unknown:
         raise SystemExit(f"error: --run {unknown[0]} is not a run of this protocol (runs: {', '.join(planned)})")
+    if args.run and args.no_train:
+        raise SystemExit("error: --run does not go with --no-train (one measurement serves every run)")
     for run, train_domains in planned.items():
         if args.run and run not in args.run:
             continue
