@@ -384,15 +384,15 @@ def main(args: argparse.Namespace) -> list[dict]:
     for d in domains:
         if not d.is_dir():
             raise SystemExit(f"error: --domain {d} is not a folder")
-    planned = plan_runs(domains, args.combined)
+    planned = plan_runs(domains, args.combined or "all-domains" in args.run)
     unknown = sorted(set(args.run) - set(planned))
     if unknown:
         raise SystemExit(f"error: --run {unknown[0]} is not a run of this protocol (runs: {', '.join(planned)})")
     if args.run and args.no_train:
         raise SystemExit("error: --run does not go with --no-train (one measurement serves every run)")
+    if args.run:
+        planned = {run: train_domains for run, train_domains in planned.items() if run in args.run}
     for run, train_domains in planned.items():
-        if args.run and run not in args.run:
-            continue
         folder = runs_dir / args.recipe / run
         if args.ensemble:
             ensemble_run(args, run, train_domains, folder / "measure.json")
